@@ -1,0 +1,115 @@
+"""The ``ncaflow`` command line: one sub-command per workflow stage.
+
+Imports are done inside the commands so that ``ncaflow --help`` and every
+Snakemake job start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["main"]
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    COMMANDS[fn.__name__.removeprefix("cmd_")] = fn
+    return fn
+
+
+@command
+def cmd_train(args: argparse.Namespace) -> int:
+    from ncaflow.config import load_config
+    from ncaflow.train import train
+
+    overrides = list(args.set)
+    if args.fold is not None:
+        overrides.append(f"data.fold={args.fold}")
+    if args.folds is not None:
+        overrides.append(f"data.folds={args.folds}")
+    config = load_config(args.config, overrides)
+    result = train(config, args.out)
+    print(
+        f"trained {config.task} for {result.iterations} iterations in {result.seconds:.0f} s; "
+        f"best {config.train.early_stopping.metric} = {result.best_metric:.4g} "
+        f"at iteration {result.best_iteration}; model in {Path(args.out) / 'model.safetensors'}"
+    )
+    return 0
+
+
+@command
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ncaflow.evaluate import evaluate
+
+    metrics = evaluate(args.model, splits=tuple(args.split), overrides=args.set, out=args.out,
+                       device=args.device, seed=args.seed)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+@command
+def cmd_info(args: argparse.Namespace) -> int:
+    from ncaflow.io import load
+
+    model = load(args.model)
+    print(json.dumps({
+        "task": model.run_config.task,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "config": json.loads(Path(args.model).with_suffix(".json").read_text())["config"]
+        if Path(args.model).suffix else None,
+    }, indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ncaflow", description="Neural Cellular Automata pipeline")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one model from a YAML run config")
+    p.add_argument("--config", required=True, help="YAML run config (see config/README.md)")
+    p.add_argument("--out", required=True, help="output directory (resumes if it holds a checkpoint)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=1e-3 (repeatable)")
+    p.add_argument("--fold", type=int, help="fold index into the folds file (data.fold)")
+    p.add_argument("--folds", help="folds JSON from `ncaflow prepare` (data.folds)")
+
+    p = sub.add_parser("evaluate", help="metrics of a saved model on its task's data")
+    p.add_argument("--model", required=True, help="model.safetensors, its .json, or its directory")
+    p.add_argument("--split", action="append", choices=["val", "test"], default=None,
+                   help="split(s) to evaluate (default: val and test)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a stored config value, e.g. --set data.mirror=DIR")
+    p.add_argument("--out", help="write the metrics JSON here")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fire masks")
+
+    p = sub.add_parser("info", help="print a saved model's task, size and config")
+    p.add_argument("model")
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ncaflow.config import ConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "split", None) is None and args.command == "evaluate":
+        args.split = ["val", "test"]
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as err:
+        print(f"ncaflow {args.command}: config error: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, RuntimeError, ValueError) as err:
+        print(f"ncaflow {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The contract between the trainer and a task.
+
+The trainer owns the loop (optimiser, checkpoints, logging, early stopping);
+a task owns the data and everything it means: the seed state, the loss, the
+sample pool, the metrics and what a prediction is.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ncaflow.config import ConfigError, RunConfig, from_dict
+
+__all__ = ["Batch", "CommonData", "Task", "batches"]
+
+
+@dataclass(kw_only=True)
+class Batch:
+    """One training batch.
+
+    state:  (B, C, H, W) seed state the rollout starts from
+    target: task-specific target (RGBA image, labels, masks)
+    mask:   (B, 1, H, W) cells that count in the loss, or None for all
+    index:  (B,) pool or dataset indices, for tasks that write back
+    """
+
+    state: Tensor
+    target: Tensor
+    mask: Tensor | None = None
+    index: Tensor | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommonData:
+    """Data keys every task shares: where files live and which fold to train."""
+
+    root: str = "data/raw"  # download cache
+    mirror: str | None = None  # local mirror folder (else $NCAFLOW_DATA_MIRROR)
+    folds: str | None = None  # folds JSON written by `ncaflow prepare`
+    fold: int = 0
+
+
+class Task(ABC):
+    """Base class; subclasses set ``name``, ``Data`` and the metric to select on."""
+
+    name: ClassVar[str]
+    Data: ClassVar[type[CommonData]] = CommonData
+    select_metric: ClassVar[str] = "val_loss"
+    select_mode: ClassVar[str] = "min"
+
+    def __init__(self, *, config: RunConfig, device: torch.device | str = "cpu") -> None:
+        self.config = config
+        self.data = self.data_config(config.data)
+        self.device = torch.device(device)
+        self.check_model()
+
+    @classmethod
+    def data_config(cls, raw: dict[str, Any]) -> Any:
+        """Validate the ``data:`` section into this task's ``Data`` dataclass."""
+        return from_dict(cls.Data, raw, "data")
+
+    def check_model(self) -> None:
+        """Raise ConfigError when the model config cannot serve this task."""
+
+    def require(self, ok: bool, key: str, message: str) -> None:
+        if not ok:
+            raise ConfigError(f"key '{key}': {message}")
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.data.root)
+
+    # -- training ----------------------------------------------------------------
+
+    @abstractmethod
+    def setup(self) -> None:
+        """Load the data onto ``self.device``. Called once before training or evaluation."""
+
+    @abstractmethod
+    def sample(self, generator: torch.Generator) -> Batch:
+        """Draw a training batch (``generator`` lives on the CPU)."""
+
+    @abstractmethod
+    def loss(self, out: Tensor, batch: Batch) -> Tensor:
+        """(B, C, H, W) final states -> (B,) per-sample loss."""
+
+    def after_step(self, batch: Batch, out: Tensor, losses: Tensor) -> None:
+        """Write results back (sample pools). Default: nothing."""
+
+    # -- evaluation --------------------------------------------------------------
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, split: str, generator: torch.Generator) -> dict[str, float]:
+        """Metrics on ``split`` ("val" or "test"); keys are prefixed with the split."""
+
+    def preview(self, out: Tensor) -> Tensor:
+        """(B, C, H, W) states -> (B, 3, H, W) images in [0, 1] for TensorBoard."""
+        rgb = out[:, self.config.model.input_channels :][:, :3]
+        return rgb.clamp(0, 1)
+
+    def meta(self) -> dict[str, Any]:
+        """What ``load`` needs beyond the config to use the model (e.g. class names)."""
+        return {}
+
+    # -- resumable state ---------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state
+
+    # -- shared helpers ------------------------------------------------------------
+
+    @property
+    def eval_steps(self) -> int:
+        """Rollout length at evaluation: the longest training rollout."""
+        return self.config.train.steps[-1]
+
+    @staticmethod
+    def seed_state(image: Tensor, channels: int) -> Tensor:
+        """(B, C_in, H, W) image -> (B, channels, H, W): image in the input channels, zeros after."""
+        b, c_in, h, w = image.shape
+        state = image.new_zeros(b, channels, h, w)
+        state[:, :c_in] = image
+        return state
+
+
+def batches(n: int, size: int) -> list[slice]:
+    """Contiguous slices covering range(n) in chunks of ``size``."""
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+

@@ -1,0 +1,119 @@
+"""Growing NCA (Mordvintsev et al., Distill 2020): grow an RGBA emoji from one seed cell.
+
+Training uses the Distill sample pool: a batch is drawn from the pool, the
+worst sample is replaced by a fresh seed, the best ``damage`` samples get a
+circular hole, and the rolled-out states are written back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ncaflow.data import load_emoji
+from ncaflow.tasks.base import Batch, CommonData, Task
+
+__all__ = ["Growing", "GrowingData", "circle_damage"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GrowingData(CommonData):
+    target: str = "1f98e"  # emoji code, PNG path or URL
+    size: int = 40
+    pad: int = 16
+    pool_size: int = 1024
+    damage: int = 3  # best samples per batch that get a hole; 0 = no regeneration training
+    eval_batch: int = 4
+    persistence_steps: int = 1000
+
+
+def circle_damage(n: int, h: int, w: int, generator: torch.Generator) -> Tensor:
+    """(n, 1, h, w) float mask, 0 inside a random circle (radius 0.1-0.4 of the image), else 1."""
+    ys = torch.linspace(-1.0, 1.0, h).view(1, h, 1)
+    xs = torch.linspace(-1.0, 1.0, w).view(1, 1, w)
+    centre = torch.rand(n, 2, 1, 1, generator=generator) - 0.5
+    radius = torch.rand(n, 1, 1, generator=generator) * 0.3 + 0.1
+    inside = (xs - centre[:, 0]) ** 2 + (ys - centre[:, 1]) ** 2 < radius**2
+    return (~inside).float().unsqueeze(1)
+
+
+class Growing(Task):
+    name = "growing"
+    Data = GrowingData
+    select_metric = "val_loss"
+    data: GrowingData
+
+    def check_model(self) -> None:
+        m = self.config.model
+        self.require(m.input_channels == 0, "model.input_channels", "must be 0 for growing")
+        self.require(m.output_channels >= 4, "model.output_channels", "must be >= 4 (RGBA)")
+        self.require(self.data.pool_size >= self.config.train.batch_size, "data.pool_size",
+                     "must be >= train.batch_size")
+
+    def setup(self) -> None:
+        target = load_emoji(self.data.target, size=self.data.size, pad=self.data.pad,
+                            cache_dir=self.cache_dir, mirror=self.data.mirror)
+        self.target = target.to(self.device)  # (4, H, W) premultiplied RGBA
+        self.pool = self.seed(self.data.pool_size)
+
+    def seed(self, n: int) -> Tensor:
+        """(n, C, H, W): one live cell in the centre, alpha and hidden channels set to 1."""
+        _, h, w = self.target.shape
+        x = torch.zeros(n, self.config.model.channels, h, w, device=self.device)
+        x[:, 3:, h // 2, w // 2] = 1.0
+        return x
+
+    def mse(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B,) mean squared error of the RGBA channels."""
+        return ((x[:, :4] - self.target) ** 2).mean(dim=(1, 2, 3))
+
+    def sample(self, generator: torch.Generator) -> Batch:
+        b = self.config.train.batch_size
+        idx = torch.randperm(self.data.pool_size, generator=generator)[:b]
+        x = self.pool[idx.to(self.device)].clone()
+        order = self.mse(x).argsort(descending=True).cpu()  # worst first
+        x[order[0]] = self.seed(1)[0]
+        if self.data.damage:
+            best = order[-self.data.damage :]
+            hole = circle_damage(len(best), x.shape[2], x.shape[3], generator).to(self.device)
+            x[best] *= hole
+        return Batch(state=x, target=self.target, index=idx)
+
+    def loss(self, out: Tensor, batch: Batch) -> Tensor:
+        return self.mse(out)
+
+    def after_step(self, batch: Batch, out: Tensor, losses: Tensor) -> None:
+        assert batch.index is not None
+        self.pool[batch.index.to(self.device)] = out
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, generator: torch.Generator) -> dict[str, float]:
+        steps = self.eval_steps
+        grown = model(self.seed(self.data.eval_batch), steps, generator=generator)
+        metrics = {f"{split}_loss": self.mse(grown).mean().item()}
+        if split == "test":
+            metrics["test_mse"] = metrics["test_loss"]
+            later = model(grown, self.data.persistence_steps - steps, generator=generator)
+            metrics["test_persistence_mse"] = self.mse(later).mean().item()
+            cpu_gen = torch.Generator().manual_seed(0)
+            hole = circle_damage(len(grown), grown.shape[2], grown.shape[3], cpu_gen).to(self.device)
+            regrown = model(grown * hole, steps, generator=generator)
+            metrics["test_damaged_mse"] = self.mse(grown * hole).mean().item()
+            metrics["test_regrowth_mse"] = self.mse(regrown).mean().item()
+        return metrics
+
+    def preview(self, out: Tensor) -> Tensor:
+        rgb, a = out[:, :3], out[:, 3:4].clamp(0, 1)
+        return (1.0 - a + rgb).clamp(0, 1)  # premultiplied RGBA over white
+
+    def meta(self) -> dict[str, Any]:
+        return {"target_shape": list(self.target.shape), "seed": "centre cell, channels 3: = 1"}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pool": self.pool}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pool = state["pool"].to(self.device)
