@@ -1,0 +1,115 @@
+"""MedMNIST v2 (2D datasets only), read through the medmnist package's own classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ncaflow.data.sources import (
+    MEDMNIST_SIZES,
+    DataError,
+    _medmnist_info,
+    fetch,
+    medmnist_source,
+)
+
+__all__ = ["load_medmnist", "medmnist_info"]
+
+_SPLITS = ("train", "val", "test")
+
+
+def _flags_2d(info: dict[str, Any]) -> list[str]:
+    return sorted(f for f, v in info.items() if not v["python_class"].endswith("3D"))
+
+
+def medmnist_info(flag: str) -> dict[str, Any]:
+    """What ncaflow needs to know about a 2D MedMNIST dataset.
+
+    Returns:
+        dict with ``flag``, ``python_class``, ``task`` (e.g. ``"binary-class"``,
+        ``"multi-class"``, ``"multi-label, binary-class"``, ``"ordinal-regression"``),
+        ``multi_label`` (bool), ``n_classes``, ``n_channels``, ``label_names`` (list, by
+        class index), ``label`` (medmnist's own ``{"0": name, ...}``), ``n_samples``
+        ({split: N}) and ``sizes`` (available image sizes).
+    """
+    info = _medmnist_info()
+    flags = _flags_2d(info)
+    if flag not in flags:
+        kind = "a 3D dataset, which ncaflow does not support" if flag in info else "unknown"
+        raise DataError(f"MedMNIST flag {flag!r} is {kind}; valid flags: {', '.join(flags)}")
+    entry = info[flag]
+    labels = entry["label"]
+    return {
+        "flag": flag,
+        "python_class": entry["python_class"],
+        "task": entry["task"],
+        "multi_label": entry["task"].startswith("multi-label"),
+        "n_classes": len(labels),
+        "n_channels": int(entry["n_channels"]),
+        "label_names": [labels[str(i)] for i in range(len(labels))],
+        "label": dict(labels),
+        "n_samples": dict(entry["n_samples"]),
+        "sizes": [s for s in MEDMNIST_SIZES if f"url{'' if s == 28 else f'_{s}'}" in entry],
+    }
+
+
+def load_medmnist(
+    *,
+    flag: str,
+    split: Literal["train", "val", "test"],
+    size: int = 28,
+    cache_dir: str | Path,
+    mirror: str | Path | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Load one split of a 2D MedMNIST dataset.
+
+    The npz is placed in `cache_dir` by `fetch` (mirror, cache or download, with our own
+    checksum handling); medmnist then reads it with ``download=False``.
+
+    Returns:
+        images: float32 ``(N, C, H, W)`` in [0, 1], C = 1 (grey) or 3 (RGB), H = W = size.
+        labels: int64 ``(N,)`` for binary/multi-class/ordinal tasks, ``(N, L)`` for
+        multi-label tasks (ChestMNIST, L = 14).
+    """
+    meta = medmnist_info(flag)
+    if split not in _SPLITS:
+        raise DataError(f"MedMNIST split must be one of {list(_SPLITS)}, not {split!r}")
+    path = fetch(medmnist_source(flag, size), cache_dir=cache_dir, mirror=mirror)
+
+    import medmnist
+
+    dataset_cls = getattr(medmnist, meta["python_class"])
+    try:
+        ds = dataset_cls(split=split, root=str(path.parent), size=size, download=False)
+    except (KeyError, ValueError, OSError) as exc:
+        raise DataError(
+            f"{path} is not a readable MedMNIST npz with '{split}_images'/'{split}_labels' "
+            f"({exc}); delete it and fetch it again"
+        ) from exc
+    imgs, labels = np.asarray(ds.imgs), np.asarray(ds.labels)
+
+    if imgs.ndim == 3:  # (N, H, W) grey
+        imgs = imgs[:, None]
+    elif imgs.ndim == 4:  # (N, H, W, C)
+        imgs = imgs.transpose(0, 3, 1, 2)
+    if imgs.ndim != 4 or imgs.shape[1] != meta["n_channels"] or len(labels) != len(imgs):
+        raise DataError(
+            f"{path} [{split}] has images {np.asarray(ds.imgs).shape} and labels "
+            f"{labels.shape}; expected (N, H, W[, 3]) with {meta['n_channels']} channel(s) "
+            "and one label row per image"
+        )
+    images = np.ascontiguousarray(imgs, dtype=np.float32) / 255.0  # (N, C, H, W)
+
+    if meta["multi_label"]:
+        if labels.ndim != 2 or labels.shape[1] != meta["n_classes"]:
+            raise DataError(
+                f"{path} [{split}]: multi-label {flag} needs labels (N, {meta['n_classes']}), "
+                f"found {labels.shape}"
+            )
+    elif labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]  # official files store (N, 1)
+    elif labels.ndim != 1:
+        raise DataError(f"{path} [{split}]: labels must be (N,) or (N, 1), found {labels.shape}")
+    return images, labels.astype(np.int64)
