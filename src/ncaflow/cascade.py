@@ -74,14 +74,26 @@ class Cascade(nn.Module):
                 def level_cb(t: int, s: Tensor, offset: int = offset) -> None:
                     callback(offset + t, F.interpolate(s, size=(h, w), mode="nearest"))
 
-            state = nca(state, n, generator=generator, checkpoint_every=checkpoint_every, callback=level_cb)
+            state = nca(
+                state, n, generator=generator, checkpoint_every=checkpoint_every, callback=level_cb
+            )
             done += n
         assert state is not None
         return state
 
 
 def build_model(config: RunConfig) -> nn.Module:
-    """An :class:`NCA`, or a :class:`Cascade` when the config has a ``cascade`` section."""
+    """An :class:`NCA`, or a :class:`Cascade` when the config has a ``cascade`` section.
+
+    With ``model.head > 0`` the model also gets ``head``, a linear layer from the
+    spatially averaged hidden channels (B, hidden) to (B, head) logits.
+    """
+    m = config.model
+    model: nn.Module
     if config.cascade is not None:
-        return Cascade(model=config.model, cascade=config.cascade)
-    return NCA(config=config.model)
+        model = Cascade(model=m, cascade=config.cascade)
+    else:
+        model = NCA(config=m)
+    if m.head:
+        model.head = nn.Linear(m.hidden_channels, m.head)
+    return model

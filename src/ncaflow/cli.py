@@ -46,47 +46,95 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ncaflow.evaluate import evaluate
 
-    metrics = evaluate(args.model, splits=tuple(args.split), overrides=args.set, out=args.out,
-                       device=args.device, seed=args.seed)
+    metrics = evaluate(
+        args.model,
+        splits=tuple(args.split),
+        overrides=args.set,
+        out=args.out,
+        device=args.device,
+        seed=args.seed,
+    )
     print(json.dumps(metrics, indent=2))
     return 0
 
 
 @command
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from ncaflow.config import load_config
+    from ncaflow.data import make_folds, write_folds
+    from ncaflow.tasks import get_task
+
+    config = load_config(args.config, [*args.set, "data.folds=null"])
+    task = get_task(config.task)(config=config, device="cpu")
+    task.setup()
+    labels, n, checksum = task.fold_pool()
+    folds = make_folds(labels, n=n, k=args.k, seed=args.seed, checksum=checksum)
+    write_folds(args.out, folds)
+    sizes = ", ".join(f"{len(f['train'])}/{len(f['val'])}" for f in folds["folds"])
+    print(f"{args.k} folds (train/val: {sizes}) of {n} {config.task} samples -> {args.out}")
+    return 0
+
+
+@command
 def cmd_info(args: argparse.Namespace) -> int:
-    from ncaflow.io import load
+    from ncaflow.config import to_dict
+    from ncaflow.io import config_of, load
 
     model = load(args.model)
-    print(json.dumps({
-        "task": model.run_config.task,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "config": json.loads(Path(args.model).with_suffix(".json").read_text())["config"]
-        if Path(args.model).suffix else None,
-    }, indent=2, default=str))
+    config = config_of(model)
+    size = sum(p.numel() for p in model.parameters())
+    info = {"task": config.task, "parameters": size, "config": to_dict(config)}
+    print(json.dumps(info, indent=2))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ncaflow", description="Neural Cellular Automata pipeline")
+    parser = argparse.ArgumentParser(
+        prog="ncaflow", description="Neural Cellular Automata pipeline"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train one model from a YAML run config")
     p.add_argument("--config", required=True, help="YAML run config (see config/README.md)")
-    p.add_argument("--out", required=True, help="output directory (resumes if it holds a checkpoint)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.lr=1e-3 (repeatable)")
+    p.add_argument(
+        "--out", required=True, help="output directory (resumes if it holds a checkpoint)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=1e-3 (repeatable)",
+    )
     p.add_argument("--fold", type=int, help="fold index into the folds file (data.fold)")
     p.add_argument("--folds", help="folds JSON from `ncaflow prepare` (data.folds)")
 
     p = sub.add_parser("evaluate", help="metrics of a saved model on its task's data")
     p.add_argument("--model", required=True, help="model.safetensors, its .json, or its directory")
-    p.add_argument("--split", action="append", choices=["val", "test"], default=None,
-                   help="split(s) to evaluate (default: val and test)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a stored config value, e.g. --set data.mirror=DIR")
+    p.add_argument(
+        "--split",
+        action="append",
+        choices=["val", "test"],
+        default=None,
+        help="split(s) to evaluate (default: val and test)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a stored config value, e.g. --set data.mirror=DIR",
+    )
     p.add_argument("--out", help="write the metrics JSON here")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0, help="seed of the fire masks")
+
+    p = sub.add_parser("prepare", help="download the data of a run config and write its k folds")
+    p.add_argument("--config", required=True, help="YAML run config")
+    p.add_argument("--out", required=True, help="folds JSON to write")
+    p.add_argument("--k", type=int, default=5, help="number of folds (1: one train/val split)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
     p = sub.add_parser("info", help="print a saved model's task, size and config")
     p.add_argument("model")

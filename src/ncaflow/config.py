@@ -62,6 +62,7 @@ class ModelConfig:
     fire_rate: float = 0.5
     alive_channel: int | None = None
     alive_threshold: float = 0.1
+    head: int = 0  # > 0: a linear head from the mean hidden state to this many logits
 
     @property
     def channels(self) -> int:
@@ -76,6 +77,7 @@ class ModelConfig:
         _check(0.0 < self.fire_rate <= 1.0, f"{where}.fire_rate", "must be in (0, 1]")
         _check(self.kernel_size % 2 == 1, f"{where}.kernel_size", "must be odd")
         _check(self.learned_filters >= 1, f"{where}.learned_filters", "must be >= 1")
+        _check(self.head >= 0, f"{where}.head", "must be >= 0 (0: no head)")
         if self.alive_channel is not None:
             _check(
                 0 <= self.alive_channel < self.channels,
@@ -95,7 +97,11 @@ class CascadeConfig:
     def validate(self, where: str = "cascade") -> None:
         _check(len(self.scales) == len(self.steps), where, "scales and steps differ in length")
         _check(all(s >= 1 for s in self.scales), f"{where}.scales", "must be >= 1")
-        _check(self.scales == sorted(self.scales, reverse=True), f"{where}.scales", "must be coarse to fine")
+        _check(
+            self.scales == sorted(self.scales, reverse=True),
+            f"{where}.scales",
+            "must be coarse to fine",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

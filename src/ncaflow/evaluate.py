@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ncaflow.config import ConfigError, RunConfig, apply_override, from_dict, to_dict
-from ncaflow.io import atomic_write, load
+from ncaflow.io import atomic_write, config_of, load
 from ncaflow.tasks import get_task
 
 __all__ = ["evaluate", "with_overrides"]
@@ -39,7 +39,7 @@ def evaluate(
     The fire-mask generator is seeded, so the numbers are reproducible.
     """
     model = load(model_path, device=device)
-    config = with_overrides(model.run_config, overrides or [])
+    config = with_overrides(config_of(model), overrides or [])
     task = get_task(config.task)(config=config, device=device)
     task.setup()
     metrics: dict[str, Any] = {"parameters": sum(p.numel() for p in model.parameters())}

@@ -27,6 +27,7 @@ __all__ = [
     "FORMAT",
     "ModelFileError",
     "atomic_write",
+    "config_of",
     "load",
     "load_config_of",
     "model_paths",
@@ -42,7 +43,7 @@ class ModelFileError(RuntimeError):
     """A model file is missing, truncated or does not match its JSON."""
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` on a temp file next to ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +74,9 @@ def model_paths(path: str | Path) -> tuple[Path, Path]:
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
 
-def save(model: nn.Module, config: RunConfig, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+def save(
+    model: nn.Module, config: RunConfig, path: str | Path, meta: dict[str, Any] | None = None
+) -> Path:
     """Write weights and config atomically; returns the weights path."""
     weights, meta_path = model_paths(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -92,13 +95,17 @@ def save(model: nn.Module, config: RunConfig, path: str | Path, meta: dict[str, 
 
 def _read_json(meta_path: Path) -> dict[str, Any]:
     if not meta_path.exists():
-        raise ModelFileError(f"{meta_path}: missing; a model needs its .json next to the .safetensors")
+        raise ModelFileError(
+            f"{meta_path}: missing; a model needs its .json next to the .safetensors"
+        )
     try:
         doc: dict[str, Any] = json.loads(meta_path.read_text())
     except json.JSONDecodeError as err:
         raise ModelFileError(f"{meta_path}: not valid JSON ({err}); the file is damaged") from None
     if doc.get("format") != FORMAT:
-        raise ModelFileError(f"{meta_path}: not an ncaflow model file (format={doc.get('format')!r})")
+        raise ModelFileError(
+            f"{meta_path}: not an ncaflow model file (format={doc.get('format')!r})"
+        )
     if doc.get("format_version", 0) > FORMAT_VERSION:
         raise ModelFileError(f"{meta_path}: written by a newer ncaflow; upgrade ncaflow to read it")
     return doc
@@ -136,7 +143,17 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise ModelFileError(f"{weights}: weights do not fit the config in {meta_path.name}: {err}") from None
+        raise ModelFileError(
+            f"{weights}: weights do not fit the config in {meta_path.name}: {err}"
+        ) from None
     model.run_config = config  # type: ignore[assignment]
     model.meta = meta  # type: ignore[assignment]
     return model.to(device).eval()
+
+
+def config_of(model: nn.Module) -> RunConfig:
+    """The RunConfig that :func:`load` attached to a model."""
+    config = getattr(model, "run_config", None)
+    if not isinstance(config, RunConfig):
+        raise ValueError("this model carries no run config: load it with ncaflow.load(path)")
+    return config

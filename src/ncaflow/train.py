@@ -15,6 +15,7 @@ history) and, on CPU, ends bit-identical to an uninterrupted run.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -33,7 +34,14 @@ from ncaflow.config import ConfigError, RunConfig, TrainConfig
 from ncaflow.io import atomic_write, load, save
 from ncaflow.tasks import Task, get_task
 
-__all__ = ["TrainResult", "TrainingError", "build_optimizer", "build_scheduler", "select_device", "train"]
+__all__ = [
+    "TrainResult",
+    "TrainingError",
+    "build_optimizer",
+    "build_scheduler",
+    "select_device",
+    "train",
+]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -66,12 +74,16 @@ def select_device(name: str = "auto") -> torch.device:
 
 def build_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.betas[0], weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.betas[0], weight_decay=cfg.weight_decay
+        )
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), weight_decay=cfg.weight_decay)
 
 
-def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+def build_scheduler(
+    opt: torch.optim.Optimizer, cfg: TrainConfig
+) -> torch.optim.lr_scheduler.LRScheduler:
     s = cfg.scheduler
 
     def factor(it: int) -> float:
@@ -97,7 +109,9 @@ def _rng_state(data_gen: torch.Generator, mask_gen: torch.Generator) -> dict[str
     }
 
 
-def _set_rng_state(state: dict[str, Any], data_gen: torch.Generator, mask_gen: torch.Generator) -> None:
+def _set_rng_state(
+    state: dict[str, Any], data_gen: torch.Generator, mask_gen: torch.Generator
+) -> None:
     data_gen.set_state(state["data"])
     mask_gen.set_state(state["mask"])
     torch.set_rng_state(state["torch"])
@@ -173,7 +187,12 @@ def train(
         sched.load_state_dict(ckpt["scheduler"])
         task.load_state_dict(ckpt["task"])
         _set_rng_state(ckpt["rng"], data_gen, mask_gen)
-        start, best, best_it, bad_evals = ckpt["iteration"], ckpt["best"], ckpt["best_iteration"], ckpt["bad_evals"]
+        start, best, best_it, bad_evals = (
+            ckpt["iteration"],
+            ckpt["best"],
+            ckpt["best_iteration"],
+            ckpt["bad_evals"],
+        )
         best_state, history = ckpt["best_state"], ckpt["history"]
 
     from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
@@ -182,8 +201,14 @@ def train(
     lo, hi = cfg.steps[0], cfg.steps[-1]
     t0 = time.perf_counter()
     stopped_early = False
-    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations,
-               disable=not cfg.progress, desc=config.name or config.task, leave=False)
+    bar = tqdm(
+        range(start, cfg.iterations),
+        initial=start,
+        total=cfg.iterations,
+        disable=not cfg.progress,
+        desc=config.name or config.task,
+        leave=False,
+    )
     it = start
     for it in bar:
         model.train()
@@ -191,7 +216,7 @@ def train(
         steps = int(torch.randint(lo, hi + 1, (1,), generator=data_gen)) if hi > lo else lo
         chunk = 8 if cfg.gradient_checkpointing else 0
         final = model(batch.state, steps, generator=mask_gen, checkpoint_every=chunk)
-        losses = task.loss(final, batch)  # (B,)
+        losses = task.loss(model, final, batch)  # (B,)
         loss = losses.mean()
         if not torch.isfinite(loss):
             raise TrainingError(
@@ -219,13 +244,20 @@ def train(
         if n % cfg.eval_every == 0 or n == cfg.iterations:
             model.eval()
             with torch.no_grad():
-                metrics = task.evaluate(model, "val", torch.Generator(device=device).manual_seed(cfg.seed + 2))
+                metrics = task.evaluate(
+                    model, "val", torch.Generator(device=device).manual_seed(cfg.seed + 2)
+                )
             if metric not in metrics:
                 raise ConfigError(
                     f"key 'train.early_stopping.metric': {metric!r} is not reported by task "
                     f"{config.task!r}; choose one of {sorted(metrics)}"
                 )
-            row = {"iteration": float(n), "loss": loss.item(), "lr": opt.param_groups[0]["lr"], **metrics}
+            row = {
+                "iteration": float(n),
+                "loss": loss.item(),
+                "lr": opt.param_groups[0]["lr"],
+                **metrics,
+            }
             row["seconds"] = time.perf_counter() - t0 + (history[-1]["seconds"] if history else 0.0)
             t0 = time.perf_counter()
             history.append(row)
@@ -252,7 +284,7 @@ def train(
                 "best_state": best_state,
                 "history": history,
             }
-            atomic_write(ckpt_path, lambda tmp, s=state: torch.save(s, tmp))
+            atomic_write(ckpt_path, functools.partial(torch.save, state))
         if on_iteration is not None:
             on_iteration(n)
         if stopped_early:

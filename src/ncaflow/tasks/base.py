@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -87,16 +88,39 @@ class Task(ABC):
         """Draw a training batch (``generator`` lives on the CPU)."""
 
     @abstractmethod
-    def loss(self, out: Tensor, batch: Batch) -> Tensor:
-        """(B, C, H, W) final states -> (B,) per-sample loss."""
+    def loss(self, model: nn.Module, out: Tensor, batch: Batch) -> Tensor:
+        """(B, C, H, W) final states -> (B,) per-sample loss (``model`` for readout heads)."""
 
     def after_step(self, batch: Batch, out: Tensor, losses: Tensor) -> None:
         """Write results back (sample pools). Default: nothing."""
 
+    # -- folds ---------------------------------------------------------------------
+
+    def split_pool(
+        self, labels: np.ndarray | None, n: int, checksum: str
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Record the train+val pool that folds split; return (train, val) pool positions
+        when ``data.folds`` is set, else None. The official test split is never in the pool."""
+        self.fold_pool_info = (labels, n, checksum)
+        if self.data.folds is None:
+            return None
+        from ncaflow.data import fold_indices, read_folds
+
+        return fold_indices(read_folds(self.data.folds, checksum=checksum), self.data.fold)
+
+    def fold_pool(self) -> tuple[np.ndarray | None, int, str]:
+        """(labels or None, pool size, data checksum) for ``ncaflow prepare``; after setup()."""
+        if not hasattr(self, "fold_pool_info"):
+            raise ConfigError(f"task {self.name!r} has no train/val pool to split into folds")
+        info: tuple[np.ndarray | None, int, str] = self.fold_pool_info
+        return info
+
     # -- evaluation --------------------------------------------------------------
 
     @abstractmethod
-    def evaluate(self, model: nn.Module, split: str, generator: torch.Generator) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, split: str, generator: torch.Generator
+    ) -> dict[str, float]:
         """Metrics on ``split`` ("val" or "test"); keys are prefixed with the split."""
 
     def preview(self, out: Tensor) -> Tensor:
@@ -125,7 +149,7 @@ class Task(ABC):
 
     @staticmethod
     def seed_state(image: Tensor, channels: int) -> Tensor:
-        """(B, C_in, H, W) image -> (B, channels, H, W): image in the input channels, zeros after."""
+        """(B, C_in, H, W) image -> (B, channels, H, W): the image, then zeros."""
         b, c_in, h, w = image.shape
         state = image.new_zeros(b, channels, h, w)
         state[:, :c_in] = image
@@ -135,4 +159,3 @@ class Task(ABC):
 def batches(n: int, size: int) -> list[slice]:
     """Contiguous slices covering range(n) in chunks of ``size``."""
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
-

@@ -50,12 +50,20 @@ class Growing(Task):
         m = self.config.model
         self.require(m.input_channels == 0, "model.input_channels", "must be 0 for growing")
         self.require(m.output_channels >= 4, "model.output_channels", "must be >= 4 (RGBA)")
-        self.require(self.data.pool_size >= self.config.train.batch_size, "data.pool_size",
-                     "must be >= train.batch_size")
+        self.require(
+            self.data.pool_size >= self.config.train.batch_size,
+            "data.pool_size",
+            "must be >= train.batch_size",
+        )
 
     def setup(self) -> None:
-        target = load_emoji(self.data.target, size=self.data.size, pad=self.data.pad,
-                            cache_dir=self.cache_dir, mirror=self.data.mirror)
+        target = load_emoji(
+            self.data.target,
+            size=self.data.size,
+            pad=self.data.pad,
+            cache_dir=self.cache_dir,
+            mirror=self.data.mirror,
+        )
         self.target = target.to(self.device)  # (4, H, W) premultiplied RGBA
         self.pool = self.seed(self.data.pool_size)
 
@@ -82,7 +90,7 @@ class Growing(Task):
             x[best] *= hole
         return Batch(state=x, target=self.target, index=idx)
 
-    def loss(self, out: Tensor, batch: Batch) -> Tensor:
+    def loss(self, model: nn.Module, out: Tensor, batch: Batch) -> Tensor:
         return self.mse(out)
 
     def after_step(self, batch: Batch, out: Tensor, losses: Tensor) -> None:
@@ -90,7 +98,9 @@ class Growing(Task):
         self.pool[batch.index.to(self.device)] = out
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str, generator: torch.Generator) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, split: str, generator: torch.Generator
+    ) -> dict[str, float]:
         steps = self.eval_steps
         grown = model(self.seed(self.data.eval_batch), steps, generator=generator)
         metrics = {f"{split}_loss": self.mse(grown).mean().item()}
@@ -99,7 +109,9 @@ class Growing(Task):
             later = model(grown, self.data.persistence_steps - steps, generator=generator)
             metrics["test_persistence_mse"] = self.mse(later).mean().item()
             cpu_gen = torch.Generator().manual_seed(0)
-            hole = circle_damage(len(grown), grown.shape[2], grown.shape[3], cpu_gen).to(self.device)
+            hole = circle_damage(len(grown), grown.shape[2], grown.shape[3], cpu_gen).to(
+                self.device
+            )
             regrown = model(grown * hole, steps, generator=generator)
             metrics["test_damaged_mse"] = self.mse(grown * hole).mean().item()
             metrics["test_regrowth_mse"] = self.mse(regrown).mean().item()

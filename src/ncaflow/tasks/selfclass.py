@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ncaflow.data import fold_indices, load_digits, load_mnist, read_folds
+from ncaflow.data import array_checksum, load_digits, load_mnist
 from ncaflow.tasks.base import Batch, CommonData, Task, batches
 
 __all__ = ["SelfClassification", "SelfClassificationData", "split_indices", "vote"]
@@ -40,11 +40,15 @@ def split_indices(n: int, *, test_size: int, val_size: int, seed: int) -> dict[s
     """A fixed random split of range(n) into train / val / test index arrays."""
     perm = np.random.default_rng(seed).permutation(n)
     test, rest = perm[:test_size], perm[test_size:]
-    return {"train": np.sort(rest[val_size:]), "val": np.sort(rest[:val_size]), "test": np.sort(test)}
+    return {
+        "train": np.sort(rest[val_size:]),
+        "val": np.sort(rest[:val_size]),
+        "test": np.sort(test),
+    }
 
 
 def vote(logits: Tensor, mask: Tensor) -> Tensor:
-    """Majority vote of per-pixel argmax over mask. logits (B, K, H, W), mask (B, 1, H, W) -> (B,)."""
+    """Majority vote of per-pixel argmax: logits (B, K, H, W), mask (B, 1, H, W) -> (B,)."""
     k = logits.shape[1]
     onehot = F.one_hot(logits.argmax(1), k).permute(0, 3, 1, 2) * mask  # (B, K, H, W)
     return onehot.sum(dim=(2, 3)).argmax(1)
@@ -61,15 +65,22 @@ class SelfClassification(Task):
         m = self.config.model
         self.require(m.input_channels == 1, "model.input_channels", "must be 1 (the grey digit)")
         self.require(m.output_channels == 10, "model.output_channels", "must be 10 (one per class)")
-        self.require(m.alive_channel == 0, "model.alive_channel",
-                     "must be 0 so that only the digit's cells live")
+        self.require(
+            m.alive_channel == 0,
+            "model.alive_channel",
+            "must be 0 so that only the digit's cells live",
+        )
 
     def setup(self) -> None:
         d = self.data
         if d.dataset == "digits":
             images, labels = load_digits()
-            parts = split_indices(len(labels), test_size=len(labels) // 5, val_size=len(labels) // 10,
-                                  seed=d.split_seed)
+            parts = split_indices(
+                len(labels),
+                test_size=len(labels) // 5,
+                val_size=len(labels) // 10,
+                seed=d.split_seed,
+            )
         elif d.split == "official":
             images, labels = load_mnist(split="train", cache_dir=self.cache_dir, mirror=d.mirror)
             test_x, test_y = load_mnist(split="test", cache_dir=self.cache_dir, mirror=d.mirror)
@@ -79,19 +90,16 @@ class SelfClassification(Task):
             images, labels = np.concatenate([images, test_x]), np.concatenate([labels, test_y])
         else:
             images, labels = load_mnist(split="test", cache_dir=self.cache_dir, mirror=d.mirror)
-            parts = split_indices(len(labels), test_size=d.test_size, val_size=d.val_size,
-                                  seed=d.split_seed)
-        if d.folds is not None:  # k-fold over train+val, test untouched
-            pool = np.sort(np.concatenate([parts["train"], parts["val"]]))
-            train, val = fold_indices(read_folds(d.folds), d.fold)
-            parts["train"], parts["val"] = pool[train], pool[val]
+            parts = split_indices(
+                len(labels), test_size=d.test_size, val_size=d.val_size, seed=d.split_seed
+            )
+        pool = np.sort(np.concatenate([parts["train"], parts["val"]]))
+        folds = self.split_pool(labels[pool], len(pool), array_checksum(images[pool], labels[pool]))
+        if folds is not None:  # k-fold over train+val; test untouched
+            parts["train"], parts["val"] = pool[folds[0]], pool[folds[1]]
         x = torch.from_numpy(images).float().div(255.0).unsqueeze(1)  # (N, 1, H, W)
         y = torch.from_numpy(labels).long()
         self.splits = {k: (x[v].to(self.device), y[v].to(self.device)) for k, v in parts.items()}
-
-    def labels_for_folds(self) -> np.ndarray:
-        """Labels of the train+val pool, in the order fold indices refer to."""
-        return torch.cat([self.splits["train"][1], self.splits["val"][1]]).cpu().numpy()
 
     def seed(self, images: Tensor) -> Tensor:
         return self.seed_state(images, self.config.model.channels)
@@ -101,9 +109,13 @@ class SelfClassification(Task):
 
     def sample(self, generator: torch.Generator) -> Batch:
         x, y = self.splits["train"]
-        idx = torch.randint(len(y), (self.config.train.batch_size,), generator=generator).to(self.device)
+        idx = torch.randint(len(y), (self.config.train.batch_size,), generator=generator).to(
+            self.device
+        )
         images = x[idx]
-        return Batch(state=self.seed(images), target=y[idx], mask=self.digit_mask(images), index=idx)
+        return Batch(
+            state=self.seed(images), target=y[idx], mask=self.digit_mask(images), index=idx
+        )
 
     def pixel_loss(self, out: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
         """(B, C, H, W) states -> (B,) loss averaged over each digit's pixels."""
@@ -116,12 +128,14 @@ class SelfClassification(Task):
             per_pixel = ((logits - onehot) ** 2).mean(1, keepdim=True)
         return (per_pixel * mask).sum(dim=(1, 2, 3)) / mask.sum(dim=(1, 2, 3)).clamp(min=1.0)
 
-    def loss(self, out: Tensor, batch: Batch) -> Tensor:
+    def loss(self, model: nn.Module, out: Tensor, batch: Batch) -> Tensor:
         assert batch.mask is not None
         return self.pixel_loss(out, batch.target, batch.mask)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str, generator: torch.Generator) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, split: str, generator: torch.Generator
+    ) -> dict[str, float]:
         x, y = self.splits[split]
         loss_sum, correct, pix_correct, pix_total = 0.0, 0, 0.0, 0.0
         for s in batches(len(y), self.data.eval_batch):
@@ -146,10 +160,22 @@ class SelfClassification(Task):
         return palette[cls].permute(0, 3, 1, 2) * alive + (1 - alive)
 
     def meta(self) -> dict[str, Any]:
-        return {"classes": list(range(10)), "input": "grey digit in [0, 1]", "threshold": self.data.threshold}
+        return {
+            "classes": list(range(10)),
+            "input": "grey digit in [0, 1]",
+            "threshold": self.data.threshold,
+        }
 
 
 _PALETTE = [
-    [0.12, 0.47, 0.71], [1.0, 0.5, 0.05], [0.17, 0.63, 0.17], [0.84, 0.15, 0.16], [0.58, 0.4, 0.74],
-    [0.55, 0.34, 0.29], [0.89, 0.47, 0.76], [0.5, 0.5, 0.5], [0.74, 0.74, 0.13], [0.09, 0.75, 0.81],
+    [0.12, 0.47, 0.71],
+    [1.0, 0.5, 0.05],
+    [0.17, 0.63, 0.17],
+    [0.84, 0.15, 0.16],
+    [0.58, 0.4, 0.74],
+    [0.55, 0.34, 0.29],
+    [0.89, 0.47, 0.76],
+    [0.5, 0.5, 0.5],
+    [0.74, 0.74, 0.13],
+    [0.09, 0.75, 0.81],
 ]

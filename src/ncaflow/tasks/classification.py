@@ -1,0 +1,206 @@
+"""Image classification on MedMNIST (2D subsets, any size; binary, multi-class, multi-label).
+
+The image sits in the frozen input channels. Two readouts:
+
+- ``vote``: every pixel predicts class logits in the output channels; the
+  image's score per class is the share of pixels voting for it (majority vote).
+- ``head``: a linear head on the spatially averaged hidden channels
+  (``model.head`` = number of classes; ``model.output_channels`` may be 0).
+
+Metrics are MedMNIST's own (``medmnist.evaluator.getACC/getAUC``) plus macro F1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import f1_score
+from torch import Tensor, nn
+
+from ncaflow.data import array_checksum, load_medmnist, medmnist_info
+from ncaflow.tasks.base import Batch, CommonData, Task, batches
+
+__all__ = ["Classification", "ClassificationData", "augment"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassificationData(CommonData):
+    flag: str = "breastmnist"
+    size: Literal[28, 64, 128, 224] = 28
+    readout: Literal["vote", "head"] = "vote"
+    balanced: bool = False  # sample every class equally often in training
+    augment: bool = False  # random flips and 90-degree turns, training batches only
+    eval_batch: int = 128
+
+
+def augment(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Random horizontal/vertical flips and 90-degree rotations of (B, C, H, W) square images."""
+    flips = torch.randint(0, 2, (2,), generator=generator).tolist()
+    turns = int(torch.randint(0, 4, (1,), generator=generator))
+    if flips[0]:
+        x = x.flip(3)
+    if flips[1]:
+        x = x.flip(2)
+    return torch.rot90(x, turns, dims=(2, 3))
+
+
+class Classification(Task):
+    name = "classification"
+    Data = ClassificationData
+    select_metric = "val_auc"
+    select_mode = "max"
+    data: ClassificationData
+
+    def setup(self) -> None:
+        d = self.data
+        info = medmnist_info(d.flag)
+        self.multilabel = info["task"].startswith("multi-label")
+        self.medmnist_task = info["task"]
+        self.n_classes = len(info["label"])
+        m = self.config.model
+        self.require(
+            m.input_channels == info["n_channels"],
+            "model.input_channels",
+            f"must be {info['n_channels']} for {d.flag} (image channels)",
+        )
+        if d.readout == "vote":
+            self.require(
+                m.output_channels == self.n_classes,
+                "model.output_channels",
+                f"must be {self.n_classes} for {d.flag} with data.readout=vote",
+            )
+        else:
+            self.require(
+                m.head == self.n_classes,
+                "model.head",
+                f"must be {self.n_classes} for {d.flag} with data.readout=head",
+            )
+            self.require(
+                m.hidden_channels > 0, "model.hidden_channels", "the head reads hidden channels"
+            )
+        load = {
+            s: load_medmnist(
+                flag=d.flag, split=s, size=d.size, cache_dir=self.cache_dir, mirror=d.mirror
+            )
+            for s in ("train", "val", "test")
+        }
+        x = np.concatenate([load["train"][0], load["val"][0]])
+        y = np.concatenate([load["train"][1], load["val"][1]])
+        folds = self.split_pool(y, len(y), array_checksum(x, y))
+        if folds is not None:  # k-fold over official train+val; official test kept apart
+            train, val = folds
+            load["train"], load["val"] = (x[train], y[train]), (x[val], y[val])
+        self.splits = {
+            s: (
+                torch.from_numpy(x).float().to(self.device),
+                torch.from_numpy(y).long().to(self.device),
+            )
+            for s, (x, y) in load.items()
+        }
+        y_train = self.splits["train"][1]
+        self.by_class = (
+            [torch.nonzero(y_train == k).flatten() for k in range(self.n_classes)]
+            if d.balanced and not self.multilabel
+            else None
+        )
+
+    def seed(self, images: Tensor) -> Tensor:
+        return self.seed_state(images, self.config.model.channels)
+
+    def sample(self, generator: torch.Generator) -> Batch:
+        x, y = self.splits["train"]
+        b = self.config.train.batch_size
+        if self.by_class is not None:
+            present = [c for c in self.by_class if len(c)]
+            cls = torch.randint(len(present), (b,), generator=generator).tolist()
+            idx = torch.stack(
+                [present[c][torch.randint(len(present[c]), (1,), generator=generator)] for c in cls]
+            ).flatten()
+        else:
+            idx = torch.randint(len(y), (b,), generator=generator).to(self.device)
+        images = x[idx]
+        if self.data.augment:
+            images = augment(images, generator)
+        return Batch(state=self.seed(images), target=y[idx], index=idx)
+
+    def logits(self, model: nn.Module, out: Tensor) -> Tensor:
+        """Final states (B, C, H, W) -> per-pixel (B, K, H, W) or pooled (B, K) logits."""
+        m = self.config.model
+        if self.data.readout == "head":
+            hidden = out[:, m.input_channels + m.output_channels :].mean(dim=(2, 3))  # (B, hidden)
+            logits: Tensor = model.head(hidden)  # type: ignore[operator]
+            return logits
+        return out[:, m.input_channels : m.input_channels + self.n_classes]
+
+    def loss_from_logits(self, logits: Tensor, target: Tensor) -> Tensor:
+        """(B,) loss; per-pixel logits are trained to predict the image's label everywhere."""
+        if logits.ndim == 4:
+            h, w = logits.shape[2:]
+            if self.multilabel:
+                target = target.float().view(*target.shape, 1, 1).expand(-1, -1, h, w)
+            else:
+                target = target.view(-1, 1, 1).expand(-1, h, w)
+        if self.multilabel:
+            loss = F.binary_cross_entropy_with_logits(logits, target.float(), reduction="none")
+        else:
+            loss = F.cross_entropy(logits, target, reduction="none")
+        return loss.flatten(1).mean(1) if loss.ndim > 1 else loss
+
+    def loss(self, model: nn.Module, out: Tensor, batch: Batch) -> Tensor:
+        return self.loss_from_logits(self.logits(model, out), batch.target)
+
+    def scores(self, logits: Tensor) -> Tensor:
+        """Per-class scores in [0, 1]: vote shares (vote) or probabilities (head)."""
+        if self.multilabel:
+            p = torch.sigmoid(logits)
+            return p.mean(dim=(2, 3)) if p.ndim == 4 else p
+        if logits.ndim == 4:
+            votes = F.one_hot(logits.argmax(1), self.n_classes).float()  # (B, H, W, K)
+            return votes.mean(dim=(1, 2))
+        return torch.softmax(logits, 1)
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, split: str, generator: torch.Generator
+    ) -> dict[str, float]:
+        from medmnist.evaluator import getACC, getAUC
+
+        x, y = self.splits[split]
+        loss_sum, scores = 0.0, []
+        for s in batches(len(y), self.data.eval_batch):
+            out = model(self.seed(x[s]), self.eval_steps, generator=generator)
+            logits = self.logits(model, out)
+            loss_sum += self.loss_from_logits(logits, y[s]).sum().item()
+            scores.append(self.scores(logits).cpu())
+        score = torch.cat(scores).numpy()
+        truth = y.cpu().numpy()
+        if self.multilabel:
+            pred = (score > 0.5).astype(int)
+            f1 = f1_score(truth, pred, average="macro", zero_division=0)
+        else:
+            f1 = f1_score(truth, score.argmax(1), average="macro", zero_division=0)
+        try:
+            auc = float(getAUC(truth, score, self.medmnist_task))
+        except ValueError:  # a split with one class only has no AUC
+            auc = float("nan")
+        return {
+            f"{split}_loss": loss_sum / len(y),
+            f"{split}_acc": float(getACC(truth, score, self.medmnist_task)),
+            f"{split}_auc": auc,
+            f"{split}_f1": float(f1),
+        }
+
+    def meta(self) -> dict[str, Any]:
+        info = medmnist_info(self.data.flag)
+        return {
+            "flag": self.data.flag,
+            "labels": info["label"],
+            "task": info["task"],
+            "size": self.data.size,
+            "readout": self.data.readout,
+            "input": "image in [0, 1]",
+        }

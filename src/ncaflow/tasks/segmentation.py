@@ -1,0 +1,145 @@
+"""Binary segmentation (Kvasir-SEG polyps): one logit channel per pixel, Dice + BCE loss.
+
+Kvasir-SEG has no official split: a fixed ``test_fraction`` of the images is
+held out by ``split_seed`` and never seen in training; train/val come from the
+rest (or from a folds file over the rest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ncaflow.data import array_checksum, load_kvasir
+from ncaflow.tasks.base import Batch, CommonData, Task, batches
+from ncaflow.tasks.classification import augment
+
+__all__ = ["Segmentation", "SegmentationData", "dice_iou", "fixed_split"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SegmentationData(CommonData):
+    size: int = 64
+    test_fraction: float = 0.2
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    augment: bool = True
+    bce_weight: float = 1.0
+    eval_batch: int = 16
+
+
+def fixed_split(
+    n: int, *, test_fraction: float, val_fraction: float, seed: int
+) -> dict[str, np.ndarray]:
+    """Train/val/test index arrays; at least one image in each of test and val when n >= 3."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, round(n * test_fraction)) if n >= 3 else 0
+    n_val = max(1, round(n * val_fraction)) if n >= 3 else 0
+    return {
+        "test": np.sort(perm[:n_test]),
+        "val": np.sort(perm[n_test : n_test + n_val]),
+        "train": np.sort(perm[n_test + n_val :]),
+    }
+
+
+def dice_iou(pred: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-image Dice and IoU of binary (B, 1, H, W) masks; empty-vs-empty counts as 1."""
+    inter = (pred * truth).sum(dim=(1, 2, 3))
+    total = pred.sum(dim=(1, 2, 3)) + truth.sum(dim=(1, 2, 3))
+    union = total - inter
+    dice = torch.where(total > 0, 2 * inter / total.clamp(min=1e-9), torch.ones_like(total))
+    iou = torch.where(union > 0, inter / union.clamp(min=1e-9), torch.ones_like(union))
+    return dice, iou
+
+
+class Segmentation(Task):
+    name = "segmentation"
+    Data = SegmentationData
+    select_metric = "val_dice"
+    select_mode = "max"
+    data: SegmentationData
+
+    def check_model(self) -> None:
+        m = self.config.model
+        self.require(m.input_channels == 3, "model.input_channels", "must be 3 (RGB image)")
+        self.require(m.output_channels == 1, "model.output_channels", "must be 1 (mask logit)")
+
+    def setup(self) -> None:
+        d = self.data
+        images, masks, self.ids = load_kvasir(
+            size=d.size, cache_dir=self.cache_dir, mirror=d.mirror
+        )
+        parts = fixed_split(
+            len(self.ids),
+            test_fraction=d.test_fraction,
+            val_fraction=d.val_fraction,
+            seed=d.split_seed,
+        )
+        pool = np.sort(np.concatenate([parts["train"], parts["val"]]))
+        checksum = array_checksum(images[pool].numpy(), masks[pool].numpy())
+        folds = self.split_pool(None, len(pool), checksum)
+        if folds is not None:  # k-fold over train+val; the held-out test images stay out
+            parts["train"], parts["val"] = pool[folds[0]], pool[folds[1]]
+        self.splits = {
+            k: (images[v].to(self.device), masks[v].to(self.device)) for k, v in parts.items()
+        }
+
+    def seed(self, images: Tensor) -> Tensor:
+        return self.seed_state(images, self.config.model.channels)
+
+    def sample(self, generator: torch.Generator) -> Batch:
+        x, y = self.splits["train"]
+        idx = torch.randint(len(x), (self.config.train.batch_size,), generator=generator).to(
+            self.device
+        )
+        both = torch.cat([x[idx], y[idx]], 1)  # augment image and mask together
+        if self.data.augment:
+            both = augment(both, generator)
+        return Batch(state=self.seed(both[:, :3]), target=both[:, 3:], index=idx)
+
+    def logit(self, out: Tensor) -> Tensor:
+        return out[:, 3:4]  # (B, 1, H, W)
+
+    def loss_from_logit(self, logit: Tensor, target: Tensor) -> Tensor:
+        p = torch.sigmoid(logit)
+        inter = (p * target).sum(dim=(1, 2, 3))
+        dice = 1 - (2 * inter + 1) / (p.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3)) + 1)
+        bce = F.binary_cross_entropy_with_logits(logit, target, reduction="none").mean(
+            dim=(1, 2, 3)
+        )
+        return dice + self.data.bce_weight * bce
+
+    def loss(self, model: nn.Module, out: Tensor, batch: Batch) -> Tensor:
+        return self.loss_from_logit(self.logit(out), batch.target)
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, split: str, generator: torch.Generator
+    ) -> dict[str, float]:
+        x, y = self.splits[split]
+        loss, dice, iou = [], [], []
+        for s in batches(len(x), self.data.eval_batch):
+            logit = self.logit(model(self.seed(x[s]), self.eval_steps, generator=generator))
+            loss.append(self.loss_from_logit(logit, y[s]))
+            d, i = dice_iou((logit > 0).float(), y[s])
+            dice.append(d)
+            iou.append(i)
+        return {
+            f"{split}_loss": torch.cat(loss).mean().item(),
+            f"{split}_dice": torch.cat(dice).mean().item(),
+            f"{split}_iou": torch.cat(iou).mean().item(),
+        }
+
+    def preview(self, out: Tensor) -> Tensor:
+        image = out[:, :3].clamp(0, 1)
+        mask = (self.logit(out) > 0).float()
+        tint = torch.tensor([0.0, 1.0, 0.0], device=out.device).view(1, 3, 1, 1)
+        return image * (1 - 0.5 * mask) + 0.5 * mask * tint
+
+    def meta(self) -> dict[str, Any]:
+        return {"size": self.data.size, "input": "RGB image in [0, 1]", "mask": "logit > 0"}

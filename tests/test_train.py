@@ -1,0 +1,130 @@
+"""The training engine: outputs, resume bit-identity, NaN stop, early stopping, fine-tuning."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import digits_config
+from safetensors.torch import load_file
+
+from ncaflow.config import ConfigError
+from ncaflow.io import load, save
+from ncaflow.tasks.selfclass import SelfClassification
+from ncaflow.train import TrainingError, train
+
+
+class Crash(Exception):
+    pass
+
+
+def test_outputs_and_tensorboard(tmp_path: Path) -> None:
+    result = train(digits_config(log_images_every=2), tmp_path)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {
+        "model.safetensors",
+        "model.json",
+        "last.safetensors",
+        "history.csv",
+        "tensorboard",
+    } <= names
+    assert "checkpoint.pt" not in names
+    assert [r["iteration"] for r in result.history] == [2.0, 4.0, 6.0]
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    assert {"train/loss", "val/loss", "val/acc"} <= set(acc.Tags()["scalars"])
+    assert "train/final_state" in acc.Tags()["images"]
+
+
+@pytest.mark.parametrize("crash_at", [1, 3, 5])
+def test_resume_is_bit_identical(tmp_path: Path, crash_at: int) -> None:
+    cfg = digits_config(iterations=6, checkpoint_every=2)
+    train(cfg, tmp_path / "straight")
+
+    def crash(it: int) -> None:
+        if it == crash_at:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(cfg, tmp_path / "resumed", on_iteration=crash)
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()  # nothing looks finished
+    train(cfg, tmp_path / "resumed")
+    for name in ("model.safetensors", "last.safetensors"):
+        a = load_file(str(tmp_path / "straight" / name))
+        b = load_file(str(tmp_path / "resumed" / name))
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_loss_stops_with_the_iteration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"n": 0}
+    real = SelfClassification.loss
+
+    def poisoned(self, model, out, batch):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        loss = real(self, model, out, batch)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(SelfClassification, "loss", poisoned)
+    with pytest.raises(TrainingError, match="at iteration 3"):
+        train(digits_config(), tmp_path)
+
+
+def test_early_stopping(tmp_path: Path) -> None:
+    stop = {"metric": "val_loss", "mode": "max", "patience": 1, "min_delta": 10.0}
+    result = train(digits_config(iterations=20, early_stopping=stop), tmp_path)
+    assert result.stopped_early
+    assert result.iterations == 4  # first eval sets the best, second fails to improve
+    assert result.best_iteration == 2
+
+
+def test_unknown_early_stopping_metric(tmp_path: Path) -> None:
+    stop = {"metric": "val_auc"}
+    with pytest.raises(ConfigError, match="val_acc"):
+        train(digits_config(early_stopping=stop), tmp_path)
+
+
+def test_learns_digits(tmp_path: Path) -> None:
+    """Offline 8x8 digits: far above the 10 % chance level in a few seconds."""
+    cfg = digits_config(iterations=150, eval_every=50, lr=3e-3, batch_size=32, steps=[8, 12])
+    result = train(cfg, tmp_path)
+    losses = [r["val_loss"] for r in result.history]
+    assert losses[-1] < losses[0]
+    assert result.best_metric > 0.4, result.history
+
+
+def test_finetune_last_layer_keeps_the_rest_bit_identical(tmp_path: Path) -> None:
+    base = digits_config(iterations=4)
+    train(base, tmp_path / "base")
+    before = load(tmp_path / "base").state_dict()
+    cfg = dataclasses.replace(
+        base,
+        train=dataclasses.replace(
+            base.train, finetune_from=str(tmp_path / "base"), trainable="last", lr=1e-2
+        ),
+    )
+    train(cfg, tmp_path / "tuned")
+    after = load(tmp_path / "tuned").state_dict()
+    assert not torch.equal(before["fc2.weight"], after["fc2.weight"])
+    for key in before:
+        if not key.startswith("fc2."):
+            assert torch.equal(before[key], after[key]), key
+
+
+def test_finetune_from_an_incompatible_model(tmp_path: Path) -> None:
+    other = digits_config()
+    other = dataclasses.replace(other, model=dataclasses.replace(other.model, hidden_width=8))
+    from ncaflow.cascade import build_model
+
+    save(build_model(other), other, tmp_path / "other" / "model.safetensors")
+    base = digits_config()
+    cfg = dataclasses.replace(
+        base, train=dataclasses.replace(base.train, finetune_from=str(tmp_path / "other"))
+    )
+    with pytest.raises(ConfigError, match=r"train\.finetune_from"):
+        train(cfg, tmp_path / "tuned")
