@@ -1,0 +1,32 @@
+"""Export trained NCAs: a self-contained C99 header with portable inference.
+
+``export_c`` writes the header; ``footprint`` sizes it for a microcontroller;
+``quantization_report`` measures what int8 weights cost in accuracy.
+"""
+
+from __future__ import annotations
+
+from ncaflow.export.c import CExport, c_fire_masks, export_c, render_header
+from ncaflow.export.footprint import Footprint, footprint, format_footprint
+from ncaflow.export.quant import QuantReport, dequantized_model, quantization_report, quantize
+from ncaflow.export.readout import predict, seed_state
+from ncaflow.export.spec import ExportError, ModelSpec, model_spec
+
+__all__ = [
+    "CExport",
+    "ExportError",
+    "Footprint",
+    "ModelSpec",
+    "QuantReport",
+    "c_fire_masks",
+    "dequantized_model",
+    "export_c",
+    "footprint",
+    "format_footprint",
+    "model_spec",
+    "predict",
+    "quantization_report",
+    "quantize",
+    "render_header",
+    "seed_state",
+]

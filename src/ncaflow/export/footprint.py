@@ -1,0 +1,93 @@
+"""Microcontroller footprint of an exported NCA: flash, RAM, multiply-adds."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ncaflow.export.spec import ModelSpec
+
+__all__ = ["Footprint", "footprint", "format_footprint", "stack_bytes"]
+
+F32 = 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class Footprint:
+    """Sizes in bytes; MACs count multiply-adds of perception + fc1 + fc2 (every cell fires)."""
+
+    height: int
+    width: int
+    steps: int
+    parameters: int
+    flash_float_bytes: int  # weights as float32
+    flash_int8_bytes: int  # fc1/fc2 as int8 + float scales, the rest float32
+    ram_state_bytes: int  # two state buffers (float32, H*W*C each)
+    ram_scratch_bytes: int  # alive-mask scratch (H*W bytes) when alive masking is on
+    ram_stack_bytes: int  # per-cell vectors on the stack inside step()
+    ram_total_bytes: int
+    macs_per_cell: int
+    macs_per_step: int
+    macs_per_inference: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def stack_bytes(spec: ModelSpec) -> int:
+    """Bytes of the perception, hidden and update vectors ``step`` keeps on the stack."""
+    c = spec.config
+    return F32 * (c.channels * spec.n_filters + c.hidden_width + spec.updated)
+
+
+def footprint(spec: ModelSpec, *, height: int, width: int, steps: int) -> Footprint:
+    """Footprint of ``spec`` on an ``height`` x ``width`` grid run for ``steps`` steps."""
+    c = spec.config
+    perc = c.channels * spec.n_filters
+    head = 0 if spec.head_w is None or spec.head_b is None else spec.head_w.size + spec.head_b.size
+    floats_kept = spec.kernels.size + spec.b1.size + head  # stay float in the int8 export
+    params = floats_kept + spec.w1.size + spec.w2.size
+    cells = height * width
+    macs_cell = perc * spec.kernel_size**2 + perc * c.hidden_width + c.hidden_width * spec.updated
+    state = 2 * cells * c.channels * F32
+    scratch = cells if c.alive_channel is not None else 0
+    stack = stack_bytes(spec)
+    return Footprint(
+        height=height,
+        width=width,
+        steps=steps,
+        parameters=int(params),
+        flash_float_bytes=int(F32 * params),
+        flash_int8_bytes=int(
+            F32 * floats_kept + spec.w1.size + spec.w2.size + F32 * (c.hidden_width + spec.updated)
+        ),
+        ram_state_bytes=state,
+        ram_scratch_bytes=scratch,
+        ram_stack_bytes=stack,
+        ram_total_bytes=state + scratch + stack,
+        macs_per_cell=int(macs_cell),
+        macs_per_step=int(macs_cell * cells),
+        macs_per_inference=int(macs_cell * cells * steps),
+    )
+
+
+def _kib(n: int) -> str:
+    return f"{n:,} B ({n / 1024:.1f} KiB)"
+
+
+def format_footprint(fp: Footprint) -> str:
+    """A small human-readable table."""
+    rows = [
+        ("parameters", f"{fp.parameters:,}"),
+        ("flash, float32 weights", _kib(fp.flash_float_bytes)),
+        ("flash, int8 weights", _kib(fp.flash_int8_bytes)),
+        (f"RAM, 2 states at {fp.height}x{fp.width}", _kib(fp.ram_state_bytes)),
+        ("RAM, alive scratch", _kib(fp.ram_scratch_bytes)),
+        ("RAM, stack in step()", _kib(fp.ram_stack_bytes)),
+        ("RAM, total", _kib(fp.ram_total_bytes)),
+        ("MACs per cell and step", f"{fp.macs_per_cell:,}"),
+        ("MACs per step", f"{fp.macs_per_step:,}"),
+        (f"MACs per inference ({fp.steps} steps)", f"{fp.macs_per_inference:,}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

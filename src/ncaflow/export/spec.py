@@ -1,0 +1,169 @@
+"""What an exporter needs from a model: its config, task readout and weights as numpy arrays.
+
+Built from ``state_dict()`` + :class:`~ncaflow.config.ModelConfig` only, so it
+does not depend on how :class:`~ncaflow.nca.NCA` computes a step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from ncaflow.config import ConfigError, ModelConfig
+from ncaflow.nca import fixed_filters
+
+__all__ = ["READOUTS", "ExportError", "ModelSpec", "Readout", "model_spec"]
+
+Readout = Literal["rgba", "vote", "head", "mask"]
+READOUTS: dict[str, Readout] = {
+    "growing": "rgba",
+    "selfclass": "vote",
+    "classification": "vote",  # "head" when the model has head.weight / head.bias
+    "segmentation": "mask",
+}
+
+
+class ExportError(ValueError):
+    """The model cannot be exported as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """A single-scale NCA reduced to arrays.
+
+    kernels: (B, K, k, k) perception bank; B = 1 (shared by every channel) or C (learned)
+    w1: (hidden_width, C*K), b1: (hidden_width,), w2: (C_upd, hidden_width)
+    head_w: (n_classes, hidden_channels) and head_b: (n_classes,) for the "head" readout
+    """
+
+    config: ModelConfig
+    task: str
+    readout: Readout
+    threshold: float | None  # selfclass: vote only over pixels with image > threshold
+    kernels: np.ndarray
+    w1: np.ndarray
+    b1: np.ndarray
+    w2: np.ndarray
+    head_w: np.ndarray | None = None
+    head_b: np.ndarray | None = None
+
+    @property
+    def n_filters(self) -> int:
+        return int(self.kernels.shape[1])
+
+    @property
+    def kernel_size(self) -> int:
+        return int(self.kernels.shape[-1])
+
+    @property
+    def updated(self) -> int:
+        return self.config.output_channels + self.config.hidden_channels
+
+    @property
+    def n_classes(self) -> int:
+        if self.head_w is not None:
+            return int(self.head_w.shape[0])
+        return self.config.output_channels
+
+
+def _array(state: dict[str, torch.Tensor], key: str, shape: tuple[int, ...]) -> np.ndarray:
+    if key not in state:
+        raise ExportError(
+            f"state_dict has no '{key}'; is this an ncaflow NCA? keys: {sorted(state)}"
+        )
+    arr = state[key].detach().cpu().float().numpy().reshape(shape).copy()
+    if not np.isfinite(arr).all():
+        raise ExportError(f"weight '{key}' holds NaN or inf; retrain or pick another checkpoint")
+    return arr
+
+
+def model_spec(
+    model_or_path: nn.Module | str | Path,
+    *,
+    task: str | None = None,
+    threshold: float | None = None,
+) -> ModelSpec:
+    """Read a saved model (path) or an in-memory NCA into a :class:`ModelSpec`.
+
+    ``task`` defaults to ``model.run_config.task``; ``threshold`` (selfclass)
+    to ``model.meta["threshold"]``, else 0.1.
+    """
+    if isinstance(model_or_path, str | Path):
+        from ncaflow.io import load
+
+        model = load(model_or_path)
+    else:
+        model = model_or_path
+    run_config = getattr(model, "run_config", None)
+    meta: dict[str, Any] = getattr(model, "meta", None) or {}
+    if getattr(run_config, "cascade", None) is not None or hasattr(model, "levels"):
+        raise ExportError(
+            "exporting a cascade is not supported; export a single-scale model "
+            "(a run config without a 'cascade:' section)"
+        )
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise ExportError(
+            "model has no ModelConfig in .config; pass an ncaflow NCA or a saved model"
+        )
+    task = task or getattr(run_config, "task", None)
+    if task not in READOUTS:
+        raise ExportError(
+            f"unknown task {task!r}: pass task= one of {sorted(READOUTS)} "
+            "(a model loaded from disk knows its task)"
+        )
+    state = model.state_dict()
+    c, hw = config.channels, config.hidden_width
+    if config.perception == "learned":
+        n, k = config.learned_filters, config.kernel_size
+        learned = _array(state, "filters", (c, n, k, k))
+        ident = np.zeros((c, 1, k, k), np.float32)
+        ident[:, :, k // 2, k // 2] = 1.0
+        kernels = np.concatenate([ident, learned], axis=1)  # (C, 1+n, k, k)
+    else:
+        kernels = fixed_filters(laplace=config.perception == "sobel_laplace").numpy()[None]
+    n_filters = kernels.shape[1]
+    upd = config.output_channels + config.hidden_channels
+    readout = READOUTS[task]
+    head_w = head_b = None
+    wants_head = int(getattr(config, "head", 0) or 0) > 0
+    if "head.weight" in state or wants_head:
+        if task != "classification":
+            raise ExportError(
+                f"a linear head is only exported for task 'classification', not {task!r}"
+            )
+        head_w = _array(state, "head.weight", tuple(state["head.weight"].shape))
+        head_b = _array(state, "head.bias", (head_w.shape[0],))
+        if head_w.shape[1] != config.hidden_channels:
+            raise ExportError(
+                f"head.weight has shape {head_w.shape}; expected (n_classes, "
+                f"hidden_channels={config.hidden_channels})"
+            )
+        readout = "head"
+    if task == "growing" and (config.input_channels != 0 or config.output_channels < 4):
+        raise ConfigError("key 'model': growing needs input_channels 0 and output_channels >= 4")
+    if task == "segmentation" and config.output_channels < 1:
+        raise ConfigError("key 'model.output_channels': segmentation needs >= 1 (the mask logit)")
+    if task == "selfclass" and config.input_channels < 1:
+        raise ConfigError("key 'model.input_channels': selfclass needs the digit in channel 0")
+    if task == "selfclass":
+        threshold = float(meta.get("threshold", 0.1) if threshold is None else threshold)
+    else:
+        threshold = None
+    return ModelSpec(
+        config=config,
+        task=task,
+        readout=readout,
+        threshold=threshold,
+        kernels=np.ascontiguousarray(kernels, np.float32),
+        w1=_array(state, "fc1.weight", (hw, c * n_filters)),
+        b1=_array(state, "fc1.bias", (hw,)),
+        w2=_array(state, "fc2.weight", (upd, hw)),
+        head_w=head_w,
+        head_b=head_b,
+    )
