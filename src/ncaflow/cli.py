@@ -88,6 +88,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+@command
+def cmd_export(args: argparse.Namespace) -> int:
+    from ncaflow.export import export_with_report, parse_size
+
+    size = parse_size(args.size) if args.size else None
+    _, summary = export_with_report(
+        args.model, args.out, name=args.name, int8=args.int8, size=size, steps=args.steps
+    )
+    print(summary)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ncaflow", description="Neural Cellular Automata pipeline"
@@ -138,6 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="print a saved model's task, size and config")
     p.add_argument("model")
+
+    p = sub.add_parser("export", help="export a saved model as a C99 header (+ footprint JSON)")
+    p.add_argument("format", choices=["c"], help="target: c (one self-contained C99 header)")
+    p.add_argument("model", help="model.safetensors, its .json, or its directory")
+    p.add_argument("--out", required=True, help="header to write, e.g. nca.h (JSON goes beside)")
+    p.add_argument("--int8", action="store_true", help="int8 weights, one scale per channel")
+    p.add_argument("--size", help="grid HxW for the RAM/MAC report (default: the training size)")
+    p.add_argument("--name", default="nca", help="prefix of the C symbols (default: nca)")
+    p.add_argument("--steps", type=int, help="steps per inference (default: the longest training)")
 
     return parser
 

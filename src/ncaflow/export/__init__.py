@@ -10,6 +10,7 @@ from ncaflow.export.c import CExport, c_fire_masks, export_c, render_header
 from ncaflow.export.footprint import Footprint, footprint, format_footprint
 from ncaflow.export.quant import QuantReport, dequantized_model, quantization_report, quantize
 from ncaflow.export.readout import predict, seed_state
+from ncaflow.export.report import default_size, export_with_report, parse_size
 from ncaflow.export.spec import ExportError, ModelSpec, model_spec
 
 __all__ = [
@@ -19,11 +20,14 @@ __all__ = [
     "ModelSpec",
     "QuantReport",
     "c_fire_masks",
+    "default_size",
     "dequantized_model",
     "export_c",
+    "export_with_report",
     "footprint",
     "format_footprint",
     "model_spec",
+    "parse_size",
     "predict",
     "quantization_report",
     "quantize",
