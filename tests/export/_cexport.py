@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ncaflow.config import ModelConfig
+from ncaflow.cascade import build_model
+from ncaflow.config import ModelConfig, RunConfig
 from ncaflow.export import ModelSpec
-from ncaflow.nca import NCA
 
 DRIVER = Path(__file__).with_name("driver.c")
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
@@ -25,22 +25,16 @@ SANITIZE = [
 ]
 
 
-class HeadNCA(NCA):
-    """An NCA with a linear head on the mean hidden state (what a classification head exports)."""
-
-    def __init__(self, *, config: ModelConfig, classes: int) -> None:
-        super().__init__(config=config)
-        self.head = nn.Linear(config.hidden_channels, classes)
-
-
-def random_model(config: ModelConfig, *, seed: int, classes: int = 0) -> NCA:
-    """An NCA with non-zero random weights, so that the dynamics do something."""
+def random_model(config: ModelConfig, *, seed: int) -> nn.Module:
+    """The model ``build_model`` makes for ``config`` (with ``head`` when config.head > 0),
+    with non-zero random weights so that the dynamics do something."""
     torch.manual_seed(seed)
-    model = HeadNCA(config=config, classes=classes) if classes else NCA(config=config)
+    task = "classification" if config.head else "growing"
+    model = build_model(RunConfig(task=task, model=config))
     with torch.no_grad():
         nn.init.normal_(model.fc2.weight, std=0.1)
         nn.init.normal_(model.fc1.bias, std=0.1)
-        if classes:
+        if config.head:
             nn.init.normal_(model.head.weight, std=1.0)
             # random NCAs give nearly image-independent mean states, so without a spread in
             # the bias every class ties within int8 noise; trained heads have real margins

@@ -43,7 +43,6 @@ class Case:
     id: str
     task: str
     config: ModelConfig
-    classes: int = 0  # > 0: classification with a linear head
     masks: bool = True  # share a fire-mask sequence; else fire rate 1 (every cell fires)
     n: int = 3
     size: int = 12
@@ -110,8 +109,7 @@ CASES = [
     Case(
         "classification-head-reflect",
         "classification",
-        _m(input_channels=1, output_channels=3, hidden_channels=6, padding="reflect"),
-        classes=5,
+        _m(input_channels=1, output_channels=0, hidden_channels=6, padding="reflect", head=5),
     ),
     Case(
         "segmentation-circular-laplace-alive",
@@ -149,7 +147,7 @@ def _inputs(case: Case) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor
     masks = (
         fire_masks(case.steps, case.n, s, s, case.config.fire_rate, seed=2) if case.masks else None
     )
-    model = random_model(case.config, seed=0, classes=case.classes)
+    model = random_model(case.config, seed=0)
     spec_seed = seed_state(model_spec(model, task=case.task), img, size=(s, s))
     return img, spec_seed, masks
 
@@ -162,7 +160,7 @@ def _run_case(
     flags: list[str] | None = None,
     wrapper: list[str] | None = None,
 ) -> tuple[ModelSpec, CResult, Tensor, Tensor | None]:
-    model = random_model(case.config, seed=0, classes=case.classes)
+    model = random_model(case.config, seed=0)
     exported = export_c(model, tmp_path / "model.h", task=case.task, int8=int8)
     spec = exported.spec
     img, seed, masks = _inputs(case)
