@@ -108,7 +108,8 @@ def export_with_report(
             f"{what} agreement {quant.agreement:.1%}"
             if spec.readout != "rgba"
             else f"int8 vs float32 (PyTorch, seed, {quant.steps} steps): max abs state diff "
-            f"{quant.max_abs_diff:.3g} (max |state| {quant.max_abs_state:.3g})",
+            f"{quant.max_abs_diff:.3g} (max |state| {quant.max_abs_state:.3g}), "
+            f"visible-cell (alpha > 0.1) agreement {quant.agreement:.1%}",
         ]
     )
     return report, summary
