@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -72,6 +73,59 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     write_folds(args.out, folds)
     sizes = ", ".join(f"{len(f['train'])}/{len(f['val'])}" for f in folds["folds"])
     print(f"{args.k} folds (train/val: {sizes}) of {n} {config.task} samples -> {args.out}")
+    return 0
+
+
+def _model_and_task(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The saved model and its task, set up on the model's data (with --set overrides)."""
+    from ncaflow.evaluate import with_overrides
+    from ncaflow.io import config_of, load
+    from ncaflow.tasks import get_task
+
+    model = load(args.model)
+    config = with_overrides(config_of(model), args.set)
+    task = get_task(config.task)(config=config, device="cpu")
+    task.setup()
+    return model, task
+
+
+@command
+def cmd_animate(args: argparse.Namespace) -> int:
+    from ncaflow.viz.animate import animate
+
+    model, task = _model_and_task(args)
+    steps = args.steps or task.eval_steps
+    frames = animate(
+        model,
+        task,
+        args.out,
+        steps=steps,
+        split=args.split,
+        index=args.index,
+        every=args.every,
+        scale=args.scale,
+        seed=args.seed,
+    )
+    print(f"{frames} frames -> {args.out}")
+    return 0
+
+
+@command
+def cmd_uncertainty(args: argparse.Namespace) -> int:
+    from ncaflow.viz.heatmaps import uncertainty_figure
+
+    model, task = _model_and_task(args)
+    uncertainty_figure(
+        model,
+        task,
+        args.out,
+        steps=args.steps or task.eval_steps,
+        n_rollouts=args.rollouts,
+        n_examples=args.examples,
+        split=args.split,
+        seed=args.seed,
+    )
+    print(f"uncertainty heatmaps ({args.rollouts} rollouts) -> {args.out}")
     return 0
 
 
@@ -145,6 +199,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML run config")
     p.add_argument("--out", required=True, help="folds JSON to write")
     p.add_argument("--k", type=int, default=5, help="number of folds (1: one train/val split)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    p = sub.add_parser("animate", help="GIF of a saved model's rollout")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True, help="GIF to write")
+    p.add_argument("--steps", type=int, help="rollout length (default: the evaluation length)")
+    p.add_argument("--split", default="test", help="split to take the example from")
+    p.add_argument("--index", type=int, default=0, help="which example of the split")
+    p.add_argument("--every", type=int, default=1, help="keep every n-th step as a frame")
+    p.add_argument("--scale", type=int, default=4, help="pixel upscaling")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fire masks")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    p = sub.add_parser("uncertainty", help="mean/variance heatmaps over stochastic rollouts")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True, help="PNG or PDF to write")
+    p.add_argument("--rollouts", type=int, default=16)
+    p.add_argument("--examples", type=int, default=4)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--split", default="test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 

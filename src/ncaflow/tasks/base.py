@@ -18,7 +18,13 @@ from torch import Tensor, nn
 
 from ncaflow.config import ConfigError, RunConfig, from_dict
 
-__all__ = ["Batch", "CommonData", "Task", "batches"]
+__all__ = ["PALETTE", "Batch", "CommonData", "Task", "batches"]
+
+# Ten distinguishable colours (RGB in [0, 1]) for per-pixel class maps.
+PALETTE = [
+    [0.12, 0.47, 0.71], [1.0, 0.5, 0.05], [0.17, 0.63, 0.17], [0.84, 0.15, 0.16], [0.58, 0.4, 0.74],
+    [0.55, 0.34, 0.29], [0.89, 0.47, 0.76], [0.5, 0.5, 0.5], [0.74, 0.74, 0.13], [0.09, 0.75, 0.81],
+]  # fmt: skip
 
 
 @dataclass(kw_only=True)
@@ -122,6 +128,18 @@ class Task(ABC):
         self, model: nn.Module, split: str, generator: torch.Generator
     ) -> dict[str, float]:
         """Metrics on ``split`` ("val" or "test"); keys are prefixed with the split."""
+
+    def examples(self, split: str, n: int) -> Tensor:
+        """(n, C, H, W) seed states of the first ``n`` samples of ``split`` (after setup)."""
+        splits: dict[str, tuple[Tensor, Tensor]] = getattr(self, "splits", {})
+        if split not in splits:
+            raise ConfigError(f"task {self.name!r} has no split {split!r}")
+        return self.seed_state(splits[split][0][:n], self.config.model.channels)
+
+    def pixel_map(self, out: Tensor) -> Tensor:
+        """(B, C, H, W) states -> (B, K, H, W) per-pixel prediction (probabilities, RGBA...)."""
+        m = self.config.model
+        return out[:, m.input_channels : m.input_channels + m.output_channels]
 
     def preview(self, out: Tensor) -> Tensor:
         """(B, C, H, W) states -> (B, 3, H, W) images in [0, 1] for TensorBoard."""

@@ -22,7 +22,7 @@ from sklearn.metrics import f1_score
 from torch import Tensor, nn
 
 from ncaflow.data import array_checksum, load_medmnist, medmnist_info
-from ncaflow.tasks.base import Batch, CommonData, Task, batches
+from ncaflow.tasks.base import PALETTE, Batch, CommonData, Task, batches
 
 __all__ = ["Classification", "ClassificationData", "augment"]
 
@@ -193,6 +193,25 @@ class Classification(Task):
             f"{split}_auc": auc,
             f"{split}_f1": float(f1),
         }
+
+    def pixel_map(self, out: Tensor) -> Tensor:
+        """Per-pixel class probabilities (vote readout); the hidden state's mean for a head."""
+        m = self.config.model
+        if self.data.readout == "head":
+            return out[:, m.input_channels + m.output_channels :].mean(1, keepdim=True)
+        logits = out[:, m.input_channels : m.input_channels + self.n_classes]
+        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, 1)
+
+    def preview(self, out: Tensor) -> Tensor:
+        """The image (grey or RGB) tinted by each pixel's vote."""
+        m = self.config.model
+        image = out[:, : m.input_channels].mean(1, keepdim=True).clamp(0, 1)
+        if self.data.readout == "head":
+            return image.expand(-1, 3, -1, -1)
+        palette = torch.tensor(PALETTE, device=out.device)
+        votes = out[:, m.input_channels : m.input_channels + self.n_classes].argmax(1)
+        colour = palette[votes % len(PALETTE)].permute(0, 3, 1, 2)  # (B, 3, H, W)
+        return 0.5 * image + 0.5 * colour
 
     def meta(self) -> dict[str, Any]:
         info = medmnist_info(self.data.flag)

@@ -117,6 +117,12 @@ class Growing(Task):
             metrics["test_regrowth_mse"] = self.mse(regrown).mean().item()
         return metrics
 
+    def examples(self, split: str, n: int) -> Tensor:
+        return self.seed(n)
+
+    def pixel_map(self, out: Tensor) -> Tensor:
+        return out[:, :4]  # (B, 4, H, W) premultiplied RGBA
+
     def preview(self, out: Tensor) -> Tensor:
         rgb, a = out[:, :3], out[:, 3:4].clamp(0, 1)
         return (1.0 - a + rgb).clamp(0, 1)  # premultiplied RGBA over white

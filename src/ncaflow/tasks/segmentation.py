@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ncaflow.data import array_checksum, load_kvasir
 from ncaflow.tasks.base import Batch, CommonData, Task, batches
 from ncaflow.tasks.classification import augment
+from ncaflow.uncertainty import error_auroc, stochastic_rollouts
 
 __all__ = ["Segmentation", "SegmentationData", "dice_iou", "fixed_split"]
 
@@ -31,6 +32,7 @@ class SegmentationData(CommonData):
     augment: bool = True
     bce_weight: float = 1.0
     eval_batch: int = 16
+    uncertainty_samples: int = 8  # rollouts for the test split's uncertainty AUROC; 0: skip
 
 
 def fixed_split(
@@ -129,11 +131,26 @@ class Segmentation(Task):
             d, i = dice_iou((logit > 0).float(), y[s])
             dice.append(d)
             iou.append(i)
-        return {
+        metrics = {
             f"{split}_loss": torch.cat(loss).mean().item(),
             f"{split}_dice": torch.cat(dice).mean().item(),
             f"{split}_iou": torch.cat(iou).mean().item(),
         }
+        if split == "test" and self.data.uncertainty_samples >= 2:
+            mean, var = stochastic_rollouts(
+                model,
+                self.seed(x),
+                self.eval_steps,
+                n=self.data.uncertainty_samples,
+                generator=generator,
+                readout=self.pixel_map,
+            )
+            metrics["test_uncertainty_auroc"] = error_auroc(mean, y, var)
+            metrics["test_mean_variance"] = var.mean().item()
+        return metrics
+
+    def pixel_map(self, out: Tensor) -> Tensor:
+        return torch.sigmoid(self.logit(out))  # (B, 1, H, W) polyp probability
 
     def preview(self, out: Tensor) -> Tensor:
         image = out[:, :3].clamp(0, 1)

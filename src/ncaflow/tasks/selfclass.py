@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ncaflow.data import array_checksum, load_digits, load_mnist
-from ncaflow.tasks.base import Batch, CommonData, Task, batches
+from ncaflow.tasks.base import PALETTE, Batch, CommonData, Task, batches
 
 __all__ = ["SelfClassification", "SelfClassificationData", "split_indices", "vote"]
 
@@ -153,8 +153,11 @@ class SelfClassification(Task):
             f"{split}_pixel_acc": pix_correct / max(pix_total, 1.0),
         }
 
+    def pixel_map(self, out: Tensor) -> Tensor:
+        return torch.softmax(out[:, 1:11], 1)  # (B, 10, H, W) class probabilities
+
     def preview(self, out: Tensor) -> Tensor:
-        palette = torch.tensor(_PALETTE, device=out.device)  # (10, 3)
+        palette = torch.tensor(PALETTE, device=out.device)  # (10, 3)
         cls = out[:, 1:11].argmax(1)  # (B, H, W)
         alive = (out[:, :1] > self.data.threshold).float()
         return palette[cls].permute(0, 3, 1, 2) * alive + (1 - alive)
@@ -165,17 +168,3 @@ class SelfClassification(Task):
             "input": "grey digit in [0, 1]",
             "threshold": self.data.threshold,
         }
-
-
-_PALETTE = [
-    [0.12, 0.47, 0.71],
-    [1.0, 0.5, 0.05],
-    [0.17, 0.63, 0.17],
-    [0.84, 0.15, 0.16],
-    [0.58, 0.4, 0.74],
-    [0.55, 0.34, 0.29],
-    [0.89, 0.47, 0.76],
-    [0.5, 0.5, 0.5],
-    [0.74, 0.74, 0.13],
-    [0.09, 0.75, 0.81],
-]

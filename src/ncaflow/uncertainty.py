@@ -1,0 +1,57 @@
+"""Uncertainty from the automaton's own randomness: N rollouts that differ only in fire masks.
+
+The per-pixel mean and variance of a task's prediction map over the rollouts
+give heatmaps; for segmentation, how well the variance ranks wrong pixels is
+measured as the AUROC of (pixel is wrong) against (pixel variance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import Tensor, nn
+
+__all__ = ["error_auroc", "stochastic_rollouts"]
+
+
+@torch.no_grad()
+def stochastic_rollouts(
+    model: nn.Module,
+    state: Tensor,
+    steps: int,
+    *,
+    n: int,
+    generator: torch.Generator,
+    readout: Callable[[Tensor], Tensor],
+) -> tuple[Tensor, Tensor]:
+    """Mean and variance over ``n`` rollouts of ``readout(final_state)``.
+
+    state: (B, C, H, W) seed; readout: (B, C, H, W) -> (B, K, H, W).
+    Returns (mean, var), each (B, K, H, W). Deterministic for a seeded generator.
+    """
+    if n < 2:
+        raise ValueError("stochastic_rollouts needs n >= 2 rollouts for a variance")
+    total: Tensor | None = None
+    total_sq: Tensor | None = None
+    for _ in range(n):
+        p = readout(model(state, steps, generator=generator)).double()
+        total = p if total is None else total + p
+        total_sq = p * p if total_sq is None else total_sq + p * p
+    assert total is not None and total_sq is not None
+    mean = total / n
+    var = (total_sq / n - mean * mean).clamp(min=0.0) * n / (n - 1)  # unbiased
+    return mean.float(), var.float()
+
+
+def error_auroc(prob: Tensor, truth: Tensor, uncertainty: Tensor) -> float:
+    """AUROC of per-pixel uncertainty as a detector of wrong pixels (prob > 0.5 vs truth).
+
+    0.5 is chance; NaN when every pixel is right (or every pixel is wrong).
+    """
+    wrong = ((prob > 0.5) != (truth > 0.5)).flatten().cpu().numpy()
+    if wrong.all() or not wrong.any():
+        return float("nan")
+    return float(roc_auc_score(wrong, uncertainty.flatten().cpu().numpy().astype(np.float64)))

@@ -1,0 +1,1 @@
+"""Pictures of NCAs: animations, uncertainty heatmaps and the workflow's figures."""

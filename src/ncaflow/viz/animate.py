@@ -1,0 +1,90 @@
+"""Animated GIFs of a rollout: the task's view, a hidden-channel view, and a step counter.
+
+Only Pillow is used (its built-in bitmap font), so nothing outside the
+installed packages is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor, nn
+
+from ncaflow.io import atomic_write
+from ncaflow.tasks.base import Task
+
+__all__ = ["animate", "hidden_view", "render_frame"]
+
+
+def hidden_view(state: Tensor, first_hidden: int) -> Tensor:
+    """(C, H, W) state -> (3, H, W): the first three hidden channels squashed into [0, 1]."""
+    hidden = state[first_hidden : first_hidden + 3]
+    if hidden.shape[0] < 3:
+        hidden = torch.cat([hidden, hidden.new_zeros(3 - hidden.shape[0], *hidden.shape[1:])])
+    return 0.5 + 0.5 * torch.tanh(hidden)
+
+
+def _to_image(rgb: Tensor, scale: int) -> Image.Image:
+    array = (rgb.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    image = Image.fromarray(array, "RGB")
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+
+
+def render_frame(panels: list[Tensor], caption: str, scale: int) -> Image.Image:
+    """Panels of (3, H, W) in [0, 1] side by side, with a caption bar below."""
+    images = [_to_image(p, scale) for p in panels]
+    gap, bar = 4, 14
+    width = sum(i.width for i in images) + gap * (len(images) - 1)
+    frame = Image.new("RGB", (width, images[0].height + bar), "white")
+    x = 0
+    for image in images:
+        frame.paste(image, (x, 0))
+        x += image.width + gap
+    ImageDraw.Draw(frame).text(
+        (2, images[0].height + 2), caption, fill="black", font=ImageFont.load_default()
+    )
+    return frame
+
+
+@torch.no_grad()
+def animate(
+    model: nn.Module,
+    task: Task,
+    out: str | Path,
+    *,
+    steps: int,
+    split: str = "test",
+    index: int = 0,
+    every: int = 1,
+    scale: int = 4,
+    fps: int = 20,
+    seed: int = 0,
+) -> int:
+    """Write a GIF of one rollout; returns the number of frames (1 + steps // every)."""
+    state = task.examples(split, index + 1)[index : index + 1]  # (1, C, H, W)
+    first_hidden = task.config.model.input_channels + task.config.model.output_channels
+    frames: list[Image.Image] = []
+
+    def add(t: int, x: Tensor) -> None:
+        if t % every == 0:
+            panels = [task.preview(x)[0], hidden_view(x[0], first_hidden)]
+            frames.append(render_frame(panels, f"step {t}/{steps}", scale))
+
+    add(0, state)
+    model(state, steps, generator=torch.Generator().manual_seed(seed), callback=add)
+
+    def write(tmp: Path) -> None:
+        frames[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=frames[1:],
+            duration=max(1, 1000 // fps),
+            loop=0,
+        )
+
+    atomic_write(out, write)
+    return len(frames)

@@ -1,0 +1,71 @@
+"""Figures of predictions with their uncertainty (mean and variance over stochastic rollouts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ncaflow.io import atomic_write
+from ncaflow.tasks.base import Task
+from ncaflow.uncertainty import stochastic_rollouts
+
+__all__ = ["uncertainty_figure"]
+
+
+@torch.no_grad()
+def uncertainty_figure(
+    model: nn.Module,
+    task: Task,
+    out: str | Path,
+    *,
+    steps: int,
+    n_rollouts: int = 16,
+    n_examples: int = 4,
+    split: str = "test",
+    seed: int = 0,
+) -> None:
+    """Rows: examples; columns: the task's view of one rollout, the mean prediction (the
+    probability for one- or two-channel maps, else the largest channel), the variance
+    summed over channels, and the target where the task has one.
+    Written as PNG or PDF by the suffix of ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = task.examples(split, n_examples)
+    gen = torch.Generator(device=seeds.device).manual_seed(seed)
+    mean, var = stochastic_rollouts(
+        model, seeds, steps, n=n_rollouts, generator=gen, readout=task.pixel_map
+    )
+    view = task.preview(model(seeds, steps, generator=gen))
+    targets = getattr(task, "splits", {}).get(split, (None, None))[1]
+    spatial_target = targets is not None and targets.ndim == 4
+    cols = 4 if spatial_target else 3
+    fig, axes = plt.subplots(
+        len(seeds), cols, figsize=(2.2 * cols, 2.2 * len(seeds)), squeeze=False
+    )
+    k = mean.shape[1]
+    shown_mean = mean[:, k - 1] if k <= 2 else mean.amax(1)  # (B, H, W)
+    mean_title = "mean p" if k <= 2 else "max mean p"
+    for i in range(len(seeds)):
+        panels = [
+            (view[i].permute(1, 2, 0).cpu(), "rollout", None),
+            (shown_mean[i].cpu(), mean_title, "viridis"),
+            (var[i].sum(0).cpu(), "variance", "magma"),
+        ]
+        if spatial_target:
+            panels.append((targets[i, 0].cpu(), "target", "gray"))
+        for ax, (image, title, cmap) in zip(axes[i], panels, strict=True):
+            shown = ax.imshow(image, cmap=cmap)
+            if cmap is not None and title != "target":
+                fig.colorbar(shown, ax=ax, fraction=0.046)
+            ax.set_title(title if i == 0 else "", fontsize=9)
+            ax.axis("off")
+    fig.suptitle(f"{task.name}: {n_rollouts} rollouts, {steps} steps", fontsize=10)
+    fig.tight_layout()
+    suffix = Path(out).suffix.lstrip(".") or "png"
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format=suffix, dpi=120))
+    plt.close(fig)
