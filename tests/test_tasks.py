@@ -1,0 +1,350 @@
+"""Every task learns on real data (the mirror) within a CI-sized budget, plus
+synthetic MedMNIST-format data for the label layouts the mirror lacks."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ncaflow.cascade import build_model
+from ncaflow.config import RunConfig, from_dict
+from ncaflow.evaluate import evaluate
+from ncaflow.tasks import get_task
+from ncaflow.train import train
+from ncaflow.uncertainty import stochastic_rollouts
+from ncaflow.viz.animate import animate
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def run_config(raw: dict[str, Any], tmp: Path, mirror: Path, **train_kw: Any) -> RunConfig:
+    raw = {
+        **raw,
+        "data": {"root": str(tmp / "cache"), "mirror": str(mirror), **raw.get("data", {})},
+    }
+    train_cfg = {"progress": False, "device": "cpu", "checkpoint_every": 1000, **train_kw}
+    cfg = from_dict(RunConfig, {**raw, "train": train_cfg})
+    cfg.validate()
+    return cfg
+
+
+def write_medmnist(
+    path: Path, *, size: int = 16, labels: int = 1, n: tuple[int, int, int] = (96, 32, 32)
+) -> None:
+    """A learnable MedMNIST-format npz: label 0 means 'bright top half' (binary),
+    labels 1.. (multi-label) are noise. Labels stored (N, L) as MedMNIST does."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, count in zip(("train", "val", "test"), n, strict=True):
+        y = rng.integers(0, 2, (count, labels))
+        x = rng.integers(0, 60, (count, size, size))
+        x[y[:, 0] == 1, : size // 2] += 150
+        arrays[f"{split}_images"] = x.astype(np.uint8)
+        arrays[f"{split}_labels"] = y.astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+
+def test_growing_lizard_loss_falls(tmp_path: Path, mirror: Path) -> None:
+    raw = {
+        "task": "growing",
+        "model": {
+            "output_channels": 4,
+            "hidden_channels": 8,
+            "hidden_width": 64,
+            "alive_channel": 3,
+        },
+        "data": {
+            "target": "1f98e",
+            "size": 16,
+            "pad": 4,
+            "pool_size": 32,
+            "damage": 0,
+            "persistence_steps": 60,
+        },
+    }
+    cfg = run_config(
+        raw,
+        tmp_path,
+        mirror,
+        iterations=150,
+        batch_size=4,
+        steps=[20, 28],
+        lr=2e-3,
+        grad_norm=True,
+        eval_every=50,
+    )
+    task = get_task("growing")(config=cfg)
+    task.setup()
+    empty = task.mse(task.seed(1)).item()  # what an untrained NCA scores: nothing grows
+    result = train(cfg, tmp_path / "run")
+    losses = [r["val_loss"] for r in result.history]
+    assert losses[-1] < 0.5 * empty, (empty, losses)
+    metrics = evaluate(tmp_path / "run", splits=("test",))
+    assert {"test_mse", "test_persistence_mse", "test_regrowth_mse", "test_damaged_mse"} <= set(
+        metrics
+    )
+
+
+def test_selfclass_mnist_beats_chance(tmp_path: Path, mirror: Path) -> None:
+    raw = {
+        "task": "selfclass",
+        "model": {
+            "input_channels": 1,
+            "output_channels": 10,
+            "hidden_channels": 8,
+            "hidden_width": 64,
+            "alive_channel": 0,
+        },
+        "data": {"dataset": "mnist", "test_size": 500, "val_size": 300},
+    }
+    cfg = run_config(
+        raw,
+        tmp_path,
+        mirror,
+        iterations=240,
+        batch_size=16,
+        steps=[8, 12],
+        lr=5e-3,
+        grad_clip=1.0,
+        eval_every=80,
+        early_stopping={"metric": "val_acc", "mode": "max"},
+    )
+    result = train(cfg, tmp_path / "run")
+    losses = [r["val_loss"] for r in result.history]
+    assert losses[-1] < losses[0] < 2.31, losses  # 2.30 = ln 10: uniform guessing
+    assert result.best_metric > 0.2, result.history  # chance: 0.1 (the largest class: 0.11)
+    test = evaluate(tmp_path / "run", splits=("test",))
+    assert test["test_acc"] > 0.18
+
+
+def test_breastmnist_real_data_learns(tmp_path: Path, mirror: Path) -> None:
+    raw = {
+        "task": "classification",
+        "model": {
+            "input_channels": 1,
+            "output_channels": 2,
+            "hidden_channels": 8,
+            "hidden_width": 32,
+        },
+        "data": {"flag": "breastmnist", "readout": "vote", "balanced": True},
+    }
+    cfg = run_config(
+        raw,
+        tmp_path,
+        mirror,
+        iterations=150,
+        batch_size=16,
+        steps=[12, 16],
+        lr=3e-3,
+        grad_clip=1.0,
+        eval_every=50,
+        early_stopping={"metric": "val_auc", "mode": "max"},
+    )
+    result = train(cfg, tmp_path / "run")
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"], result.history
+    assert result.best_metric > 0.58, result.history  # validation AUC; chance 0.5
+    test = evaluate(tmp_path / "run", splits=("test",))
+    assert test["test_auc"] > 0.55 and 0.0 <= test["test_acc"] <= 1.0 and "test_f1" in test
+
+
+@pytest.mark.parametrize("readout", ["vote", "head"])
+def test_synthetic_medmnist_both_readouts_and_n1_labels(tmp_path: Path, readout: str) -> None:
+    mirror = tmp_path / "mirror"
+    write_medmnist(mirror / "medmnist" / "breastmnist.npz", size=28)
+    model = {
+        "input_channels": 1,
+        "output_channels": 2 if readout == "vote" else 0,
+        "hidden_channels": 6,
+        "hidden_width": 24,
+        "head": 2 if readout == "head" else 0,
+    }
+    raw = {
+        "task": "classification",
+        "model": model,
+        "data": {"flag": "breastmnist", "readout": readout, "augment": True},
+    }
+    cfg = run_config(
+        raw,
+        tmp_path,
+        mirror,
+        iterations=60,
+        batch_size=16,
+        steps=[8, 10],
+        lr=5e-3,
+        eval_every=30,
+        early_stopping={"metric": "val_auc", "mode": "max"},
+    )
+    result = train(cfg, tmp_path / "run")
+    assert result.best_metric > 0.9, result.history
+
+
+def test_multilabel_chestmnist_layout(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    write_medmnist(mirror / "medmnist" / "chestmnist.npz", size=28, labels=14)
+    raw = {
+        "task": "classification",
+        "model": {
+            "input_channels": 1,
+            "output_channels": 14,
+            "hidden_channels": 4,
+            "hidden_width": 16,
+        },
+        "data": {"flag": "chestmnist"},
+    }
+    cfg = run_config(
+        raw,
+        tmp_path,
+        mirror,
+        iterations=30,
+        batch_size=16,
+        steps=[6, 8],
+        lr=5e-3,
+        eval_every=30,
+        early_stopping={"metric": "val_auc", "mode": "max"},
+    )
+    train(cfg, tmp_path / "run")
+    metrics = evaluate(tmp_path / "run")
+    assert 0.0 <= metrics["test_acc"] <= 1.0
+    assert 0.0 <= metrics["test_auc"] <= 1.0  # macro over 14 labels, 13 of them noise
+
+
+def test_segmentation_kvasir_learns(tmp_path: Path, mirror: Path) -> None:
+    raw = {
+        "task": "segmentation",
+        "model": {
+            "input_channels": 3,
+            "output_channels": 1,
+            "hidden_channels": 8,
+            "hidden_width": 32,
+        },
+        "data": {"size": 32, "augment": False, "uncertainty_samples": 4},
+    }
+    cfg = run_config(
+        raw,
+        tmp_path,
+        mirror,
+        iterations=80,
+        batch_size=3,
+        steps=[12, 16],
+        lr=3e-3,
+        grad_clip=1.0,
+        eval_every=40,
+        early_stopping={"metric": "val_loss"},
+    )
+    task = get_task("segmentation")(config=cfg)
+    task.setup()
+    assert {k: len(v[0]) for k, v in task.splits.items()} == {"train": 3, "val": 1, "test": 1}
+    result = train(cfg, tmp_path / "run")
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+    fit = evaluate(tmp_path / "run", splits=("test",), overrides=["data.test_fraction=0.0"])
+    assert "test_uncertainty_auroc" in evaluate(tmp_path / "run", splits=("test",))
+    del fit
+
+
+def test_cascade_trains_and_keeps_shapes(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    write_medmnist(mirror / "medmnist" / "breastmnist.npz", size=28)
+    raw = {
+        "task": "classification",
+        "model": {
+            "input_channels": 1,
+            "output_channels": 2,
+            "hidden_channels": 6,
+            "hidden_width": 24,
+        },
+        "data": {"flag": "breastmnist"},
+        "cascade": {"scales": [4, 2, 1], "steps": [4, 4, 4]},
+    }
+    cfg = run_config(
+        raw,
+        tmp_path,
+        mirror,
+        iterations=60,
+        batch_size=16,
+        steps=[12],
+        lr=5e-3,
+        eval_every=30,
+        early_stopping={"metric": "val_auc", "mode": "max"},
+    )
+    model = build_model(cfg)
+    seen = []
+    out = model(
+        torch.rand(2, cfg.model.channels, 28, 28), callback=lambda t, s: seen.append(s.shape)
+    )
+    assert out.shape == (2, cfg.model.channels, 28, 28)
+    assert len(seen) == 12 and all(s == (2, cfg.model.channels, 28, 28) for s in seen)
+    assert len(model.levels) == 3
+    result = train(cfg, tmp_path / "run")
+    assert result.best_metric > 0.9, result.history
+
+
+def test_uncertainty_is_deterministic_for_a_seed(tmp_path: Path) -> None:
+    raw = {
+        "task": "segmentation",
+        "model": {"input_channels": 3, "output_channels": 1, "hidden_channels": 4},
+    }
+    cfg = from_dict(RunConfig, raw)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    torch.nn.init.normal_(model.fc2.weight, std=0.1)
+    x = torch.rand(2, cfg.model.channels, 12, 12)
+
+    def run(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return stochastic_rollouts(
+            model,
+            x,
+            6,
+            n=4,
+            generator=torch.Generator().manual_seed(seed),
+            readout=lambda s: torch.sigmoid(s[:, 3:4]),
+        )
+
+    (m1, v1), (m2, v2), (_, v3) = run(1), run(1), run(2)
+    assert torch.equal(m1, m2) and torch.equal(v1, v2) and not torch.equal(v1, v3)
+    assert m1.shape == v1.shape == (2, 1, 12, 12) and (v1 >= 0).all() and v1.sum() > 0
+
+
+def test_gif_has_one_frame_per_kept_step(tmp_path: Path, mirror: Path) -> None:
+    raw = {
+        "task": "growing",
+        "model": {"hidden_channels": 4, "alive_channel": 3},
+        "data": {"size": 16, "pad": 4, "pool_size": 8},
+    }
+    cfg = run_config(raw, tmp_path, mirror, batch_size=4)
+    task = get_task("growing")(config=cfg)
+    task.setup()
+    model = build_model(cfg)
+    n = animate(model, task, tmp_path / "a.gif", steps=12, every=3, scale=2)
+    assert n == 5
+    with Image.open(tmp_path / "a.gif") as gif:
+        assert gif.n_frames == 5
+        assert gif.size == (2 * 24 * 2 + 4, 2 * 24 + 14)
+
+
+def test_class_balanced_sampling(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    write_medmnist(mirror / "medmnist" / "breastmnist.npz", size=28, n=(200, 20, 20))
+    with np.load(mirror / "medmnist" / "breastmnist.npz") as f:
+        arrays = dict(f)
+    arrays["train_labels"][:180] = 1  # imbalanced: 90 % class 1
+    np.savez(mirror / "medmnist" / "breastmnist.npz", **arrays)
+    raw = {
+        "task": "classification",
+        "model": {"input_channels": 1, "output_channels": 2},
+        "data": {"flag": "breastmnist", "balanced": True},
+    }
+    cfg = run_config(raw, tmp_path, mirror, batch_size=64)
+    task = get_task("classification")(config=cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        task.setup()
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.cat([task.sample(gen).target for _ in range(20)])
+    assert abs(labels.float().mean().item() - 0.5) < 0.06
