@@ -154,6 +154,45 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+@command
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from ncaflow.aggregate import write_tables
+
+    summary = write_tables(
+        args.metrics,
+        task=args.task,
+        metric=args.select,
+        mode=args.mode,
+        csv=args.csv,
+        md=args.md,
+        tex=args.tex,
+        folds_csv=args.folds_csv,
+        best=args.best,
+    )
+    best = summary.loc[summary["best"], "cell"].iloc[0]
+    print(f"{args.task}: {len(summary)} cells, best {best} by {args.select} -> {args.csv}")
+    return 0
+
+
+@command
+def cmd_figures(args: argparse.Namespace) -> int:
+    from ncaflow.viz import figures
+
+    if args.kind == "summary":
+        if not (args.folds_csv and args.select and args.out_dir):
+            raise ValueError("figures summary needs --folds-csv, --select and --out-dir")
+        paths = figures.summary_figures(
+            args.folds_csv, metric=args.select, mode=args.mode, out_dir=args.out_dir
+        )
+    else:
+        if not (args.model and args.out):
+            raise ValueError(f"figures {args.kind} needs --model and --out")
+        draw = figures.growth_strip if args.kind == "growth" else figures.segmentation_overlay
+        paths = draw(args.model, args.out)
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ncaflow", description="Neural Cellular Automata pipeline"
@@ -234,6 +273,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", help="grid HxW for the RAM/MAC report (default: the training size)")
     p.add_argument("--name", default="nca", help="prefix of the C symbols (default: nca)")
     p.add_argument("--steps", type=int, help="steps per inference (default: the longest training)")
+
+    p = sub.add_parser("aggregate", help="tables of a task: mean +- std over folds per grid cell")
+    p.add_argument("metrics", nargs="+", help=".../<cell>/fold<k>/metrics.json files")
+    p.add_argument("--task", required=True, help="task name (table captions)")
+    p.add_argument("--select", required=True, help="validation metric that picks the best cell")
+    p.add_argument("--mode", choices=["min", "max"], required=True)
+    p.add_argument("--csv", required=True, help="summary CSV")
+    p.add_argument("--md", required=True, help="Markdown table")
+    p.add_argument("--tex", required=True, help="LaTeX table")
+    p.add_argument("--folds-csv", required=True, help="per-fold CSV")
+    p.add_argument("--best", required=True, help="text file: folder of the best model")
+
+    p = sub.add_parser("figures", help="workflow figures (PNG + PDF)")
+    p.add_argument("kind", choices=["summary", "growth", "overlay"])
+    p.add_argument("--folds-csv", help="summary: per-fold CSV from `ncaflow aggregate`")
+    p.add_argument("--select", help="summary: validation metric")
+    p.add_argument("--mode", choices=["min", "max"], default="max")
+    p.add_argument("--out-dir", help="summary: folder for grid, folds, curves, params")
+    p.add_argument("--model", help="growth/overlay: model folder")
+    p.add_argument("--out", help="growth/overlay: output path without extension")
 
     return parser
 

@@ -1,0 +1,379 @@
+"""Shared helpers: config validation, the task table (grid cells per task) and the
+params/resources functions the rules call.  Rules hold no logic of their own.
+
+A task of the config becomes a `Task` below; its grid becomes a Paramspace whose
+cells read like `hidden~16_fire~0.5`.  Each cell is a list of `key=value`
+overrides that the rules hand to `ncaflow ... --set`: the hyperparameters
+themselves stay in the run configs under config/runs/.
+"""
+
+import hashlib
+import itertools
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jsonschema
+import pandas as pd
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import Paramspace, validate
+
+from ncaflow.config import ConfigError, RunConfig, apply_override, from_dict
+
+# Named targets and rule names that a task name must not shadow.
+RESERVED = {
+    "all",
+    "tables",
+    "figures",
+    "animations",
+    "exports",
+    "models",
+    "report",
+    "download",
+    "prepare",
+    "train",
+    "evaluate",
+    "aggregate",
+    "growth",
+    "plot",
+    "overlay",
+    "animate",
+    "export",
+}
+
+# workflow/envs/ncaflow.yaml installs the package from here (pip expands ${NCAFLOW_ROOT}).
+os.environ.setdefault("NCAFLOW_ROOT", str(Path(workflow.basedir).resolve()))
+
+
+# -- validation -----------------------------------------------------------------
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<root>"
+
+
+def _explain(err: jsonschema.ValidationError) -> str:
+    """One line naming the dotted config key, what is wrong and what is allowed."""
+    where = _key(err.absolute_path)
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        if allowed and extra:
+            key = f"{where}.{extra[0]}" if err.absolute_path else extra[0]
+            return f"unknown config key '{key}'; allowed keys: {allowed}"
+    if err.validator == "enum":
+        return f"config key '{where}': {err.instance!r} is not one of {err.validator_value}"
+    return f"config key '{where}': {err.message}"
+
+
+def validate_config(config: dict, schema: str) -> None:
+    """Check the config against the schema (friendly message), then fill its defaults."""
+    doc = yaml.safe_load((Path(workflow.basedir) / schema).read_text())
+    errors = jsonschema.Draft202012Validator(doc).iter_errors(config)
+    err = jsonschema.exceptions.best_match(errors)
+    if err is not None:
+        raise WorkflowError(f"invalid config: {_explain(err)} (see {schema})")
+    validate(config, schema)  # snakemake's validator fills in the schema defaults
+
+
+# -- the task table ---------------------------------------------------------------
+
+
+def _yaml_value(value) -> str:
+    """A value as `ncaflow --set` parses it back (YAML; floats keep their dot)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip()
+    return text.removesuffix("...").strip()
+
+
+def _overrides(mapping: dict) -> list[str]:
+    return [f"{key}={_yaml_value(value)}" for key, value in mapping.items()]
+
+
+@dataclass
+class Task:
+    name: str  # instance name, used in paths
+    run: str  # base run config
+    kind: str  # library task: growing, selfclass, classification, segmentation
+    folds: int
+    fold_by: str
+    fixed: list[str]  # overrides of every cell
+    cells: dict[str, list[str]]  # cell name -> grid overrides
+    aliases: list[str]
+    metric: str  # selection metric (the run config's early-stopping metric)
+    mode: str
+    base_seed: int
+    resources: dict = field(default_factory=dict)
+
+
+def _grid_cells(grid: dict) -> dict[str, list[str]]:
+    """Paramspace over the grid: {"hidden~8_fire~0.5": ["model.hidden_channels=8", ...]}."""
+    if not grid:
+        return {"base": []}
+    aliases = list(grid)
+    rows = list(itertools.product(*(grid[a]["values"] for a in aliases)))
+    frame = pd.DataFrame(rows, columns=aliases, dtype=object)
+    space = Paramspace(frame, filename_params="*", param_sep="~", filename_sep="_")
+    cells = {}
+    for name, row in zip(space.instance_patterns, rows):
+        cells[name] = _overrides({grid[a]["key"]: v for a, v in zip(aliases, row)})
+    return cells
+
+
+def _check_run(task: str, run: str, overrides: list[str], where: str) -> RunConfig:
+    """Apply overrides to the run config as `ncaflow train` will; stop on unknown keys."""
+    path = Path(run)
+    if not path.exists():
+        raise WorkflowError(f"config key 'tasks.{task}.run': {run} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        for item in overrides:
+            apply_override(raw, item)
+        return from_dict(RunConfig, raw)
+    except ConfigError as err:
+        raise WorkflowError(f"config key '{where}': {run} rejects the override: {err}")
+
+
+def build_tasks(config: dict) -> dict[str, Task]:
+    tasks = {}
+    for entry, spec in config["tasks"].items():
+        if not spec["enabled"]:
+            continue
+        flags = spec.get("flags") or [None]
+        for flag in flags:
+            name = flag or entry
+            if name in RESERVED:
+                raise WorkflowError(
+                    f"config key 'tasks.{entry}': the name {name!r} is taken by a rule; "
+                    f"choose another (taken: {sorted(RESERVED)})"
+                )
+            if name in tasks:
+                raise WorkflowError(
+                    f"config key 'tasks.{entry}': task {name!r} defined twice"
+                )
+            fixed = _overrides(spec["set"])
+            if flag is not None:
+                fixed += [f"data.flag={flag}", f"name={flag}"]
+                fixed += _overrides(spec["flag_set"].get(flag, {}))
+            cells = _grid_cells(spec["grid"])
+            for cell, grid in cells.items():
+                _check_run(
+                    name, spec["run"], fixed + grid, f"tasks.{entry}.grid ({cell})"
+                )
+            base = _check_run(name, spec["run"], fixed, f"tasks.{entry}.set")
+            resources = {**config["resources"]["train"], **spec["resources"]}
+            tasks[name] = Task(
+                name=name,
+                run=spec["run"],
+                kind=base.task,
+                folds=spec["folds"],
+                fold_by=spec["fold_by"],
+                fixed=fixed,
+                cells=cells,
+                aliases=list(spec["grid"]),
+                metric=base.train.early_stopping.metric,
+                mode=base.train.early_stopping.mode,
+                base_seed=base.train.seed,
+                resources=resources,
+            )
+    if not tasks:
+        raise WorkflowError("config key 'tasks': no task is enabled")
+    return tasks
+
+
+# -- paths ------------------------------------------------------------------------
+
+MODEL_DIR = "results/models/{task}/{cell}/fold{fold}"
+
+
+def model_dirs(task: str) -> list[str]:
+    t = TASKS[task]
+    return [
+        MODEL_DIR.format(task=task, cell=cell, fold=k)
+        for cell in t.cells
+        for k in range(t.folds)
+    ]
+
+
+def models_of(task: str) -> list[str]:
+    return [f"{d}/model.safetensors" for d in model_dirs(task)]
+
+
+def metrics_of(task: str) -> list[str]:
+    return [f"{d}/metrics.json" for d in model_dirs(task)]
+
+
+def tasks_of(kind: str) -> list[str]:
+    return [name for name, t in TASKS.items() if t.kind == kind]
+
+
+# -- inputs and params (functions of wildcards) --------------------------------------
+
+
+def run_config(wildcards) -> str:
+    return TASKS[wildcards.task].run
+
+
+def data_overrides(task: Task) -> list[str]:
+    """The overrides that decide which data a task reads (and whether its model fits it)."""
+    return [
+        o for o in task.fixed if o.split("=", 1)[0].split(".")[0] in ("data", "model")
+    ]
+
+
+def data_sets(wildcards) -> str:
+    return " ".join(
+        f"--set {shlex.quote(o)}" for o in data_overrides(TASKS[wildcards.task])
+    )
+
+
+def data_set_list(wildcards) -> list[str]:
+    return data_overrides(TASKS[wildcards.task])
+
+
+def fold_count(wildcards) -> int:
+    return TASKS[wildcards.task].folds
+
+
+def train_inputs(wildcards) -> dict:
+    task = TASKS[wildcards.task]
+    inputs = {"run": task.run, "data": f"data/raw/manifests/{task.name}.json"}
+    if task.fold_by == "data":
+        inputs["folds"] = f"data/prepared/{task.name}/folds.json"
+    return inputs
+
+
+def train_overrides(wildcards) -> list[str]:
+    task = TASKS[wildcards.task]
+    if wildcards.cell not in task.cells:
+        raise WorkflowError(f"task {task.name!r} has no grid cell {wildcards.cell!r}")
+    sets = ["train.progress=false", *task.fixed, *task.cells[wildcards.cell]]
+    if task.fold_by == "seed":
+        sets.append(f"train.seed={task.base_seed + int(wildcards.fold)}")
+    return sets
+
+
+def train_args(wildcards) -> str:
+    task = TASKS[wildcards.task]
+    args = [f"--set {shlex.quote(o)}" for o in train_overrides(wildcards)]
+    if task.fold_by == "data":
+        args.append(
+            f"--folds data/prepared/{task.name}/folds.json --fold {wildcards.fold}"
+        )
+    return " ".join(args)
+
+
+def resume_key(wildcards) -> str:
+    """Hash of everything a training job reads from its config: a checkpoint left by an
+    interrupted job is only resumed when the key matches."""
+    task = TASKS[wildcards.task]
+    h = hashlib.sha256(Path(task.run).read_bytes())
+    h.update(train_args(wildcards).encode())
+    return h.hexdigest()[:16]
+
+
+def train_resource(name: str):
+    def get(wildcards) -> int:
+        return TASKS[wildcards.task].resources[name]
+
+    return get
+
+
+def evaluate_resource(name: str):
+    return config["resources"]["evaluate"][name]
+
+
+def other_resource(name: str):
+    return config["resources"]["other"][name]
+
+
+def select_metric(wildcards) -> str:
+    return TASKS[wildcards.task].metric
+
+
+def select_mode(wildcards) -> str:
+    return TASKS[wildcards.task].mode
+
+
+def task_metrics(wildcards) -> list[str]:
+    return metrics_of(wildcards.task)
+
+
+def task_histories(wildcards) -> list[str]:
+    return [f"{d}/history.csv" for d in model_dirs(wildcards.task)]
+
+
+def model_dir(wildcards) -> str:
+    return MODEL_DIR.format(**wildcards)
+
+
+def out_dir(path: str):
+    """params function: the folder of an output path pattern."""
+
+    def get(wildcards) -> str:
+        return str(Path(path.format(**wildcards)).parent)
+
+    return get
+
+
+def animate_args(wildcards) -> str:
+    steps = config["animation_steps"]
+    return f"--steps {steps}" if steps else ""
+
+
+def export_args(wildcards) -> str:
+    return "--int8" if config["export_int8"] else ""
+
+
+def snakemake_args(wildcards) -> str:
+    """The config options of this run, for the nested `snakemake --report`."""
+    args = [f"--snakefile {shlex.quote(str(workflow.main_snakefile))}"]
+    if workflow.overwrite_configfiles:
+        files = " ".join(shlex.quote(str(f)) for f in workflow.overwrite_configfiles)
+        args.append(f"--configfile {files}")
+    if workflow.config_settings.config_args:
+        args.append(f"--config {workflow.config_settings.config_args}")
+    return " ".join(args)
+
+
+# -- targets ------------------------------------------------------------------------
+
+
+def table_targets(task: str) -> list[str]:
+    return [f"results/tables/{task}.{ext}" for ext in ("csv", "md", "tex")]
+
+
+FIGURES = ("grid", "folds", "curves", "params")
+
+
+def figure_targets(task: str) -> list[str]:
+    kinds = list(FIGURES)
+    if TASKS[task].kind == "growing":
+        kinds.append("growth")
+    if TASKS[task].kind == "segmentation":
+        kinds.append("overlay")
+    return [
+        f"results/figures/{task}/{k}.{ext}" for k in kinds for ext in ("png", "pdf")
+    ]
+
+
+def animation_targets(task: str) -> list[str]:
+    return [f"results/animations/{task}.gif"]
+
+
+def export_targets(task: str) -> list[str]:
+    return [f"results/export/{task}/{task}.h", f"results/export/{task}/{task}.json"]
+
+
+def task_targets(task: str) -> list[str]:
+    return (
+        table_targets(task)
+        + figure_targets(task)
+        + animation_targets(task)
+        + export_targets(task)
+    )
+
+
+def all_of(targets) -> list[str]:
+    return [path for task in TASKS for path in targets(task)]

@@ -1,0 +1,49 @@
+# Data: fetch each task's files into data/raw (mirror, cache or download, with
+# checksums), then write the k folds of tasks that cross-validate over their data.
+
+
+localrules:
+    download,
+
+
+rule download:
+    input:
+        run=run_config,
+    output:
+        "data/raw/manifests/{task}.json",
+    log:
+        "results/logs/download/{task}.log",
+    benchmark:
+        "results/benchmarks/download/{task}.tsv"
+    retries: 3
+    conda:
+        "../envs/ncaflow.yaml"
+    params:
+        sets=data_set_list,
+    script:
+        "../scripts/download.py"
+
+
+rule prepare:
+    input:
+        run=run_config,
+        data="data/raw/manifests/{task}.json",
+    output:
+        "data/prepared/{task}/folds.json",
+    log:
+        "results/logs/prepare/{task}.log",
+    benchmark:
+        "results/benchmarks/prepare/{task}.tsv"
+    conda:
+        "../envs/ncaflow.yaml"
+    threads: other_resource("threads")
+    resources:
+        mem_mb=other_resource("mem_mb"),
+        runtime=other_resource("runtime"),
+    params:
+        sets=data_sets,
+        k=fold_count,
+        seed=config["fold_seed"],
+    shell:
+        "ncaflow prepare --config {input.run} {params.sets} --k {params.k} "
+        "--seed {params.seed} --out {output} > {log} 2>&1"

@@ -1,0 +1,24 @@
+# Evaluation: metrics of each trained model on its fold's validation part and
+# on the task's test split (never used for selection).
+
+
+rule evaluate:
+    input:
+        model="results/models/{task}/{cell}/fold{fold}/model.safetensors",
+        meta="results/models/{task}/{cell}/fold{fold}/model.json",
+        data="data/raw/manifests/{task}.json",
+    output:
+        "results/models/{task}/{cell}/fold{fold}/metrics.json",
+    log:
+        "results/logs/evaluate/{task}/{cell}/fold{fold}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{task}/{cell}/fold{fold}.tsv"
+    conda:
+        "../envs/ncaflow.yaml"
+    threads: evaluate_resource("threads")
+    resources:
+        mem_mb=evaluate_resource("mem_mb"),
+        runtime=evaluate_resource("runtime"),
+    shell:
+        "ncaflow evaluate --model {input.model} --split val --split test "
+        "--out {output} > {log} 2>&1"

@@ -1,0 +1,86 @@
+# The best model of each task as an animated GIF of one rollout and as a C99
+# header (with its footprint JSON beside it); then the HTML report.
+
+
+localrules:
+    animate,
+    report,
+
+
+rule animate:
+    input:
+        best="results/tables/{task}.best",
+    output:
+        report(
+            "results/animations/{task}.gif",
+            caption="../report/animation.rst",
+            category="Animations",
+            labels={"task": "{task}"},
+        ),
+    log:
+        "results/logs/animate/{task}.log",
+    benchmark:
+        "results/benchmarks/animate/{task}.tsv"
+    conda:
+        "../envs/ncaflow.yaml"
+    params:
+        args=animate_args,
+    shell:
+        'ncaflow animate --model "$(cat {input.best})" --out {output} {params.args} '
+        "> {log} 2>&1"
+
+
+rule export:
+    input:
+        best="results/tables/{task}.best",
+    output:
+        header="results/export/{task}/{task}.h",
+        footprint="results/export/{task}/{task}.json",
+    log:
+        "results/logs/export/{task}.log",
+    benchmark:
+        "results/benchmarks/export/{task}.tsv"
+    conda:
+        "../envs/ncaflow.yaml"
+    threads: other_resource("threads")
+    resources:
+        mem_mb=other_resource("mem_mb"),
+        runtime=other_resource("runtime"),
+    params:
+        args=export_args,
+    shell:
+        'ncaflow export c "$(cat {input.best})" --out {output.header} {params.args} '
+        "> {log} 2>&1"
+
+
+rule animations:
+    input:
+        all_of(animation_targets),
+
+
+rule exports:
+    input:
+        all_of(export_targets),
+
+
+rule models:
+    input:
+        [m for task in TASKS for m in models_of(task)],
+
+
+rule report:
+    input:
+        all_of(table_targets),
+        all_of(figure_targets),
+        all_of(animation_targets),
+    output:
+        "results/report.html",
+    log:
+        "results/logs/report.log",
+    conda:
+        "../envs/ncaflow.yaml"
+    params:
+        args=snakemake_args,
+    shell:
+        "snakemake tables figures animations --nolock --report {output} {params.args} "
+        "> {log} 2>&1"

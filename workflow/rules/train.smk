@@ -1,0 +1,40 @@
+# Training: one job per task x grid cell x fold.
+#
+# Outputs are the files `ncaflow train` writes last (model.* atomically, after
+# last.* and history.csv), never the folder: a killed job leaves checkpoint.pt
+# behind, which is not an output, so Snakemake keeps it and the re-started job
+# resumes from it -- unless the job's config changed since (resume key).
+
+
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        model="results/models/{task}/{cell}/fold{fold}/model.safetensors",
+        meta="results/models/{task}/{cell}/fold{fold}/model.json",
+        last="results/models/{task}/{cell}/fold{fold}/last.safetensors",
+        last_meta="results/models/{task}/{cell}/fold{fold}/last.json",
+        history="results/models/{task}/{cell}/fold{fold}/history.csv",
+    log:
+        "results/logs/train/{task}/{cell}/fold{fold}.log",
+    benchmark:
+        "results/benchmarks/train/{task}/{cell}/fold{fold}.tsv"
+    conda:
+        "../envs/ncaflow.yaml"
+    threads: train_resource("threads")
+    resources:
+        mem_mb=train_resource("mem_mb"),
+        runtime=train_resource("runtime"),
+        gpu=train_resource("gpu"),
+    params:
+        args=train_args,
+        key=resume_key,
+        dir=model_dir,
+    shell:
+        "if [ -e {params.dir}/checkpoint.pt ] && "
+        '[ "$(cat {params.dir}/checkpoint.key 2>/dev/null)" = {params.key} ]; '
+        "then echo resuming from {params.dir}/checkpoint.pt; "
+        "else rm -rf {params.dir}/checkpoint.pt {params.dir}/tensorboard; fi > {log}; "
+        "echo {params.key} > {params.dir}/checkpoint.key; "
+        "ncaflow train --config {input.run} --out {params.dir} {params.args} >> {log} 2>&1; "
+        "rm -f {params.dir}/checkpoint.key"
