@@ -12,20 +12,29 @@ One step::
     x[:, input:] *= alive_before & alive_after   (optional, Distill alive masking)
 
 Nothing here knows about tasks.
+
+``forward`` runs the fast path of :mod:`ncaflow.fast` (channels-last state, GEMMs,
+a hand-written backward that stores little per step) and falls back to the
+reference formulation below, which stays the definition (``impl="reference"``).
+The two agree to float rounding; tests/test_nca_fast.py checks it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ncaflow import fast
 from ncaflow.config import ModelConfig
 
-__all__ = ["NCA", "fixed_filters", "perceive"]
+__all__ = ["NCA", "Impl", "fixed_filters", "perceive"]
+
+Impl = Literal["auto", "fast", "reference"]
 
 _SOBEL_X = [[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]
 _LAPLACE = [[1.0, 2.0, 1.0], [2.0, -12.0, 2.0], [1.0, 2.0, 1.0]]
@@ -55,12 +64,20 @@ def perceive(x: Tensor, kernels: Tensor, padding: str) -> Tensor:
 
 
 class NCA(nn.Module):
-    """A single-scale NCA built from a :class:`~ncaflow.config.ModelConfig`."""
+    """A single-scale NCA built from a :class:`~ncaflow.config.ModelConfig`.
 
-    def __init__(self, *, config: ModelConfig) -> None:
+    impl: "auto" (fast path, reference where it does not apply), "fast" or
+    "reference" (the plain formulation, kept as the definition and for tests).
+    Both give the same results up to float rounding and draw the same masks.
+    """
+
+    def __init__(self, *, config: ModelConfig, impl: Impl = "auto") -> None:
         super().__init__()
         config.validate()
+        if impl not in ("auto", "fast", "reference"):
+            raise ValueError(f"impl must be 'auto', 'fast' or 'reference', got {impl!r}")
         self.config = config
+        self.impl: Impl = impl
         c = config.channels
         self.updated = config.output_channels + config.hidden_channels
         if config.perception == "learned":
@@ -76,13 +93,39 @@ class NCA(nn.Module):
         self.fc1 = nn.Conv2d(c * n_filters, config.hidden_width, 1)
         self.fc2 = nn.Conv2d(config.hidden_width, self.updated, 1, bias=False)
         nn.init.zeros_(self.fc2.weight)  # the first step leaves the state unchanged
+        self._plan = self._make_plan()
+
+    def _make_plan(self) -> fast.Plan:
+        cfg = self.config
+        taps = None
+        if cfg.perception != "learned":
+            taps = tuple(
+                tuple(
+                    (dy, dx, float(f[dy, dx]))
+                    for dy in range(3)
+                    for dx in range(3)
+                    if f[dy, dx] != 0
+                )
+                for f in fixed_filters(laplace=cfg.perception == "sobel_laplace")
+            )
+        k = cfg.kernel_size if cfg.perception == "learned" else 3
+        return fast.Plan(
+            input_channels=cfg.input_channels,
+            n_filters=self.n_filters,
+            radius=k // 2,
+            padding=cfg.padding,
+            alive_channel=cfg.alive_channel,
+            alive_threshold=cfg.alive_threshold,
+            taps=taps,
+        )
 
     # -- one step ---------------------------------------------------------------
 
     def kernels(self) -> Tensor:
         """The perception bank as ``(C*K, 1, k, k)`` depthwise weights."""
         if self.config.perception != "learned":
-            return self.bank
+            bank: Tensor = self.bank  # type: ignore[assignment]
+            return bank
         c, n, k = self.config.channels, self.config.learned_filters, self.config.kernel_size
         ident = torch.zeros(c, 1, 1, k, k, device=self.filters.device, dtype=self.filters.dtype)
         ident[..., k // 2, k // 2] = 1.0
@@ -101,6 +144,14 @@ class NCA(nn.Module):
 
     def step(self, x: Tensor, fire: Tensor | None) -> Tensor:
         """One NCA step. fire: (B, 1, H, W) 0/1 mask, or None to update every cell."""
+        if self.impl == "reference" or x.dim() != 4 or not x.is_floating_point():
+            return self.step_reference(x, fire)
+        s = x.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C)
+        s = self._fast_step(s, fire, self._fast_weights(), self._needs_grad(x))
+        return s.permute(0, 3, 1, 2).contiguous()
+
+    def step_reference(self, x: Tensor, fire: Tensor | None) -> Tensor:
+        """:meth:`step` in the plain formulation (the definition the fast path must match)."""
         n_in = self.config.input_channels
         use_alive = self.config.alive_channel is not None
         pre = self.alive(x) if use_alive else None
@@ -138,28 +189,124 @@ class NCA(nn.Module):
 
         fire_masks: optional (steps, B, 1, H, W) masks to use instead of sampling
         (the C export tests share them). checkpoint_every > 0 recomputes the
-        rollout in chunks of that many steps during backward (saves memory).
+        rollout in chunks of that many steps during backward (saves memory; the
+        fast path always stores just the state per step, so it ignores it).
         Masks are drawn outside checkpointed chunks, so recomputation is exact.
         callback(t, state) is called after every step (animations).
         """
+        if self.impl == "reference" or x.dim() != 4 or not x.is_floating_point():
+            return self._forward_reference(
+                x, steps, generator, fire_masks, checkpoint_every, callback
+            )
+        return self._forward_fast(x, steps, generator, fire_masks, checkpoint_every, callback)
+
+    def _masks(
+        self,
+        x: Tensor,
+        t: int,
+        n: int,
+        generator: torch.Generator | None,
+        fire_masks: Tensor | None,
+    ) -> list[Tensor | None]:
+        """The fire masks of steps t..t+n-1, drawn in the reference order."""
+        if fire_masks is not None:
+            return [fire_masks[t + i] for i in range(n)]
+        return [self.fire_mask(x, generator) for _ in range(n)]
+
+    def _forward_reference(
+        self,
+        x: Tensor,
+        steps: int,
+        generator: torch.Generator | None,
+        fire_masks: Tensor | None,
+        checkpoint_every: int,
+        callback: Callable[[int, Tensor], None] | None,
+    ) -> Tensor:
         t = 0
         while t < steps:
             n = min(checkpoint_every, steps - t) if checkpoint_every > 0 else steps - t
-            if fire_masks is not None:
-                masks = [fire_masks[t + i] for i in range(n)]
-            else:
-                masks = [self.fire_mask(x, generator) for _ in range(n)]
+            masks = self._masks(x, t, n, generator, fire_masks)
             if checkpoint_every > 0 and torch.is_grad_enabled() and callback is None:
                 x = checkpoint(self._chunk, x, *masks, use_reentrant=False)
             else:
                 for i, m in enumerate(masks):
-                    x = self.step(x, m)
+                    x = self.step_reference(x, m)
                     if callback is not None:
                         callback(t + i + 1, x)
             t += n
         return x
 
+    def _forward_fast(
+        self,
+        x: Tensor,
+        steps: int,
+        generator: torch.Generator | None,
+        fire_masks: Tensor | None,
+        checkpoint_every: int,
+        callback: Callable[[int, Tensor], None] | None,
+    ) -> Tensor:
+        """The rollout of :mod:`ncaflow.fast`: masks drawn in the same chunks and order
+        as the reference; checkpoint_every > 0 keeps only the state per step."""
+        weights, grad = self._fast_weights(), self._needs_grad(x)
+        s = x.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C)
+        t = 0
+        while t < steps:
+            n = min(checkpoint_every, steps - t) if checkpoint_every > 0 else steps - t
+            for i, m in enumerate(self._masks(x, t, n, generator, fire_masks)):
+                s = self._fast_step(s, m, weights, grad)
+                if callback is not None:
+                    callback(t + i + 1, s.permute(0, 3, 1, 2).contiguous())
+            t += n
+        return s.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
+
+    def _fast_weights(self) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(w1a (hidden, K*C + 1) = [fc1 | bias], w2 (C_upd, hidden), kern (K, k, k, C) or None),
+        built once per rollout with autograd, so gradients reach fc1, fc2 and filters."""
+        cfg = self.config
+        c, k_n, hid = cfg.channels, self.n_filters, cfg.hidden_width
+        w1 = self.fc1.weight.view(hid, c, k_n).transpose(1, 2).reshape(hid, k_n * c)  # j*C + c
+        b1: Tensor = self.fc1.bias  # type: ignore[assignment]
+        w1a = torch.cat([w1, b1.unsqueeze(1)], 1)
+        w2 = self.fc2.weight.view(self.updated, hid)
+        kern = None
+        if self._plan.taps is None:
+            k = cfg.kernel_size
+            kern = self.kernels().view(c, k_n, k, k).permute(1, 2, 3, 0).contiguous()
+        return w1a, w2, kern
+
+    def _needs_grad(self, x: Tensor) -> bool:
+        return torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
+
+    def _fast_step(
+        self,
+        s: Tensor,
+        fire: Tensor | None,
+        weights: tuple[Tensor, Tensor, Tensor | None],
+        grad: bool,
+    ) -> Tensor:
+        """One step of :mod:`ncaflow.fast` on a (B, H, W, C) state; fire (B, 1, H, W) or None."""
+        b, h, w, _ = s.shape
+        f = None if fire is None else fire.to(s.dtype).reshape(b * h * w, 1)
+        ws = self._workspace(s)
+        if grad:
+            y: Tensor = fast.StepFn.apply(s, f, *weights, ws)
+            return y
+        return fast.step_cl(ws, s, f, *weights)[0]
+
+    def _workspace(self, s: Tensor) -> fast.Workspace:
+        """The fast path's scratch memory for states like s, kept for the next rollout of
+        the same shape (re-touching fresh pages costs more than the step's elementwise work).
+        Rollouts of one model must therefore not run concurrently in several threads."""
+        key = (tuple(s.shape), s.dtype, s.device)
+        cached = self.__dict__.get("_ws")
+        if cached is None or cached[0] != key:
+            cached = (key, fast.Workspace(self._plan, s, self.config.hidden_width))
+            self.__dict__["_ws"] = cached
+        return cached[1]
+
     def _chunk(self, x: Tensor, *masks: Tensor | None) -> Tensor:
         for m in masks:
-            x = self.step(x, m)
+            x = self.step_reference(x, m)
         return x
