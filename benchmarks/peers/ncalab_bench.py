@@ -1,0 +1,64 @@
+"""NCALab's own growing NCA (ncalab.GrowingNCAModel), measured like benchmarks/worker.py.
+
+Run with benchmarks/.venv-ncalab/bin/python (see setup_peers.sh). NCALab's model
+keeps RGBA as "image" channels that it updates (growing: immutable_image_channels
+is off), 12 hidden channels, Sobel perception (num_learned_filters=0), alive
+masking on channel 3, and draws its fire mask from torch's global generator.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import protocol
+
+
+def main() -> None:
+    args = protocol.parse_args()
+    try:
+        import torch
+        import torch.nn.functional as F
+        from ncalab import GrowingNCAModel
+    except ImportError as err:  # the PyPI wheels of ncalab 0.3-0.5.1 lack ncalab.models
+        protocol.fail(f"cannot import ncalab: {err}")
+        return
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    nca = GrowingNCAModel(
+        device,
+        num_image_channels=4,
+        num_hidden_channels=protocol.CHANNELS - 4,
+        fire_rate=protocol.FIRE_RATE,
+        hidden_size=protocol.HIDDEN,
+        use_alive_mask=True,
+        num_learned_filters=0,
+        filter_padding="zeros",
+    ).to(device)
+    x0 = torch.from_numpy(protocol.seed_state(args.state, args.batch, args.size)).to(device)
+    tgt = torch.from_numpy(protocol.target(args.batch, args.size)).to(device)
+    opt = torch.optim.Adam(nca.parameters(), lr=1e-3)
+
+    def train() -> None:
+        pred = nca(x0, steps=args.steps)
+        loss = F.mse_loss(pred.output_image[:, :4], tgt)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def infer() -> None:
+        with torch.no_grad():
+            nca(x0, steps=args.steps)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    protocol.measure(args, train if args.mode == "train" else infer, sync)
+
+
+if __name__ == "__main__":
+    main()

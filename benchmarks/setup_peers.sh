@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Create the peers' virtualenvs for the benchmark (idempotent: re-running is cheap).
+#
+#   benchmarks/.venv-ncalab  Python 3.11, torch==2.13.0 (CPU wheel), ncalab==0.5.1
+#   benchmarks/.venv-cax     Python 3.12, cax==0.4.4 with jax (CPU)
+#
+# ncalab's own requirements would pull a CUDA build of torch and torchvision;
+# it is installed with --no-deps after a CPU torch, plus the few packages that
+# its NCA model code imports (see peers/ncalab_bench.py). Override the interpreters with PY311 / PY312.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+PY311="${PY311:-python3.11}"
+PY312="${PY312:-$HOME/.pyenv/versions/3.12.1/bin/python}"
+[ -x "$PY312" ] || PY312=python3.12
+
+ncalab="$here/.venv-ncalab"
+if ! "$ncalab/bin/python" -c "import ncalab, torch; assert torch.__version__.startswith('2.13.0')" 2>/dev/null; then
+    "$PY311" -m venv "$ncalab"
+    "$ncalab/bin/pip" install -q --upgrade pip
+    # CPU torch first, so nothing below can replace it with a CUDA build.
+    # Set PIP_INDEX_URL / PIP_FIND_LINKS to your CPU wheel source if the default
+    # index would give a CUDA build.
+    "$ncalab/bin/pip" install -q "torch==2.13.0"
+    # ncalab declares Requires-Python >= 3.12 but its model code runs on 3.11, where
+    # the project's torch==2.13.0 CPU wheel is: ignore the marker, skip its deps.
+    "$ncalab/bin/pip" install -q --no-deps --ignore-requires-python "ncalab==0.5.1"
+    "$ncalab/bin/pip" install -q psutil numpy
+fi
+
+cax="$here/.venv-cax"
+if ! "$cax/bin/python" -c "import cax, jax" 2>/dev/null; then
+    "$PY312" -m venv "$cax"
+    "$cax/bin/pip" install -q --upgrade pip
+    "$cax/bin/pip" install -q "cax==0.4.4" jax psutil
+fi
+echo "peers ready: $ncalab $cax"

@@ -1,0 +1,85 @@
+"""Measure one case of the PyTorch implementations (run by run.py in a fresh process).
+
+--impl baseline   the eager Distill/NCALab formulation in baseline.py
+--impl reference  ncaflow's NCA(impl="reference") (the plain formulation it keeps)
+--impl ncaflow    ncaflow's NCA (the fast path)
+
+All three start from the same weights, so they compute the same function.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import protocol
+from baseline import DistillNCA
+
+from ncaflow.config import ModelConfig
+from ncaflow.nca import NCA
+
+
+def build(impl: str, device: torch.device) -> torch.nn.Module:
+    cfg = ModelConfig(
+        output_channels=4,
+        hidden_channels=protocol.CHANNELS - 4,
+        hidden_width=protocol.HIDDEN,
+        fire_rate=protocol.FIRE_RATE,
+        alive_channel=protocol.ALPHA,
+        alive_threshold=protocol.ALIVE_THRESHOLD,
+    )
+    torch.manual_seed(0)
+    nca = NCA(config=cfg, impl="reference" if impl == "reference" else "fast")
+    with torch.no_grad():  # small non-zero updates, so that the state evolves
+        nca.fc2.weight.normal_(0.0, 0.01)
+    if impl != "baseline":
+        return nca.to(device)
+    base = DistillNCA(protocol.CHANNELS, protocol.HIDDEN, protocol.FIRE_RATE, protocol.ALPHA)
+    base.load_state_dict(nca.state_dict(), strict=False)  # fc1/fc2: same names and shapes
+    return base.to(device)
+
+
+def main() -> None:
+    args = protocol.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model = build(args.impl, device)
+    x0 = torch.from_numpy(protocol.seed_state(args.state, args.batch, args.size)).to(device)
+    tgt = torch.from_numpy(protocol.target(args.batch, args.size)).to(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def train() -> None:
+        y = model(x0, args.steps, generator=gen)
+        loss = F.mse_loss(y[:, :4], tgt)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def infer() -> None:
+        with torch.no_grad():
+            model(x0, args.steps, generator=gen)
+
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    def extra() -> dict[str, float]:
+        if not cuda:
+            return {}
+        return {"gpu_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20}
+
+    protocol.measure(args, train if args.mode == "train" else infer, sync, extra)
+
+
+if __name__ == "__main__":
+    main()
