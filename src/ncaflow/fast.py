@@ -261,8 +261,8 @@ def step_cl(
     """One step on a channels-last state. Returns (y, life), both fresh tensors.
 
     x: (B, H, W, C); fire: (N, 1) or None; w1a: (hidden, K*C + 1) = [fc1 | bias];
-    w2: (C_upd, hidden). y: (B, H, W, C); life: (B, H, W, 1) bool, or None
-    without alive masking.
+    w2: (C_upd, hidden). y: (B, H, W, C); life: (B, H, W, 1) 0/1 in x's dtype, or
+    None without alive masking.
     """
     plan = ws.plan
     b, hh, ww, c = x.shape
@@ -294,7 +294,7 @@ def step_cl(
         y = x + dx4
     life = None
     if pre is not None:
-        life = (pre & _dilate(_above(y, plan))).unsqueeze(3)  # (B, H, W, 1)
+        life = (pre & _dilate(_above(y, plan))).unsqueeze(3).to(y.dtype)  # (B, H, W, 1)
         (y[:, :, :, n_in:] if n_in else y).mul_(life)
     return y, life
 
@@ -325,25 +325,28 @@ class StepFn(torch.autograd.Function):
         n, n_in = ws.n, ws.plan.input_channels
         b, hh, ww, c = x.shape
         g = g.contiguous()
-        gu = g[:, :, :, n_in:]  # (B, H, W, C_upd): dL/d(x_upd + dx)
-        if life is not None:
-            gu = gu * life
-        gdx = (gu * fire.view(b, hh, ww, 1) if fire is not None else gu).reshape(n, c - n_in)
-        xp = ws.pad(x)
-        p = perceive(ws, xp, kern)  # (N, K*C + 1)
+        g_upd = g[:, :, :, n_in:]  # (B, H, W, C_upd): dL/dy before the life mask
+        p = perceive(ws, ws.pad(x), kern)  # (N, K*C + 1)
+        xp = ws.xp
         need_p = bool(need_x or need_k)
         active = None if fire is None else fire != 0  # rows with a non-zero gdx
         if life is not None:
-            active = life.view(n, 1) if active is None else active & life.view(n, 1)
+            alive = life.view(n, 1) != 0
+            active = alive if active is None else active & alive
         idx = _rows(ws, active)
         gp, _ = ws.grad_buffers() if need_p else (None, None)
         if idx is None:
+            gdx = g_upd if life is None else g_upd * life
+            gdx = (gdx * fire.view(b, hh, ww, 1) if fire is not None else gdx).reshape(n, -1)
             gw1a, gw2 = mlp_backward(ws, gdx, p, w1a, w2, gp)
-        else:
+        else:  # these rows live (life = 1), so dL/d dx = g * fire there
             m = idx.numel()
             rows = torch.index_select(p, 0, idx, out=ws.pa[:m])
+            gdx = g.view(n, c).index_select(0, idx)[:, n_in:]
+            if fire is not None:
+                gdx = gdx * fire.index_select(0, idx)
             gpa = ws.gpa[:m] if gp is not None else None
-            gw1a, gw2 = mlp_backward(ws, gdx.index_select(0, idx), rows, w1a, w2, gpa)
+            gw1a, gw2 = mlp_backward(ws, gdx.contiguous(), rows, w1a, w2, gpa)
             if gp is not None and gpa is not None:
                 gp.zero_().index_copy_(0, idx, gpa)
         gx = gk = None
@@ -351,7 +354,10 @@ class StepFn(torch.autograd.Function):
             gxp, gk = perceive_backward(ws, gp, xp, kern, bool(need_k))
             if need_x:
                 gx = ws.unpad(gxp)  # fresh (B, H, W, C)
-                gx[:, :, :, n_in:] += gu
+                if life is None:
+                    gx[:, :, :, n_in:] += g_upd
+                else:
+                    gx[:, :, :, n_in:].addcmul_(g_upd, life)
                 if n_in:
                     gx[:, :, :, :n_in] += g[:, :, :, :n_in]
         return gx, None, gw1a if need_w1 else None, gw2 if need_w2 else None, gk, None
