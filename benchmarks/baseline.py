@@ -43,7 +43,8 @@ class DistillNCA(nn.Module):
         return F.max_pool2d(a, 3, stride=1, padding=1) > self.threshold
 
     def perceive(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.kernel, padding=1, groups=self.channels)  # (B, 3C, H, W)
+        kernel: Tensor = self.kernel  # type: ignore[assignment]
+        return F.conv2d(x, kernel, padding=1, groups=self.channels)  # (B, 3C, H, W)
 
     def step(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         pre = self.alive(x)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import shutil
 
 import pytest
 import torch
@@ -176,3 +177,24 @@ def test_tiled_and_dense_rows(monkeypatch: pytest.MonkeyPatch) -> None:
         fast, ref = _pair(cfg)
         x = _seed(cfg, hw=17)
         _assert_same(_rollout(fast, x, steps=4), _rollout(ref, x, steps=4), 1e-9)
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("c++", "g++", "clang++")), reason="no C++ compiler"
+)
+def test_compiled_perception_equals_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NCAFLOW_COMPILE=1: torch.compile'd perception and adjoint (one shape, about 20 s)."""
+    monkeypatch.setenv("NCAFLOW_COMPILE", "1")
+    cfg = ModelConfig(
+        output_channels=3,
+        hidden_channels=4,
+        hidden_width=16,
+        perception="sobel_laplace",
+        padding="circular",
+        alive_channel=3,
+        alive_threshold=0.3,
+    )
+    fast, ref = _pair(cfg)
+    x = _seed(cfg)
+    _assert_same(_rollout(fast, x), _rollout(ref, x), 1e-9)
+    assert fast._workspace(x.permute(0, 2, 3, 1)).compiled  # it did not fall back
