@@ -254,7 +254,7 @@ def _make(plan: Plan, kind: str, h: int, w: int) -> Callable[[Tensor, Tensor], N
         out.copy_(total)
 
     fn = perceive_into if kind == "perceive" else adjoint_into
-    return torch.compile(fn, dynamic=False, fullgraph=True)  # type: ignore[return-value]
+    return torch.compile(fn, dynamic=False, fullgraph=True)
 
 
 def _run_compiled(ws: Workspace, kind: str, src: Tensor, out: Tensor) -> bool:
