@@ -101,9 +101,10 @@ class Workspace:
         self.p[:, -1] = 1.0
         self.p5 = self.p.view(b, h, w, k * c + 1)[..., : k * c].view(b, h, w, k, c)
         self.dx = new(self.n, c - plan.input_channels)
-        self.pa = new(self.n, k * c + 1)  # rows gathered for the GEMMs (sparse steps)
-        self.dxa = new(self.n, c - plan.input_channels)
-        self.gpa = new(self.n, k * c)
+        rows = self.n if self.sparse else 0  # rows gathered for the GEMMs (sparse steps)
+        self.pa = new(rows, k * c + 1)
+        self.dxa = new(rows, c - plan.input_channels)
+        self.gpa = new(rows, k * c)
         m = min(self.tile, self.n)
         self.h = new(m, hidden)
         self.gh = new(m, hidden)
