@@ -135,7 +135,7 @@ def test_nothing_to_do_after_a_full_run(tiny: Path) -> None:
 def test_changing_one_grid_value_reruns_only_its_cells(tiny: Path) -> None:
     config = yaml.safe_load((tiny / "config/tiny.yaml").read_text())
     config["tasks"]["medmnist"]["grid"]["hidden"]["values"] = [6, 10]  # was [6, 8]
-    (tiny / "config/changed.yaml").write_text(yaml.safe_dump(config))
+    (tiny / "config/changed.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     out = snakemake(tiny, "-n", "--configfile", "config/changed.yaml").stdout
     trained = re.findall(r"rule train:\n(?:\s+.*\n)*?\s+wildcards: (.*)", out)
     assert sorted(trained) == [f"task=breastmnist, cell=hidden~10, fold={k}" for k in range(2)], (
@@ -157,7 +157,7 @@ def test_failed_training_leaves_no_output(tiny: Path) -> None:
     (tiny / "config/broken.yaml").write_text(yaml.safe_dump(config))
     target = "results/models/growing/hidden~4/fold0/model.safetensors"
     proc = snakemake(
-        tiny, "--cores", "1", "--configfile", "config/broken.yaml", target, check=False
+        tiny, target, "--cores", "1", "--configfile", "config/broken.yaml", check=False
     )
     assert proc.returncode != 0
     assert "train.lr" in (tiny / "results/logs/train/growing/hidden~4/fold0.log").read_text()

@@ -88,7 +88,8 @@ def _yaml_value(value) -> str:
 
 
 def _overrides(mapping: dict) -> list[str]:
-    return [f"{key}={_yaml_value(value)}" for key, value in mapping.items()]
+    """`key=value` strings, sorted by key so that reordering a config re-runs nothing."""
+    return [f"{key}={_yaml_value(mapping[key])}" for key in sorted(mapping)]
 
 
 @dataclass
