@@ -34,6 +34,7 @@ with open(snakemake.log[0], "w") as log:
     data = {k: v for k, v in config.data.items() if k not in ("mirror", "folds", "fold")}
     manifest = {"name": snakemake.wildcards.task, "task": config.task, "data": data}
     manifest["pool_checksum"] = checksum
+    manifest["data_checksum"] = task.data_checksum()  # any change re-runs this task's jobs
     text = json.dumps(manifest, indent=2) + "\n"
     atomic_write(snakemake.output[0], lambda tmp: tmp.write_text(text))
     print(f"{snakemake.wildcards.task}: data ready in {task.data.root} (pool {checksum})")

@@ -121,6 +121,14 @@ class Task(ABC):
         info: tuple[np.ndarray | None, int, str] = self.fold_pool_info
         return info
 
+    def data_checksum(self) -> str:
+        """Checksum of every tensor the task loaded (after setup): changes when its data does."""
+        from ncaflow.data import array_checksum
+
+        splits: dict[str, tuple[Tensor, Tensor]] = getattr(self, "splits", {})
+        arrays = [t.cpu().numpy() for name in sorted(splits) for t in splits[name]]
+        return array_checksum(*arrays)
+
     # -- evaluation --------------------------------------------------------------
 
     @abstractmethod

@@ -117,6 +117,11 @@ class Growing(Task):
             metrics["test_regrowth_mse"] = self.mse(regrown).mean().item()
         return metrics
 
+    def data_checksum(self) -> str:
+        from ncaflow.data import array_checksum
+
+        return array_checksum(self.target.cpu().numpy())
+
     def examples(self, split: str, n: int) -> Tensor:
         return self.seed(n)
 
