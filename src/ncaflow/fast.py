@@ -33,9 +33,18 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
-__all__ = ["COMPILE_MIN_CELLS", "TILE_ROWS", "Plan", "StepFn", "Workspace", "step_cl"]
+__all__ = [
+    "COMPILE_MIN_CELLS",
+    "GPU_TILE_ROWS",
+    "TILE_ROWS",
+    "Plan",
+    "StepFn",
+    "Workspace",
+    "step_cl",
+]
 
 TILE_ROWS = 4096  # rows per GEMM tile on CPU: a (4096, 128) fp32 tile is 2 MiB, one L2
+GPU_TILE_ROWS = 1 << 18  # 128 MiB of hidden activations per tile at width 128
 COMPILE_MIN_CELLS = 16384  # NCAFLOW_COMPILE=auto compiles perception from this many cells up
 
 Tap = tuple[int, int, float]  # (dy, dx, weight) inside the k x k window
@@ -85,7 +94,7 @@ class Workspace:
         r, k = plan.radius, plan.n_filters
         self.plan, self.shape, self.n = plan, (b, h, w, c), b * h * w
         cpu = x.device.type == "cpu"
-        self.tile = TILE_ROWS if cpu else self.n  # GPUs: one tile, fewest launches
+        self.tile = TILE_ROWS if cpu else GPU_TILE_ROWS  # GPUs: few launches, bounded memory
         self.sparse = cpu  # skip inactive rows (nonzero() would synchronise a GPU)
         self.compiled = _want_compile(plan, self.n, cpu)
         new = x.new_empty
