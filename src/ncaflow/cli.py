@@ -49,6 +49,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate(
         args.model,
+        int8=args.int8,
         splits=tuple(args.split),
         overrides=args.set,
         out=args.out,
@@ -233,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the metrics JSON here")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0, help="seed of the fire masks")
+    p.add_argument("--int8", action="store_true", help="with the int8 C export's weights")
 
     p = sub.add_parser("prepare", help="download the data of a run config and write its k folds")
     p.add_argument("--config", required=True, help="YAML run config")

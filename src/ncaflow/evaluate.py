@@ -33,13 +33,19 @@ def evaluate(
     out: str | Path | None = None,
     device: str = "cpu",
     seed: int = 0,
+    int8: bool = False,
 ) -> dict[str, Any]:
     """Metrics of a saved model; ``overrides`` may point data at another root or mirror.
 
-    The fire-mask generator is seeded, so the numbers are reproducible.
+    The fire-mask generator is seeded, so the numbers are reproducible. ``int8``
+    evaluates the weights the int8 C export carries (quantised and restored).
     """
     model = load(model_path, device=device)
     config = with_overrides(config_of(model), overrides or [])
+    if int8:
+        from ncaflow.export.quant import dequantized_model
+
+        model = dequantized_model(model)
     task = get_task(config.task)(config=config, device=device)
     task.setup()
     metrics: dict[str, Any] = {"parameters": sum(p.numel() for p in model.parameters())}

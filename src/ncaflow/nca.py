@@ -66,7 +66,7 @@ def perceive(x: Tensor, kernels: Tensor, padding: str) -> Tensor:
 class NCA(nn.Module):
     """A single-scale NCA built from a :class:`~ncaflow.config.ModelConfig`.
 
-    impl: "auto" (fast path, reference where it does not apply), "fast" or
+    impl: "auto" (fast path on CPU and for large GPU grids, see _use_fast), "fast" or
     "reference" (the plain formulation, kept as the definition and for tests).
     Both give the same results up to float rounding and draw the same masks.
     """
@@ -144,7 +144,7 @@ class NCA(nn.Module):
 
     def step(self, x: Tensor, fire: Tensor | None) -> Tensor:
         """One NCA step. fire: (B, 1, H, W) 0/1 mask, or None to update every cell."""
-        if self.impl == "reference" or x.dim() != 4 or not x.is_floating_point():
+        if not self._use_fast(x):
             return self.step_reference(x, fire)
         s = x.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C)
         s = self._fast_step(s, fire, self._fast_weights(), self._needs_grad(x))
@@ -194,11 +194,21 @@ class NCA(nn.Module):
         Masks are drawn outside checkpointed chunks, so recomputation is exact.
         callback(t, state) is called after every step (animations).
         """
-        if self.impl == "reference" or x.dim() != 4 or not x.is_floating_point():
+        if not self._use_fast(x):
             return self._forward_reference(
                 x, steps, generator, fire_masks, checkpoint_every, callback
             )
         return self._forward_fast(x, steps, generator, fire_masks, checkpoint_every, callback)
+
+    def _use_fast(self, x: Tensor) -> bool:
+        """The fast path on CPU; on a GPU only for large grids (B*H*W > 2**20 cells), where its
+        0.12-0.16x memory matters more than its speed: on one H100 it ran 0.4x the eager speed
+        at batch 8 (launch-bound), see benchmarks/README.md."""
+        if self.impl == "reference" or x.dim() != 4 or not x.is_floating_point():
+            return False
+        if self.impl == "fast" or x.device.type == "cpu":
+            return True
+        return x.shape[0] * x.shape[2] * x.shape[3] > 2**20
 
     def _masks(
         self,

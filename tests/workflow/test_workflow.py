@@ -150,6 +150,31 @@ def test_changing_one_grid_value_reruns_only_its_cells(tiny: Path) -> None:
         assert rule not in counts, counts
 
 
+def test_changed_data_retrains_only_its_task(tiny: Path, tmp_path: Path) -> None:
+    """New data for one task (one BreastMNIST label flipped in a copy of the mirror)
+    re-runs that task's cells once the download manifests are refreshed; the other
+    tasks stay cached, and going back to the original data re-runs nothing."""
+    import numpy as np
+
+    mirror = tmp_path / "mirror"
+    shutil.copytree(MIRROR, mirror)
+    npz = mirror / "medmnist" / "breastmnist.npz"
+    with np.load(npz) as f:
+        arrays = dict(f)
+    arrays["train_labels"][0] = 1 - arrays["train_labels"][0]
+    np.savez(npz, **arrays)
+    tiny_args = ("--configfile", "config/tiny.yaml")
+    refresh = ("--cores", "1", "--forcerun", "download", "--until", "download", *tiny_args)
+    try:
+        snakemake(tiny, *refresh, "--config", f"mirror={mirror}")
+        out = snakemake(tiny, "-n", *tiny_args).stdout
+        trained = re.findall(r"rule train:\n(?:\s+.*\n)*?\s+wildcards: (task=\w+)", out)
+        assert trained and set(trained) == {"task=breastmnist"}, out[-3000:]
+    finally:
+        snakemake(tiny, *refresh)
+    assert "Nothing to be done" in snakemake(tiny, "-n", *tiny_args).stdout
+
+
 def test_failed_training_leaves_no_output(tiny: Path) -> None:
     config = yaml.safe_load((tiny / "config/tiny.yaml").read_text())
     config["tasks"]["growing"]["grid"]["hidden"]["values"] = [4]
