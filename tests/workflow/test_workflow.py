@@ -80,7 +80,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not MIRROR.is_dir():
         pytest.skip(f"data mirror {MIRROR} not found")
     root = copy_workflow(tmp_path_factory.mktemp("tiny"))
-    snakemake(root, "--cores", "2", "--configfile", "config/tiny.yaml", timeout=420)
+    snakemake(root, "--cores", "2", "--configfile", "config/tiny.yaml", timeout=900)
     return root
 
 
