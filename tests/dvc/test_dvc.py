@@ -122,4 +122,3 @@ def test_damaged_cache_is_reported_and_not_loaded(pulled: Path, tmp_path: Path) 
     if weights.exists():  # whatever DVC restored, ncaflow refuses to use it
         load = sh(repo, "ncaflow", "info", str(weights), check=False)
         assert load.returncode != 0 and "SHA-256" in load.stderr
-
