@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     result: dict[str, Any] = {
         "machine": info,
-        "config": vars(args) | {"out": str(args.out)},
+        # the output folder relative to the repository: results get committed and shared
+        "config": vars(args) | {"out": os.path.relpath(args.out, HERE.parent)},
         "rows": rows,
     }
     if not args.no_startup:

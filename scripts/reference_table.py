@@ -32,8 +32,14 @@ def main(folder: Path) -> None:
         found = re.search(r"for (\d+) iterations in (\d+) s", log)
         trained = f"{found[1]} it, {found[2]} s" if found else "?"
         cells = ", ".join(f"{label} {metrics[key]:.4g}" for key, label in ROWS[config["task"]])
-        print(f"| {run.name} | {config['task']} | {metrics['parameters']:,} | {cells} | {trained} |")
+        print(
+            f"| {run.name} | {config['task']} | {metrics['parameters']:,} | {cells} | {trained} |"
+        )
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parents[1] / "docs" / "reference-h100")
+    main(
+        Path(sys.argv[1])
+        if len(sys.argv) > 1
+        else Path(__file__).parents[1] / "docs" / "reference-h100"
+    )
