@@ -6,7 +6,7 @@
 #   bash scripts/pretrained.sh [extra snakemake arguments, e.g. --cores 4]
 #
 # 1. dvc pull results/models.dvc   weights, histories and metrics, checked against their MD5s
-# 2. snakemake --until download/prepare   the data, through the workflow's own rules (mirror or download)
+# 2. snakemake datasets           the data, through the workflow's own rules (mirror or download)
 # 3. snakemake --touch              DVC restores files with new timestamps; mark the pulled
 #                                   models and metrics as newer than the data they came from
 set -euo pipefail
@@ -20,10 +20,7 @@ if ! dvc status results/models.dvc | grep -q "up to date"; then
     exit 1
 fi
 
-# two calls: `--until download prepare` in one call trips Snakemake's
-# "Out of jobs ready to be started" bug on a fresh clone
-snakemake --cores all "$@" --until download
-snakemake --cores all "$@" --until prepare
+snakemake --cores all "$@" datasets
 mapfile -t metrics < <(find results/models -name metrics.json | sort)
 if [ "${#metrics[@]}" -eq 0 ]; then
     echo "pretrained.sh: no metrics.json under results/models after the pull" >&2

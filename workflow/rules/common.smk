@@ -237,12 +237,23 @@ def fold_count(wildcards) -> int:
     return TASKS[wildcards.task].folds
 
 
+def data_of(task: str) -> list[str]:
+    """What a task's jobs read besides models: its download manifest, and its
+    folds file when it cross-validates over its data (saved models point at it)."""
+    t = TASKS[task]
+    files = [f"data/raw/manifests/{t.name}.json"]
+    if t.fold_by == "data":
+        files.append(f"data/prepared/{t.name}/folds.json")
+    return files
+
+
+def task_data(wildcards) -> list[str]:
+    return data_of(wildcards.task)
+
+
 def train_inputs(wildcards) -> dict:
     task = TASKS[wildcards.task]
-    inputs = {"run": task.run, "data": f"data/raw/manifests/{task.name}.json"}
-    if task.fold_by == "data":
-        inputs["folds"] = f"data/prepared/{task.name}/folds.json"
-    return inputs
+    return {"run": task.run, "data": task_data(wildcards)}
 
 
 def train_overrides(wildcards) -> list[str]:

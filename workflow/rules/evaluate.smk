@@ -6,7 +6,7 @@ rule evaluate:
     input:
         model="results/models/{task}/{cell}/fold{fold}/model.safetensors",
         meta="results/models/{task}/{cell}/fold{fold}/model.json",
-        data="data/raw/manifests/{task}.json",
+        data=task_data,
     output:
         "results/models/{task}/{cell}/fold{fold}/metrics.json",
     log:

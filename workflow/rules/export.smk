@@ -10,6 +10,7 @@ localrules:
 rule animate:
     input:
         best="results/tables/{task}.best",
+        data=task_data,
     output:
         report(
             "results/animations/{task}.gif",
@@ -61,6 +62,12 @@ rule animations:
 rule exports:
     input:
         all_of(export_targets),
+
+
+# `snakemake datasets`: every task's data and folds (scripts/pretrained.sh runs it).
+rule datasets:
+    input:
+        [f for task in TASKS for f in data_of(task)],
 
 
 rule models:

@@ -77,6 +77,7 @@ rule growth:
 rule overlay:
     input:
         best="results/tables/{task}.best",
+        data=task_data,
     output:
         report(
             multiext("results/figures/{task}/overlay", ".png", ".pdf"),
