@@ -32,8 +32,8 @@ def sh(
     return proc
 
 
-def clone(dest: Path) -> Path:
-    sh(REPO, "git", "clone", "--quiet", str(REPO), str(dest))
+def clone(dest: Path, source: Path = REPO) -> Path:
+    sh(source, "git", "clone", "--quiet", str(source), str(dest))
     return dest
 
 
@@ -88,7 +88,7 @@ def test_second_remote_round_trip_and_corruption(pulled: Path, tmp_path: Path) -
     sh(pulled, "git", "add", ".dvc/config")
     sh(pulled, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "lab remote")
 
-    second = clone(tmp_path / "second")
+    second = clone(tmp_path / "second", source=pulled)  # knows the lab remote
     sh(second, "dvc", "pull", "-r", "lab", "results/models.dvc")
     assert digests(second / "results" / "models") == digests(pulled / "results" / "models")
 
@@ -98,7 +98,7 @@ def test_second_remote_round_trip_and_corruption(pulled: Path, tmp_path: Path) -
         key=lambda p: p.stat().st_size,
     )
     victim.write_bytes(b"damaged")
-    third = clone(tmp_path / "third")
+    third = clone(tmp_path / "third", source=pulled)
     failed = sh(third, "dvc", "pull", "-r", "lab", "results/models.dvc", check=False)
     assert failed.returncode != 0
     assert "failed to pull" in (failed.stdout + failed.stderr).lower()
