@@ -12,7 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-dvc pull results/models.dvc
+# --force: results/models becomes exactly the pretrained set (local changes there are replaced)
+dvc pull --force results/models.dvc
 if ! dvc status results/models.dvc | grep -q "up to date"; then
     dvc status results/models.dvc >&2
     echo "pretrained.sh: the DVC cache does not match results/models.dvc (a damaged file?)." >&2

@@ -117,8 +117,11 @@ def test_damaged_cache_is_reported_and_not_loaded(pulled: Path, tmp_path: Path) 
     sh(repo, "dvc", "checkout", "results/models.dvc", check=False)
     status = sh(repo, "dvc", "status", "results/models.dvc", check=False).stdout
     assert "up to date" not in status
-    script = sh(repo, "bash", "scripts/pretrained.sh", "--cores", "1", check=False)
-    assert script.returncode != 0 and "does not match" in script.stderr
-    if weights.exists():  # whatever DVC restored, ncaflow refuses to use it
+    if weights.exists():  # whatever DVC restored from the damaged cache, ncaflow refuses it
         load = sh(repo, "ncaflow", "info", str(weights), check=False)
         assert load.returncode != 0 and "SHA-256" in load.stderr
+    # pretrained.sh re-fetches the damaged object from the remote (verify = true) and
+    # checks the result, so afterwards the weights are intact again
+    sh(repo, "bash", "scripts/pretrained.sh", "--cores", "1")
+    assert hashlib.md5(weights.read_bytes()).hexdigest() == digest
+    sh(repo, "ncaflow", "info", str(weights))
