@@ -14,10 +14,12 @@ cd "$(dirname "$0")/.."
 
 # --force: results/models becomes exactly the pretrained set (local changes there are replaced)
 dvc pull --force results/models.dvc
-if ! dvc status results/models.dvc | grep -q "up to date"; then
+# DVC checks what it downloads (verify = true) but not its local cache: check the
+# weights against the SHA-256 that each model.json records
+if ! dvc status results/models.dvc | grep -q "up to date" || ! ncaflow check results/models; then
     dvc status results/models.dvc >&2
-    echo "pretrained.sh: the DVC cache does not match results/models.dvc (a damaged file?)." >&2
-    echo "Remove the local cache (rm -rf .dvc/cache) and run this script again." >&2
+    echo "pretrained.sh: the pulled models do not match their checksums (a damaged file)." >&2
+    echo "Remove the local DVC cache (rm -rf .dvc/cache) and run this script again." >&2
     exit 1
 fi
 

@@ -131,6 +131,23 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
 
 
 @command
+def cmd_check(args: argparse.Namespace) -> int:
+    from ncaflow.io import ModelFileError, verify
+
+    files = sorted({w for p in args.paths for w in Path(p).rglob("*.safetensors")})
+    damaged = []
+    for weights in files:
+        try:
+            verify(weights)
+        except ModelFileError as err:
+            damaged.append(str(err))
+    for line in damaged:
+        print(line, file=sys.stderr)
+    print(f"{len(files) - len(damaged)} of {len(files)} model files intact")
+    return 1 if damaged else 0
+
+
+@command
 def cmd_info(args: argparse.Namespace) -> int:
     from ncaflow.config import to_dict
     from ncaflow.io import config_of, load
@@ -263,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    p = sub.add_parser("check", help="verify every saved model under folders against its SHA-256")
+    p.add_argument("paths", nargs="+", help="folders (searched recursively) or files")
 
     p = sub.add_parser("info", help="print a saved model's task, size and config")
     p.add_argument("model")

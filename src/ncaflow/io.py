@@ -33,6 +33,7 @@ __all__ = [
     "model_paths",
     "save",
     "sha256",
+    "verify",
 ]
 
 FORMAT = "ncaflow-model"
@@ -122,19 +123,24 @@ def load_config_of(path: str | Path) -> tuple[RunConfig, dict[str, Any]]:
     return config, doc.get("meta", {})
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a saved model from its two files. ``model.config_run`` holds the RunConfig."""
+def verify(path: str | Path) -> None:
+    """Raise ModelFileError unless the weights file matches the SHA-256 in its JSON."""
     weights, meta_path = model_paths(path)
-    doc = _read_json(meta_path)
-    config, meta = load_config_of(path)
+    expected = _read_json(meta_path).get("weights_sha256")
     if not weights.exists():
         raise ModelFileError(f"{weights}: missing; run `dvc pull` or retrain this model")
-    expected = doc.get("weights_sha256")
     if expected and sha256(weights) != expected:
         raise ModelFileError(
             f"{weights}: does not match {meta_path.name} (SHA-256 differs); "
             "the file is truncated or from another run: restore both files together"
         )
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a saved model from its two files. ``model.config_run`` holds the RunConfig."""
+    weights, meta_path = model_paths(path)
+    config, meta = load_config_of(path)
+    verify(path)
     try:
         state = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError) as err:
