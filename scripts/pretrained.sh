@@ -19,7 +19,7 @@ dvc pull --force results/models.dvc
 if ! dvc status results/models.dvc | grep -q "up to date" || ! ncaflow check results/models; then
     dvc status results/models.dvc >&2
     echo "pretrained.sh: the pulled models do not match their checksums (a damaged file)." >&2
-    echo "Remove the local DVC cache (rm -rf .dvc/cache) and run this script again." >&2
+    echo "Remove them and the local DVC cache (rm -rf results/models .dvc/cache), then run this script again." >&2
     exit 1
 fi
 
