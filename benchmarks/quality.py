@@ -17,32 +17,23 @@ from pathlib import Path
 
 import torch
 
-import ncaflow.nca as nca_module
 from ncaflow.config import load_config
+from ncaflow.nca import Impl
 from ncaflow.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(impl: str, iterations: int, out: Path) -> tuple[list[float], float]:
-    original = nca_module.NCA.__init__
-
-    def init(self: nca_module.NCA, *, config, impl_: str = impl) -> None:  # type: ignore[no-untyped-def]
-        original(self, config=config, impl=impl_)
-
-    nca_module.NCA.__init__ = init  # type: ignore[method-assign]
-    try:
-        config = load_config(REPO / "config/runs/growing.yaml", [
-            f"train.iterations={iterations}", f"train.eval_every={iterations // 10}",
-            "train.checkpoint_every=100000", "train.progress=false", "train.device=cpu",
-            "data.size=24", "data.pad=6", "data.pool_size=256", "train.batch_size=4",
-            "train.steps=[32, 48]", "train.scheduler.milestones=[100000]",
-        ])  # fmt: skip
-        start = time.perf_counter()
-        result = train(config, out / impl)
-        return [r["val_loss"] for r in result.history], time.perf_counter() - start
-    finally:
-        nca_module.NCA.__init__ = original  # type: ignore[method-assign]
+def run(impl: Impl, iterations: int, out: Path) -> tuple[list[float], float]:
+    config = load_config(REPO / "config/runs/growing.yaml", [
+        f"train.iterations={iterations}", f"train.eval_every={iterations // 10}",
+        "train.checkpoint_every=100000", "train.progress=false", "train.device=cpu",
+        "data.size=24", "data.pad=6", "data.pool_size=256", "train.batch_size=4",
+        "train.steps=[32, 48]", "train.scheduler.milestones=[100000]",
+    ])  # fmt: skip
+    start = time.perf_counter()
+    result = train(config, out / impl, impl=impl)
+    return [r["val_loss"] for r in result.history], time.perf_counter() - start
 
 
 def main() -> None:
@@ -52,7 +43,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(2)
     work = args.out.parent / "quality-runs"
-    curves = {impl: run(impl, args.iterations, work) for impl in ("reference", "auto")}
+    impls: tuple[Impl, ...] = ("reference", "auto")
+    curves = {impl: run(impl, args.iterations, work) for impl in impls}
     report = {impl: {"val_loss": c, "seconds": s} for impl, (c, s) in curves.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ncaflow.config import CascadeConfig, ConfigError, ModelConfig, RunConfig
-from ncaflow.nca import NCA
+from ncaflow.nca import NCA, Impl
 
 __all__ = ["Cascade", "build_model"]
 
@@ -24,7 +24,7 @@ __all__ = ["Cascade", "build_model"]
 class Cascade(nn.Module):
     """Coarse-to-fine stack of NCAs (one per scale, or one shared)."""
 
-    def __init__(self, *, model: ModelConfig, cascade: CascadeConfig) -> None:
+    def __init__(self, *, model: ModelConfig, cascade: CascadeConfig, impl: Impl = "auto") -> None:
         super().__init__()
         cascade.validate()
         if cascade.scales[-1] != 1:
@@ -32,7 +32,7 @@ class Cascade(nn.Module):
         self.config = model
         self.cascade = cascade
         n = 1 if cascade.shared else len(cascade.scales)
-        self.levels = nn.ModuleList(NCA(config=model) for _ in range(n))
+        self.levels = nn.ModuleList(NCA(config=model, impl=impl) for _ in range(n))
 
     @property
     def total_steps(self) -> int:
@@ -82,18 +82,19 @@ class Cascade(nn.Module):
         return state
 
 
-def build_model(config: RunConfig) -> nn.Module:
+def build_model(config: RunConfig, impl: Impl = "auto") -> nn.Module:
     """An :class:`NCA`, or a :class:`Cascade` when the config has a ``cascade`` section.
 
+    ``impl`` picks the NCA implementation (same results; see :class:`NCA`).
     With ``model.head > 0`` the model also gets ``head``, a linear layer from the
     spatially averaged hidden channels (B, hidden) to (B, head) logits.
     """
     m = config.model
     model: nn.Module
     if config.cascade is not None:
-        model = Cascade(model=m, cascade=config.cascade)
+        model = Cascade(model=m, cascade=config.cascade, impl=impl)
     else:
-        model = NCA(config=m)
+        model = NCA(config=m, impl=impl)
     if m.head:
         model.head = nn.Linear(m.hidden_channels, m.head)
     return model

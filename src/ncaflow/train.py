@@ -32,6 +32,7 @@ from tqdm import tqdm
 from ncaflow.cascade import build_model
 from ncaflow.config import ConfigError, RunConfig, TrainConfig
 from ncaflow.io import atomic_write, load, save
+from ncaflow.nca import Impl
 from ncaflow.tasks import Task, get_task
 
 __all__ = [
@@ -148,11 +149,12 @@ def train(
     *,
     task: Task | None = None,
     on_iteration: Callable[[int], None] | None = None,
+    impl: Impl = "auto",
 ) -> TrainResult:
     """Train ``config`` into ``out_dir``, resuming from its checkpoint if there is one.
 
     on_iteration(it) is called after every finished iteration (tests use it to
-    simulate a crash).
+    simulate a crash). impl picks the NCA implementation (same results, see NCA).
     """
     cfg = config.train
     out = Path(out_dir)
@@ -164,7 +166,7 @@ def train(
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
-    model = build_model(config).to(device)
+    model = build_model(config, impl).to(device)
     _prepare_finetune(model, config)
     task = task or get_task(config.task)(config=config, device=device)
     task.setup()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -12,9 +11,6 @@ import pytest
 import torch
 
 _REPO = Path(__file__).resolve().parents[2]
-if str(_REPO / "src") not in sys.path:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(_REPO / "src"))
-
 # Read once at import, before any test deletes the variable.
 _SHARED = Path(os.environ.get("NCAFLOW_DATA_MIRROR") or _REPO / ".." / "shared" / "data")
 
