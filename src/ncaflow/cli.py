@@ -211,6 +211,22 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rollout_args(p: argparse.ArgumentParser, *, out: str) -> None:
+    """Arguments of the commands that roll out a saved model on examples of its data."""
+    p.add_argument("--model", required=True, help="model.safetensors, its .json, or its directory")
+    p.add_argument("--out", required=True, help=out)
+    p.add_argument("--steps", type=int, help="rollout length (default: the evaluation length)")
+    p.add_argument("--split", default="test", help="split to take the examples from")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fire masks")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a stored config value, e.g. --set data.mirror=DIR",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ncaflow", description="Neural Cellular Automata pipeline"
@@ -261,25 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
     p = sub.add_parser("animate", help="GIF of a saved model's rollout")
-    p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True, help="GIF to write")
-    p.add_argument("--steps", type=int, help="rollout length (default: the evaluation length)")
-    p.add_argument("--split", default="test", help="split to take the example from")
+    _rollout_args(p, out="GIF to write")
     p.add_argument("--index", type=int, default=0, help="which example of the split")
     p.add_argument("--every", type=int, default=1, help="keep every n-th step as a frame")
     p.add_argument("--scale", type=int, default=4, help="pixel upscaling")
-    p.add_argument("--seed", type=int, default=0, help="seed of the fire masks")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
     p = sub.add_parser("uncertainty", help="mean/variance heatmaps over stochastic rollouts")
-    p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True, help="PNG or PDF to write")
+    _rollout_args(p, out="PNG or PDF to write")
     p.add_argument("--rollouts", type=int, default=16)
     p.add_argument("--examples", type=int, default=4)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--split", default="test")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
     p = sub.add_parser("check", help="verify every saved model under folders against its SHA-256")
     p.add_argument("paths", nargs="+", help="folders (searched recursively) or files")

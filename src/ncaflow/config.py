@@ -28,6 +28,7 @@ __all__ = [
     "SchedulerConfig",
     "TrainConfig",
     "apply_override",
+    "check",
     "from_dict",
     "load_config",
     "to_dict",
@@ -69,17 +70,17 @@ class ModelConfig:
         return self.input_channels + self.output_channels + self.hidden_channels
 
     def validate(self, where: str = "model") -> None:
-        _check(self.output_channels + self.hidden_channels > 0, where, "no updatable channels")
-        _check(self.input_channels >= 0, f"{where}.input_channels", "must be >= 0")
-        _check(self.output_channels >= 0, f"{where}.output_channels", "must be >= 0")
-        _check(self.hidden_channels >= 0, f"{where}.hidden_channels", "must be >= 0")
-        _check(self.hidden_width >= 1, f"{where}.hidden_width", "must be >= 1")
-        _check(0.0 < self.fire_rate <= 1.0, f"{where}.fire_rate", "must be in (0, 1]")
-        _check(self.kernel_size % 2 == 1, f"{where}.kernel_size", "must be odd")
-        _check(self.learned_filters >= 1, f"{where}.learned_filters", "must be >= 1")
-        _check(self.head >= 0, f"{where}.head", "must be >= 0 (0: no head)")
+        check(self.output_channels + self.hidden_channels > 0, where, "no updatable channels")
+        check(self.input_channels >= 0, f"{where}.input_channels", "must be >= 0")
+        check(self.output_channels >= 0, f"{where}.output_channels", "must be >= 0")
+        check(self.hidden_channels >= 0, f"{where}.hidden_channels", "must be >= 0")
+        check(self.hidden_width >= 1, f"{where}.hidden_width", "must be >= 1")
+        check(0.0 < self.fire_rate <= 1.0, f"{where}.fire_rate", "must be in (0, 1]")
+        check(self.kernel_size % 2 == 1, f"{where}.kernel_size", "must be odd")
+        check(self.learned_filters >= 1, f"{where}.learned_filters", "must be >= 1")
+        check(self.head >= 0, f"{where}.head", "must be >= 0 (0: no head)")
         if self.alive_channel is not None:
-            _check(
+            check(
                 0 <= self.alive_channel < self.channels,
                 f"{where}.alive_channel",
                 f"must index a state channel (0..{self.channels - 1}) or be null",
@@ -95,9 +96,9 @@ class CascadeConfig:
     shared: bool = False
 
     def validate(self, where: str = "cascade") -> None:
-        _check(len(self.scales) == len(self.steps), where, "scales and steps differ in length")
-        _check(all(s >= 1 for s in self.scales), f"{where}.scales", "must be >= 1")
-        _check(
+        check(len(self.scales) == len(self.steps), where, "scales and steps differ in length")
+        check(all(s >= 1 for s in self.scales), f"{where}.scales", "must be >= 1")
+        check(
             self.scales == sorted(self.scales, reverse=True),
             f"{where}.scales",
             "must be coarse to fine",
@@ -145,16 +146,16 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self, where: str = "train") -> None:
-        _check(self.iterations >= 1, f"{where}.iterations", "must be >= 1")
-        _check(self.batch_size >= 1, f"{where}.batch_size", "must be >= 1")
-        _check(len(self.steps) in (1, 2), f"{where}.steps", "give [n] or [min, max]")
-        _check(all(s >= 1 for s in self.steps), f"{where}.steps", "must be >= 1")
-        _check(self.steps[0] <= self.steps[-1], f"{where}.steps", "min must be <= max")
-        _check(self.lr > 0, f"{where}.lr", "must be > 0")
-        _check(len(self.betas) == 2, f"{where}.betas", "give two numbers")
-        _check(self.eval_every >= 1, f"{where}.eval_every", "must be >= 1")
-        _check(self.checkpoint_every >= 1, f"{where}.checkpoint_every", "must be >= 1")
-        _check(self.early_stopping.patience >= 0, f"{where}.early_stopping.patience", ">= 0")
+        check(self.iterations >= 1, f"{where}.iterations", "must be >= 1")
+        check(self.batch_size >= 1, f"{where}.batch_size", "must be >= 1")
+        check(len(self.steps) in (1, 2), f"{where}.steps", "give [n] or [min, max]")
+        check(all(s >= 1 for s in self.steps), f"{where}.steps", "must be >= 1")
+        check(self.steps[0] <= self.steps[-1], f"{where}.steps", "min must be <= max")
+        check(self.lr > 0, f"{where}.lr", "must be > 0")
+        check(len(self.betas) == 2, f"{where}.betas", "give two numbers")
+        check(self.eval_every >= 1, f"{where}.eval_every", "must be >= 1")
+        check(self.checkpoint_every >= 1, f"{where}.checkpoint_every", "must be >= 1")
+        check(self.early_stopping.patience >= 0, f"{where}.early_stopping.patience", ">= 0")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,15 +173,16 @@ class RunConfig:
     def validate(self) -> None:
         from ncaflow.tasks import TASKS
 
-        _check(self.task in TASKS, "task", f"unknown task; choose one of {sorted(TASKS)}")
-        _check(self.version == CONFIG_VERSION, "version", f"this ncaflow reads {CONFIG_VERSION}")
+        check(self.task in TASKS, "task", f"unknown task; choose one of {sorted(TASKS)}")
+        check(self.version == CONFIG_VERSION, "version", f"this ncaflow reads {CONFIG_VERSION}")
         self.model.validate()
         self.train.validate()
         if self.cascade is not None:
             self.cascade.validate()
 
 
-def _check(ok: bool, key: str, message: str) -> None:
+def check(ok: bool, key: str, message: str) -> None:
+    """Raise ConfigError ``key '<key>': <message>`` unless ``ok``."""
     if not ok:
         raise ConfigError(f"key '{key}': {message}")
 

@@ -137,7 +137,7 @@ def verify(path: str | Path) -> None:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a saved model from its two files. ``model.config_run`` holds the RunConfig."""
+    """Rebuild a saved model from its two files. ``config_of(model)`` gives its RunConfig."""
     weights, meta_path = model_paths(path)
     config, meta = load_config_of(path)
     verify(path)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ncaflow.config import ConfigError, RunConfig, from_dict
+from ncaflow.config import ConfigError, RunConfig, check, from_dict
 
 __all__ = ["PALETTE", "Batch", "CommonData", "Task", "batches"]
 
@@ -76,8 +76,7 @@ class Task(ABC):
         """Raise ConfigError when the model config cannot serve this task."""
 
     def require(self, ok: bool, key: str, message: str) -> None:
-        if not ok:
-            raise ConfigError(f"key '{key}': {message}")
+        check(ok, key, message)
 
     @property
     def cache_dir(self) -> Path:
@@ -102,17 +101,21 @@ class Task(ABC):
 
     # -- folds ---------------------------------------------------------------------
 
-    def split_pool(
-        self, labels: np.ndarray | None, n: int, checksum: str
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Record the train+val pool that folds split; return (train, val) pool positions
-        when ``data.folds`` is set, else None. The official test split is never in the pool."""
-        self.fold_pool_info = (labels, n, checksum)
-        if self.data.folds is None:
-            return None
-        from ncaflow.data import fold_indices, read_folds
+    def apply_folds(
+        self, parts: dict[str, np.ndarray], labels: np.ndarray | None, *data: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Pool the train and val indices of ``parts`` (the test split never joins), record
+        the pool for ``ncaflow prepare``, and with ``data.folds`` set return ``parts`` with
+        train/val replaced by that fold's. ``labels`` and ``data`` are indexed by sample."""
+        from ncaflow.data import array_checksum, fold_indices, read_folds
 
-        return fold_indices(read_folds(self.data.folds, checksum=checksum), self.data.fold)
+        pool = np.sort(np.concatenate([parts["train"], parts["val"]]))
+        checksum = array_checksum(*(a[pool] for a in data))
+        self.fold_pool_info = (None if labels is None else labels[pool], len(pool), checksum)
+        if self.data.folds is None:
+            return parts
+        train, val = fold_indices(read_folds(self.data.folds, checksum=checksum), self.data.fold)
+        return {**parts, "train": pool[train], "val": pool[val]}
 
     def fold_pool(self) -> tuple[np.ndarray | None, int, str]:
         """(labels or None, pool size, data checksum) for ``ncaflow prepare``; after setup()."""

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import Tensor, nn
 
-from ncaflow.data import array_checksum, load_medmnist, medmnist_info
+from ncaflow.data import load_medmnist, medmnist_info
 from ncaflow.tasks.base import PALETTE, Batch, CommonData, Task, batches
 
 __all__ = ["Classification", "ClassificationData", "augment"]
@@ -88,18 +88,16 @@ class Classification(Task):
             )
             for s in ("train", "val", "test")
         }
-        x = np.concatenate([load["train"][0], load["val"][0]])
-        y = np.concatenate([load["train"][1], load["val"][1]])
-        folds = self.split_pool(y, len(y), array_checksum(x, y))
-        if folds is not None:  # k-fold over official train+val; official test kept apart
-            train, val = folds
-            load["train"], load["val"] = (x[train], y[train]), (x[val], y[val])
+        x = np.concatenate([load[s][0] for s in ("train", "val", "test")])
+        y = np.concatenate([load[s][1] for s in ("train", "val", "test")])
+        ends = np.cumsum([len(load[s][1]) for s in ("train", "val", "test")])
+        parts = dict(
+            zip(("train", "val", "test"), np.split(np.arange(len(y)), ends[:-1]), strict=True)
+        )
+        parts = self.apply_folds(parts, y, x, y)  # k folds over official train+val
+        images, labels = torch.from_numpy(x).float(), torch.from_numpy(y).long()
         self.splits = {
-            s: (
-                torch.from_numpy(x).float().to(self.device),
-                torch.from_numpy(y).long().to(self.device),
-            )
-            for s, (x, y) in load.items()
+            s: (images[i].to(self.device), labels[i].to(self.device)) for s, i in parts.items()
         }
         y_train = self.splits["train"][1]
         self.by_class = (

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ncaflow.data import array_checksum, load_kvasir
+from ncaflow.data import load_kvasir
 from ncaflow.tasks.base import Batch, CommonData, Task, batches
 from ncaflow.tasks.classification import augment
 from ncaflow.uncertainty import error_auroc, stochastic_rollouts
@@ -82,11 +82,8 @@ class Segmentation(Task):
             val_fraction=d.val_fraction,
             seed=d.split_seed,
         )
-        pool = np.sort(np.concatenate([parts["train"], parts["val"]]))
-        checksum = array_checksum(images[pool].numpy(), masks[pool].numpy())
-        folds = self.split_pool(None, len(pool), checksum)
-        if folds is not None:  # k-fold over train+val; the held-out test images stay out
-            parts["train"], parts["val"] = pool[folds[0]], pool[folds[1]]
+        # k folds over train+val; the held-out test images stay out
+        parts = self.apply_folds(parts, None, images.numpy(), masks.numpy())
         self.splits = {
             k: (images[v].to(self.device), masks[v].to(self.device)) for k, v in parts.items()
         }

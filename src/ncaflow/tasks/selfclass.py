@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ncaflow.data import array_checksum, load_digits, load_mnist
+from ncaflow.data import load_digits, load_mnist
 from ncaflow.tasks.base import PALETTE, Batch, CommonData, Task, batches
 
 __all__ = ["SelfClassification", "SelfClassificationData", "split_indices", "vote"]
@@ -93,10 +93,7 @@ class SelfClassification(Task):
             parts = split_indices(
                 len(labels), test_size=d.test_size, val_size=d.val_size, seed=d.split_seed
             )
-        pool = np.sort(np.concatenate([parts["train"], parts["val"]]))
-        folds = self.split_pool(labels[pool], len(pool), array_checksum(images[pool], labels[pool]))
-        if folds is not None:  # k-fold over train+val; test untouched
-            parts["train"], parts["val"] = pool[folds[0]], pool[folds[1]]
+        parts = self.apply_folds(parts, labels, images, labels)  # k folds over train+val
         x = torch.from_numpy(images).float().div(255.0).unsqueeze(1)  # (N, 1, H, W)
         y = torch.from_numpy(labels).long()
         self.splits = {k: (x[v].to(self.device), y[v].to(self.device)) for k, v in parts.items()}
