@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-OURS = ("baseline", "reference", "ncaflow")
+OURS = ("baseline", "reference", "ncaflow", "graph", "graph-fast")
+GPU_ONLY = ("graph", "graph-fast")
 PEERS = {
     "ncalab": (HERE / ".venv-ncalab" / "bin" / "python", HERE / "peers" / "ncalab_bench.py"),
     "cax": (HERE / ".venv-cax" / "bin" / "python", HERE / "peers" / "cax_bench.py"),
@@ -68,6 +69,8 @@ def plan(args: argparse.Namespace) -> list[Case]:
             for impl in impls:
                 if impl == "reference" and batch > 8:
                     continue  # as the baseline; its memory grows the same way
+                if impl in GPU_ONLY and not cuda:
+                    continue
                 for state in states:
                     if impl in PEERS and state != "grown" and not args.states:
                         continue  # dense peers cost the same on every state

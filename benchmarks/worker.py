@@ -2,9 +2,12 @@
 
 --impl baseline   the eager Distill/NCALab formulation in baseline.py
 --impl reference  ncaflow's NCA(impl="reference") (the plain formulation it keeps)
---impl ncaflow    ncaflow's NCA (the fast path)
+--impl ncaflow    ncaflow's NCA (impl="auto": the fast path on CPU and large GPU grids)
+--impl graph      CUDA only: NCA(impl="reference") with every iteration replayed as one
+                  CUDA graph (ncaflow.graphs.GraphedIteration, as train.cuda_graphs does)
+--impl graph-fast CUDA only: the same with the fast path (NCA(impl="fast"))
 
-All three start from the same weights, so they compute the same function.
+All start from the same weights, so they compute the same function.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import protocol
 from baseline import DistillNCA
 
 from ncaflow.config import ModelConfig
+from ncaflow.graphs import GraphedIteration, graphs_supported
 from ncaflow.nca import NCA
 
 
@@ -34,7 +38,9 @@ def build(impl: str, device: torch.device) -> torch.nn.Module:
         alive_threshold=protocol.ALIVE_THRESHOLD,
     )
     torch.manual_seed(0)
-    nca = NCA(config=cfg, impl="reference" if impl == "reference" else "fast")
+    nca = NCA(config=cfg, impl={"reference": "reference", "graph": "reference"}.get(impl, "fast"))
+    if impl == "ncaflow":
+        nca.impl = "auto"  # what users get
     with torch.no_grad():  # small non-zero updates, so that the state evolves
         nca.fc2.weight.normal_(0.0, 0.01)
     if impl != "baseline":
@@ -52,18 +58,38 @@ def main() -> None:
     x0 = torch.from_numpy(protocol.seed_state(args.state, args.batch, args.size)).to(device)
     tgt = torch.from_numpy(protocol.target(args.batch, args.size)).to(device)
     gen = torch.Generator(device=device).manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    graphs = args.impl.startswith("graph")
+    if graphs and not graphs_supported(device):
+        protocol.fail("CUDA graphs need a CUDA device")
+        return
+    lr = torch.tensor(1e-3, device=device) if graphs else 1e-3
+    opt = torch.optim.Adam(model.parameters(), lr=lr, capturable=graphs)
 
-    def train() -> None:
-        y = model(x0, args.steps, generator=gen)
+    def train_step(steps: int, x: torch.Tensor) -> torch.Tensor:
+        y = model(x, steps, generator=gen)
         loss = F.mse_loss(y[:, :4], tgt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        return loss.detach()
 
-    def infer() -> None:
+    def infer_step(steps: int, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            model(x0, args.steps, generator=gen)
+            out: torch.Tensor = model(x, steps, generator=gen)
+            return out
+
+    step = train_step if args.mode == "train" else infer_step
+    params = list(model.parameters())
+    run = GraphedIteration(
+        step,
+        params=params,
+        optimizer=opt if args.mode == "train" else None,
+        generator=gen,
+        enabled=graphs,
+    )
+
+    def iteration() -> None:
+        run(args.steps, x0)
 
     cuda = device.type == "cuda"
     if cuda:
@@ -78,7 +104,7 @@ def main() -> None:
             return {}
         return {"gpu_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20}
 
-    protocol.measure(args, train if args.mode == "train" else infer, sync, extra)
+    protocol.measure(args, iteration, sync, extra)
 
 
 if __name__ == "__main__":

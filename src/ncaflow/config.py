@@ -134,6 +134,7 @@ class TrainConfig:
     grad_clip: float | None = None
     grad_norm: bool = False  # Distill: normalise each parameter's gradient to unit L2
     gradient_checkpointing: bool = False
+    cuda_graphs: bool = True  # on CUDA: replay each iteration as a graph (see ncaflow.graphs)
     eval_every: int = 100
     checkpoint_every: int = 100
     log_images_every: int = 500
@@ -228,8 +229,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             try:
                 return _coerce(a, value, key)
             except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0])
+                errors.append(str(err).split(": ", 1)[1])
+        raise ConfigError(f"key '{key}': " + "; or ".join(errors))
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"key '{key}': {value!r} is not one of {list(args)}")

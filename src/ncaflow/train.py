@@ -26,14 +26,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from ncaflow.cascade import build_model
 from ncaflow.config import ConfigError, RunConfig, TrainConfig
+from ncaflow.graphs import GraphedIteration, graphs_supported
 from ncaflow.io import atomic_write, load, save
 from ncaflow.nca import Impl
-from ncaflow.tasks import Task, get_task
+from ncaflow.tasks import Batch, Task, get_task
 
 __all__ = [
     "TrainResult",
@@ -73,13 +74,21 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def build_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    params: list[nn.Parameter], cfg: TrainConfig, *, capturable: bool = False
+) -> torch.optim.Optimizer:
+    """The configured optimiser; ``capturable`` (Adam/AdamW on CUDA) keeps its step count and
+    learning rate in device tensors, so that a CUDA graph can replay ``step()``."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=cfg.lr, momentum=cfg.betas[0], weight_decay=cfg.weight_decay
         )
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), weight_decay=cfg.weight_decay)
+    betas = (cfg.betas[0], cfg.betas[1])
+    if capturable:
+        lr = torch.tensor(cfg.lr, device=params[0].device)
+        return cls(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay, capturable=True)
+    return cls(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
 
 
 def build_scheduler(
@@ -171,7 +180,8 @@ def train(
     task = task or get_task(config.task)(config=config, device=device)
     task.setup()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = build_optimizer(params, cfg)
+    use_graphs = cfg.cuda_graphs and graphs_supported(device) and cfg.optimizer != "sgd"
+    opt = build_optimizer(params, cfg, capturable=use_graphs)
     sched = build_scheduler(opt, cfg)
     data_gen = torch.Generator().manual_seed(cfg.seed)
     mask_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
@@ -200,6 +210,28 @@ def train(
     from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
 
     writer = SummaryWriter(log_dir=str(out / "tensorboard"), purge_step=start or None)
+    chunk = 8 if cfg.gradient_checkpointing else 0
+
+    def iteration(
+        steps: int, state: Tensor, target: Tensor, mask: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """Rollout, loss, backward, optimiser step: (per-sample losses, final state)."""
+        final = model(state, steps, generator=mask_gen, checkpoint_every=chunk)
+        losses = task.loss(model, final, Batch(state=state, target=target, mask=mask))  # (B,)
+        opt.zero_grad(set_to_none=True)
+        losses.mean().backward()
+        if cfg.grad_norm:
+            for p in params:
+                if p.grad is not None:
+                    p.grad /= p.grad.norm() + 1e-8
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        return losses.detach(), final.detach()
+
+    graphed = GraphedIteration(
+        iteration, params=params, optimizer=opt, generator=mask_gen, enabled=use_graphs
+    )
     lo, hi = cfg.steps[0], cfg.steps[-1]
     t0 = time.perf_counter()
     stopped_early = False
@@ -216,32 +248,22 @@ def train(
         model.train()
         batch = task.sample(data_gen)
         steps = int(torch.randint(lo, hi + 1, (1,), generator=data_gen)) if hi > lo else lo
-        chunk = 8 if cfg.gradient_checkpointing else 0
-        final = model(batch.state, steps, generator=mask_gen, checkpoint_every=chunk)
-        losses = task.loss(model, final, batch)  # (B,)
-        loss = losses.mean()
-        if not torch.isfinite(loss):
+        losses, final = graphed(steps, batch.state, batch.target, batch.mask)
+        loss = losses.mean().item()
+        if not math.isfinite(loss):  # the weights are not saved: the last checkpoint stays
             raise TrainingError(
-                f"loss became {loss.item()} at iteration {it + 1}; "
+                f"loss became {loss} at iteration {it + 1}; "
                 "lower train.lr, or set train.grad_clip / train.grad_norm"
             )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_norm:
-            for p in params:
-                if p.grad is not None:
-                    p.grad /= p.grad.norm() + 1e-8
-        if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
         sched.step()
-        task.after_step(batch, final.detach(), losses.detach())
+        task.after_step(batch, final, losses)
         n = it + 1
-        writer.add_scalar("train/loss", loss.item(), n)
-        writer.add_scalar("train/lr", opt.param_groups[0]["lr"], n)
-        bar.set_postfix(loss=f"{loss.item():.4g}")
+        lr = float(opt.param_groups[0]["lr"])
+        writer.add_scalar("train/loss", loss, n)
+        writer.add_scalar("train/lr", lr, n)
+        bar.set_postfix(loss=f"{loss:.4g}")
         if n % cfg.log_images_every == 0:
-            writer.add_images("train/final_state", task.preview(final.detach()[:8]).cpu(), n)
+            writer.add_images("train/final_state", task.preview(final[:8]).cpu(), n)
 
         if n % cfg.eval_every == 0 or n == cfg.iterations:
             model.eval()
@@ -256,8 +278,8 @@ def train(
                 )
             row = {
                 "iteration": float(n),
-                "loss": loss.item(),
-                "lr": opt.param_groups[0]["lr"],
+                "loss": loss,
+                "lr": lr,
                 **metrics,
             }
             row["seconds"] = time.perf_counter() - t0 + (history[-1]["seconds"] if history else 0.0)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import Tensor, nn
 
+from ncaflow.config import check
 from ncaflow.data import load_medmnist, medmnist_info
 from ncaflow.tasks.base import PALETTE, Batch, CommonData, Task, batches
 
@@ -33,19 +34,42 @@ class ClassificationData(CommonData):
     size: Literal[28, 64, 128, 224] = 28
     readout: Literal["vote", "head"] = "vote"
     balanced: bool = False  # sample every class equally often in training
-    augment: bool = False  # random flips and 90-degree turns, training batches only
+    # training batches only, per image: "hflip" mirrors left-right; "dihedral" (or true)
+    # also flips up-down and transposes (all 8 symmetries of the square)
+    augment: bool | Literal["hflip", "dihedral"] = False
+    augment_shift: int = 0  # and translates by up to this many pixels (edge pixels repeat)
+    eval_rollouts: int = 1  # evaluation averages the class scores of this many rollouts
     eval_batch: int = 128
 
+    def __post_init__(self) -> None:
+        check(self.augment_shift >= 0, "data.augment_shift", "must be >= 0")
+        check(self.eval_rollouts >= 1, "data.eval_rollouts", "must be >= 1")
 
-def augment(x: Tensor, generator: torch.Generator) -> Tensor:
-    """Random horizontal/vertical flips and 90-degree rotations of (B, C, H, W) square images."""
-    flips = torch.randint(0, 2, (2,), generator=generator).tolist()
-    turns = int(torch.randint(0, 4, (1,), generator=generator))
-    if flips[0]:
-        x = x.flip(3)
-    if flips[1]:
-        x = x.flip(2)
-    return torch.rot90(x, turns, dims=(2, 3))
+
+def augment(
+    x: Tensor, generator: torch.Generator, mode: str | bool = "dihedral", shift: int = 0
+) -> Tensor:
+    """Randomly transform every (C, H, W) image of x on its own (see ClassificationData.augment).
+
+    mode: "hflip", "dihedral" (True means "dihedral"; "dihedral" needs square images);
+    shift: translate by up to this many pixels in each direction, repeating the edge.
+    """
+    b = x.shape[0]
+
+    def coin() -> Tensor:
+        return (torch.rand(b, generator=generator) < 0.5).to(x.device).view(b, 1, 1, 1)
+
+    if mode:
+        x = torch.where(coin(), x.flip(3), x)
+    if mode is True or mode == "dihedral":
+        x = torch.where(coin(), x.flip(2), x)
+        x = torch.where(coin(), x.transpose(2, 3), x)
+    if shift:
+        h, w = x.shape[2:]
+        padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")
+        offsets = torch.randint(0, 2 * shift + 1, (b, 2), generator=generator).tolist()
+        x = torch.stack([padded[i, :, y : y + h, z : z + w] for i, (y, z) in enumerate(offsets)])
+    return x
 
 
 class Classification(Task):
@@ -121,8 +145,8 @@ class Classification(Task):
         else:
             idx = torch.randint(len(y), (b,), generator=generator).to(self.device)
         images = x[idx]
-        if self.data.augment:
-            images = augment(images, generator)
+        if self.data.augment or self.data.augment_shift:
+            images = augment(images, generator, self.data.augment, self.data.augment_shift)
         return Batch(state=self.seed(images), target=y[idx], index=idx)
 
     def logits(self, model: nn.Module, out: Tensor) -> Tensor:
@@ -168,12 +192,15 @@ class Classification(Task):
         from medmnist.evaluator import getACC, getAUC
 
         x, y = self.splits[split]
+        n = self.data.eval_rollouts
         loss_sum, scores = 0.0, []
         for s in batches(len(y), self.data.eval_batch):
-            out = model(self.seed(x[s]), self.eval_steps, generator=generator)
-            logits = self.logits(model, out)
-            loss_sum += self.loss_from_logits(logits, y[s]).sum().item()
-            scores.append(self.scores(logits).cpu())
+            seed, runs = self.seed(x[s]), []
+            for _ in range(n):  # stochastic rollouts (fire masks): average their scores
+                logits = self.logits(model, model(seed, self.eval_steps, generator=generator))
+                loss_sum += self.loss_from_logits(logits, y[s]).sum().item() / n
+                runs.append(self.scores(logits))
+            scores.append(torch.stack(runs).mean(0).cpu())
         score = torch.cat(scores).numpy()
         truth = y.cpu().numpy()
         if self.multilabel:
