@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-OURS = ("baseline", "reference", "ncaflow", "graph", "graph-fast")
-GPU_ONLY = ("graph", "graph-fast")
+GPU_ONLY = ("graph", "graph-fast", "graph-compiled", "graph-compiled-tf32")
+OURS = ("baseline", "reference", "ncaflow", *GPU_ONLY)
 PEERS = {
     "ncalab": (HERE / ".venv-ncalab" / "bin" / "python", HERE / "peers" / "ncalab_bench.py"),
     "cax": (HERE / ".venv-cax" / "bin" / "python", HERE / "peers" / "cax_bench.py"),

@@ -6,6 +6,9 @@
 --impl graph      CUDA only: NCA(impl="reference") with every iteration replayed as one
                   CUDA graph (ncaflow.graphs.GraphedIteration, as train.cuda_graphs does)
 --impl graph-fast CUDA only: the same with the fast path (NCA(impl="fast"))
+--impl graph-compiled       CUDA only: the same with NCA(impl="compiled") (torch.compile)
+--impl graph-compiled-tf32  and TF32 matmuls (cuDNN's 1x1 convolutions in the others
+                            use TF32 already: PyTorch's default)
 
 All start from the same weights, so they compute the same function.
 """
@@ -38,7 +41,8 @@ def build(impl: str, device: torch.device) -> torch.nn.Module:
         alive_threshold=protocol.ALIVE_THRESHOLD,
     )
     torch.manual_seed(0)
-    nca = NCA(config=cfg, impl={"reference": "reference", "graph": "reference"}.get(impl, "fast"))
+    impls = {"reference": "reference", "graph": "reference", "graph-compiled": "compiled"}
+    nca = NCA(config=cfg, impl=impls.get(impl.removesuffix("-tf32"), "fast"))  # type: ignore[arg-type]
     if impl == "ncaflow":
         nca.impl = "auto"  # what users get
     with torch.no_grad():  # small non-zero updates, so that the state evolves
@@ -59,6 +63,8 @@ def main() -> None:
     tgt = torch.from_numpy(protocol.target(args.batch, args.size)).to(device)
     gen = torch.Generator(device=device).manual_seed(0)
     graphs = args.impl.startswith("graph")
+    if args.impl.endswith("-tf32"):
+        torch.backends.cuda.matmul.allow_tf32 = True
     if graphs and not graphs_supported(device):
         protocol.fail("CUDA graphs need a CUDA device")
         return

@@ -34,7 +34,7 @@ from ncaflow.config import ModelConfig
 
 __all__ = ["NCA", "Impl", "fixed_filters", "perceive"]
 
-Impl = Literal["auto", "fast", "reference"]
+Impl = Literal["auto", "fast", "reference", "compiled"]
 
 _SOBEL_X = [[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]
 _LAPLACE = [[1.0, 2.0, 1.0], [2.0, -12.0, 2.0], [1.0, 2.0, 1.0]]
@@ -66,16 +66,19 @@ def perceive(x: Tensor, kernels: Tensor, padding: str) -> Tensor:
 class NCA(nn.Module):
     """A single-scale NCA built from a :class:`~ncaflow.config.ModelConfig`.
 
-    impl: "auto" (fast path on CPU and for large GPU grids, see _use_fast), "fast" or
-    "reference" (the plain formulation, kept as the definition and for tests).
+    impl: "auto" (fast path on CPU and for large GPU grids, see _use_fast), "fast",
+    "reference" (the plain formulation, kept as the definition and for tests) or
+    "compiled" (:meth:`step_gemm` through torch.compile: fused kernels for GPUs).
     Both give the same results up to float rounding and draw the same masks.
     """
 
     def __init__(self, *, config: ModelConfig, impl: Impl = "auto") -> None:
         super().__init__()
         config.validate()
-        if impl not in ("auto", "fast", "reference"):
-            raise ValueError(f"impl must be 'auto', 'fast' or 'reference', got {impl!r}")
+        if impl not in ("auto", "fast", "reference", "compiled"):
+            raise ValueError(
+                f"impl must be 'auto', 'fast', 'reference' or 'compiled', got {impl!r}"
+            )
         self.config = config
         self.impl: Impl = impl
         c = config.channels
@@ -145,7 +148,7 @@ class NCA(nn.Module):
     def step(self, x: Tensor, fire: Tensor | None) -> Tensor:
         """One NCA step. fire: (B, 1, H, W) 0/1 mask, or None to update every cell."""
         if not self._use_fast(x):
-            return self.step_reference(x, fire)
+            return self._step_plain(x, fire)
         s = x.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C)
         s = self._fast_step(s, fire, self._fast_weights(), self._needs_grad(x))
         return s.permute(0, 3, 1, 2).contiguous()
@@ -163,6 +166,48 @@ class NCA(nn.Module):
             full = torch.cat([x[:, :n_in], y], 1) if n_in else y
             y = y * (pre & self.alive(full)).to(y.dtype)  # type: ignore[operator]
         return torch.cat([x[:, :n_in], y], 1) if n_in else y
+
+    def step_gemm(self, x: Tensor, fire: Tensor | None) -> Tensor:
+        """:meth:`step_reference` written for a compiler: fixed filters as shifted slices
+        (one fused stencil instead of a depthwise convolution) and the 1x1 convolutions
+        as row-major GEMMs over the cells. Same function, different rounding."""
+        cfg = self.config
+        b, _, h, w = x.shape
+        if self._plan.taps is None:
+            p = perceive(x, self.kernels(), cfg.padding)
+        else:
+            mode = "constant" if cfg.padding == "zeros" else cfg.padding
+            xp = F.pad(x, (1, 1, 1, 1), mode=mode)
+            views = []
+            for taps in self._plan.taps:
+                (ty, tx, tw), *rest = taps
+                view = tw * xp[:, :, ty : ty + h, tx : tx + w]
+                for ty, tx, tw in rest:
+                    view = view + tw * xp[:, :, ty : ty + h, tx : tx + w]
+                views.append(view)
+            p = torch.stack(views, 2).flatten(1, 2)  # (B, C*K, H, W), channel c*K + j
+        rows = p.permute(0, 2, 3, 1).reshape(b * h * w, -1)
+        hid = F.relu(F.linear(rows, self.fc1.weight.flatten(1), self.fc1.bias))
+        dx = F.linear(hid, self.fc2.weight.flatten(1)).view(b, h, w, -1).permute(0, 3, 1, 2)
+        n_in = cfg.input_channels
+        if fire is not None:
+            dx = dx * fire
+        y = x[:, n_in:] + dx
+        if cfg.alive_channel is not None:
+            full = torch.cat([x[:, :n_in], y], 1) if n_in else y
+            y = y * (self.alive(x) & self.alive(full)).to(y.dtype)
+        return torch.cat([x[:, :n_in], y], 1) if n_in else y
+
+    def _step_plain(self, x: Tensor, fire: Tensor | None) -> Tensor:
+        """The step of the non-fast implementations: reference, or compiled step_gemm."""
+        if self.impl != "compiled":
+            return self.step_reference(x, fire)
+        compiled = self.__dict__.get("_compiled")
+        if compiled is None:
+            compiled = torch.compile(self.step_gemm, fullgraph=True, dynamic=False)
+            self.__dict__["_compiled"] = compiled
+        out: Tensor = compiled(x, fire)
+        return out
 
     # -- rollout ----------------------------------------------------------------
 
@@ -204,7 +249,7 @@ class NCA(nn.Module):
         """The fast path on CPU; on a GPU only for large grids (B*H*W > 2**20 cells), where its
         0.12-0.16x memory matters more than its speed: on one H100 it ran 0.4x the eager speed
         at batch 8 (launch-bound), see benchmarks/README.md."""
-        if self.impl == "reference" or x.dim() != 4 or not x.is_floating_point():
+        if self.impl in ("reference", "compiled") or x.dim() != 4 or not x.is_floating_point():
             return False
         if self.impl == "fast" or x.device.type == "cpu":
             return True
@@ -240,7 +285,7 @@ class NCA(nn.Module):
                 x = checkpoint(self._chunk, x, *masks, use_reentrant=False)
             else:
                 for i, m in enumerate(masks):
-                    x = self.step_reference(x, m)
+                    x = self._step_plain(x, m)
                     if callback is not None:
                         callback(t + i + 1, x)
             t += n
@@ -318,5 +363,5 @@ class NCA(nn.Module):
 
     def _chunk(self, x: Tensor, *masks: Tensor | None) -> Tensor:
         for m in masks:
-            x = self.step_reference(x, m)
+            x = self._step_plain(x, m)
         return x
