@@ -17,7 +17,9 @@ Every variant x seed trains into ``OUT/<variant>-s<seed>/`` (resuming if it was
 interrupted) and is evaluated on val and test. The variant with the best mean
 validation metric over its seeds is selected -- the test split never takes part
 in the choice -- and ``OUT/summary.json`` / ``summary.md`` list every run, the
-per-variant means and standard deviations, and the selection.
+per-variant means and standard deviations, and the selection. With ``--deadline``
+the runs still going at that time are interrupted (their checkpoints stay, so the
+same command resumes them) and left out of the summary.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -39,6 +43,28 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 CLI = [sys.executable, "-m", "ncaflow.cli"]
+STOP = threading.Event()  # set at the deadline: running jobs get SIGINT, queued ones never start
+RUNNING: set[subprocess.Popen[bytes]] = set()
+LOCK = threading.Lock()
+
+
+def stop_all() -> None:
+    STOP.set()
+    with LOCK:
+        for proc in RUNNING:
+            proc.send_signal(signal.SIGINT)
+
+
+def call(cmd: list[str], log: IO[bytes], env: dict[str, str]) -> int:
+    with LOCK:
+        if STOP.is_set():
+            return -signal.SIGINT
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        RUNNING.add(proc)
+    rc = proc.wait()
+    with LOCK:
+        RUNNING.discard(proc)
+    return rc
 
 
 def run_one(
@@ -53,7 +79,9 @@ def run_one(
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with log.open("w") as f:
+    if STOP.is_set():
+        return {"run": name, "error": "not run: deadline"}
+    with log.open("wb") as f:
         cmds = [
             [
                 *CLI,
@@ -69,9 +97,10 @@ def run_one(
             [*CLI, "evaluate", "--model", str(out), "--device", device, "--out", str(metrics_path)],
         ]
         for cmd in cmds:
-            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, check=False)
-            if proc.returncode:
-                return {"run": name, "error": f"exit {proc.returncode}, see {log}"}
+            rc = call(cmd, f, env)
+            if rc:
+                why = "stopped at the deadline" if STOP.is_set() else f"exit {rc}"
+                return {"run": name, "error": f"{why}, see {log}"}
     metrics = json.loads(metrics_path.read_text())
     metrics["seconds"] = time.perf_counter() - t0
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
@@ -132,6 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--jobs", type=int, default=4, help="runs in parallel")
     p.add_argument("--device", default="auto")
     p.add_argument("--only", nargs="*", help="variants to run (default: all)")
+    p.add_argument(
+        "--deadline", type=float, help="seconds: then stop running jobs and start no more"
+    )
     args = p.parse_args(argv)
     grid = yaml.safe_load(args.grid.read_text())
     config = ROOT / grid["config"]
@@ -140,6 +172,10 @@ def main(argv: list[str] | None = None) -> None:
     seeds = grid.get("seeds", [0])
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     t0 = time.perf_counter()
+    if args.deadline:
+        timer = threading.Timer(args.deadline, stop_all)
+        timer.daemon = True
+        timer.start()
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = {
             pool.submit(
