@@ -162,3 +162,21 @@ def test_train_with_cuda_graphs_equals_eager(tmp_path) -> None:  # type: ignore[
     assert hist[0] == pytest.approx(hist[1], rel=1e-3)
     for name in ("model", "last"):
         assert (tmp_path / f"run-True/{name}.safetensors").exists()
+
+
+@cuda
+def test_interrupted_graph_training_resumes_on_cuda(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A CUDA checkpoint (generator states mapped to the GPU by torch.load) resumes."""
+
+    class Crash(Exception):
+        pass
+
+    def crash(it: int) -> None:
+        if it == 15:
+            raise Crash
+
+    cfg = tiny_growing(tmp_path, graphs=True)
+    with pytest.raises(Crash):
+        train(cfg, tmp_path / "run", on_iteration=crash)
+    result = train(cfg, tmp_path / "run")
+    assert result.iterations == 30 and (tmp_path / "run" / "model.safetensors").exists()

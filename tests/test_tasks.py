@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from ncaflow.cascade import build_model
-from ncaflow.config import RunConfig, from_dict
+from ncaflow.config import ConfigError, RunConfig, from_dict
 from ncaflow.evaluate import evaluate
 from ncaflow.tasks import get_task
 from ncaflow.train import train
@@ -348,3 +348,43 @@ def test_class_balanced_sampling(tmp_path: Path) -> None:
     gen = torch.Generator().manual_seed(0)
     labels = torch.cat([task.sample(gen).target for _ in range(20)])
     assert abs(labels.float().mean().item() - 0.5) < 0.06
+
+
+def test_augment_modes_per_image() -> None:
+    """hflip only mirrors left-right; dihedral reaches all 8 symmetries; each image draws its
+    own transform; shifts translate with the edge repeated and keep the shape."""
+    from ncaflow.tasks.classification import augment
+
+    img = torch.arange(25.0).view(1, 1, 5, 5)
+    batch = img.expand(64, -1, -1, -1)
+    gen = torch.Generator().manual_seed(0)
+    hflip = augment(batch, gen, "hflip")
+    assert all(torch.equal(a, img[0]) or torch.equal(a, img[0].flip(2)) for a in hflip)
+    assert 0 < sum(torch.equal(a, img[0]) for a in hflip) < 64  # per image, not per batch
+    dihedral = augment(batch, gen, True)
+    assert len({tuple(a.flatten().tolist()) for a in dihedral}) == 8
+    shifted = augment(batch, gen, False, shift=1)
+    assert shifted.shape == batch.shape
+    for a in shifted:  # every result is the image moved by at most one pixel, edges repeated
+        padded = torch.nn.functional.pad(img, (1, 1, 1, 1), mode="replicate")[0]
+        assert any(
+            torch.equal(a, padded[:, y : y + 5, x : x + 5]) for y in range(3) for x in range(3)
+        )
+    assert torch.equal(augment(batch, gen, False, 0), batch)
+
+
+def test_eval_rollouts_average_scores(tmp_path: Path) -> None:
+    """data.eval_rollouts=n scores every image by the mean of n stochastic rollouts."""
+    mirror = tmp_path / "mirror"
+    write_medmnist(mirror / "medmnist" / "breastmnist.npz", size=28)
+    model = {"input_channels": 1, "output_channels": 0, "hidden_channels": 6, "head": 2}
+    raw = {"task": "classification", "model": model, "data": {"readout": "head"}}
+    cfg = run_config(raw, tmp_path, mirror, iterations=20, batch_size=8, steps=[6], eval_every=20)
+    train(cfg, tmp_path / "run")
+    one = evaluate(tmp_path / "run", splits=("val",))
+    four = evaluate(tmp_path / "run", splits=("val",), overrides=["data.eval_rollouts=4"])
+    again = evaluate(tmp_path / "run", splits=("val",), overrides=["data.eval_rollouts=4"])
+    assert four == again  # seeded
+    assert four["val_loss"] != one["val_loss"]  # other rollouts, averaged
+    with pytest.raises(ConfigError, match=r"data\.eval_rollouts"):
+        evaluate(tmp_path / "run", overrides=["data.eval_rollouts=0"])

@@ -61,6 +61,29 @@ def test_resume_is_bit_identical(tmp_path: Path, crash_at: int) -> None:
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_on_another_device_type_is_refused_clearly(tmp_path: Path) -> None:
+    """A checkpoint's generator states belong to its device type: a CUDA run cannot go on
+    on a CPU (and vice versa); the error names the file and both ways out."""
+    cfg = digits_config(iterations=6, checkpoint_every=2)
+
+    def crash(it: int) -> None:
+        if it == 3:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(cfg, tmp_path, on_iteration=crash)
+    ckpt_path = tmp_path / "checkpoint.pt"
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    assert ckpt["device"] == "cpu"
+    ckpt["device"] = "cuda"
+    torch.save(ckpt, ckpt_path)
+    with pytest.raises(
+        ConfigError, match=r"checkpoint\.pt was written .* on cuda.*train\.device=cuda"
+    ):
+        train(cfg, tmp_path)
+    assert ckpt_path.exists()  # nothing lost
+
+
 def test_nan_loss_stops_with_the_iteration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
     real = SelfClassification.loss

@@ -122,9 +122,10 @@ def _rng_state(data_gen: torch.Generator, mask_gen: torch.Generator) -> dict[str
 def _set_rng_state(
     state: dict[str, Any], data_gen: torch.Generator, mask_gen: torch.Generator
 ) -> None:
-    data_gen.set_state(state["data"])
-    mask_gen.set_state(state["mask"])
-    torch.set_rng_state(state["torch"])
+    # generator states are CPU byte tensors, whatever device the checkpoint was mapped to
+    data_gen.set_state(state["data"].cpu())
+    mask_gen.set_state(state["mask"].cpu())
+    torch.set_rng_state(state["torch"].cpu())
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
 
@@ -194,6 +195,12 @@ def train(
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ckpt.get("device", device.type) != device.type:
+            raise ConfigError(
+                f"{ckpt_path} was written while training on {ckpt['device']}, and its random "
+                f"number generators cannot continue on {device.type}: resume with "
+                f"train.device={ckpt['device']}, or delete it to start over"
+            )
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
@@ -307,6 +314,7 @@ def train(
                 "bad_evals": bad_evals,
                 "best_state": best_state,
                 "history": history,
+                "device": device.type,
             }
             atomic_write(ckpt_path, functools.partial(torch.save, state))
         if on_iteration is not None:
