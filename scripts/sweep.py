@@ -80,7 +80,7 @@ def run_one(
     t0 = time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if STOP.is_set():
-        return {"run": name, "error": "not run: deadline"}
+        return {"run": name, "error": "not run (deadline passed, or --summarise-only)"}
     with log.open("wb") as f:
         cmds = [
             [
@@ -146,6 +146,10 @@ def markdown(summary: dict[str, Any]) -> str:
         mark = " (selected)" if v == summary["selected"] else ""
         lines.append(f"| {v}{mark} | {row['runs']} | " + " | ".join(cells) + " |")
     sel = summary["select"]
+    missing = [r["run"] for rs in summary["runs"].values() for r in rs if "error" in r]
+    if missing:
+        names = ", ".join(sorted(missing))
+        lines += ["", f"Not in the table (not run, or interrupted): {names}."]
     lines.append("")
     lines.append(
         f"Selected by the mean {sel['metric']} ({sel.get('mode', 'max')}) over seeds"
@@ -164,6 +168,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--deadline", type=float, help="seconds: then stop running jobs and start no more"
     )
+    p.add_argument(
+        "--summarise-only",
+        action="store_true",
+        help="run nothing: rebuild the summary from the finished runs in --out",
+    )
     args = p.parse_args(argv)
     grid = yaml.safe_load(args.grid.read_text())
     config = ROOT / grid["config"]
@@ -172,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     seeds = grid.get("seeds", [0])
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     t0 = time.perf_counter()
+    if args.summarise_only:
+        stop_all()  # every run_one returns the finished run's metrics or "not run"
     if args.deadline:
         timer = threading.Timer(args.deadline, stop_all)
         timer.daemon = True

@@ -34,7 +34,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.folds is not None:
         overrides.append(f"data.folds={args.folds}")
     config = load_config(args.config, overrides)
-    result = train(config, args.out)
+    result = train(config, args.out, impl=args.impl)
     print(
         f"trained {config.task} for {result.iterations} iterations in {result.seconds:.0f} s; "
         f"best {config.train.early_stopping.metric} = {result.best_metric:.4g} "
@@ -247,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--fold", type=int, help="fold index into the folds file (data.fold)")
     p.add_argument("--folds", help="folds JSON from `ncaflow prepare` (data.folds)")
+    p.add_argument(
+        "--impl",
+        choices=["auto", "fast", "reference", "compiled"],
+        default="auto",
+        help="NCA implementation (same results; 'compiled' = torch.compile, for GPUs)",
+    )
 
     p = sub.add_parser("evaluate", help="metrics of a saved model on its task's data")
     p.add_argument("--model", required=True, help="model.safetensors, its .json, or its directory")
