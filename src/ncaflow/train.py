@@ -8,6 +8,9 @@
     tensorboard/                    scalars and image previews
     checkpoint.pt                   resumable state while running; removed on success
 
+On a CUDA device each iteration (rollout, loss, backward, optimiser step) is
+replayed as a CUDA graph, see :mod:`ncaflow.graphs` (``train.cuda_graphs``).
+
 A run killed at any point and started again with the same arguments resumes
 from ``checkpoint.pt`` (model, optimiser, scheduler, RNG states, sample pool,
 history) and, on CPU, ends bit-identical to an uninterrupted run.
