@@ -9,6 +9,7 @@
 --impl graph-compiled       CUDA only: the same with NCA(impl="compiled") (torch.compile)
 --impl graph-compiled-tf32  and TF32 matmuls (cuDNN's 1x1 convolutions in the others
                             use TF32 already: PyTorch's default)
+--impl graph-fused          CUDA only: NCA(impl="fused") (the MLP as Triton kernels, TF32)
 
 All start from the same weights, so they compute the same function.
 """
@@ -41,7 +42,12 @@ def build(impl: str, device: torch.device) -> torch.nn.Module:
         alive_threshold=protocol.ALIVE_THRESHOLD,
     )
     torch.manual_seed(0)
-    impls = {"reference": "reference", "graph": "reference", "graph-compiled": "compiled"}
+    impls = {
+        "reference": "reference",
+        "graph": "reference",
+        "graph-compiled": "compiled",
+        "graph-fused": "fused",
+    }
     nca = NCA(config=cfg, impl=impls.get(impl.removesuffix("-tf32"), "fast"))  # type: ignore[arg-type]
     if impl == "ncaflow":
         nca.impl = "auto"  # what users get

@@ -10,6 +10,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+if not torch.cuda.is_available():
+    # Triton kernels (ncaflow.fused) run in Triton's CPU interpreter; read when triton is
+    # first imported, so it is set before any test module imports it
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def mirror_path() -> Path | None:
     """The data mirror: $NCAFLOW_DATA_MIRROR, else ../shared/data beside the repository."""

@@ -249,9 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", help="folds JSON from `ncaflow prepare` (data.folds)")
     p.add_argument(
         "--impl",
-        choices=["auto", "fast", "reference", "compiled"],
+        choices=["auto", "fast", "reference", "compiled", "fused"],
         default="auto",
-        help="NCA implementation (same results; 'compiled' = torch.compile, for GPUs)",
+        help="NCA implementation (same results; for GPUs: 'compiled' = torch.compile, "
+        "'fused' = Triton kernels for the update MLP)",
     )
 
     p = sub.add_parser("evaluate", help="metrics of a saved model on its task's data")

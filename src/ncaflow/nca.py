@@ -29,12 +29,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ncaflow import fast
+from ncaflow import fast, fused
 from ncaflow.config import ModelConfig
 
 __all__ = ["NCA", "Impl", "fixed_filters", "perceive"]
 
-Impl = Literal["auto", "fast", "reference", "compiled"]
+Impl = Literal["auto", "fast", "reference", "compiled", "fused"]
 
 _SOBEL_X = [[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]
 _LAPLACE = [[1.0, 2.0, 1.0], [2.0, -12.0, 2.0], [1.0, 2.0, 1.0]]
@@ -67,17 +67,18 @@ class NCA(nn.Module):
     """A single-scale NCA built from a :class:`~ncaflow.config.ModelConfig`.
 
     impl: "auto" (fast path on CPU and for large GPU grids, see _use_fast), "fast",
-    "reference" (the plain formulation, kept as the definition and for tests) or
-    "compiled" (:meth:`step_gemm` through torch.compile: fused kernels for GPUs).
+    "reference" (the plain formulation, kept as the definition and for tests),
+    "compiled" (:meth:`step_gemm` through torch.compile: fused kernels for GPUs) or
+    "fused" (:meth:`step_gemm` with the MLP as Triton kernels, :mod:`ncaflow.fused`).
     Both give the same results up to float rounding and draw the same masks.
     """
 
     def __init__(self, *, config: ModelConfig, impl: Impl = "auto") -> None:
         super().__init__()
         config.validate()
-        if impl not in ("auto", "fast", "reference", "compiled"):
+        if impl not in ("auto", "fast", "reference", "compiled", "fused"):
             raise ValueError(
-                f"impl must be 'auto', 'fast', 'reference' or 'compiled', got {impl!r}"
+                f"impl must be 'auto', 'fast', 'reference', 'compiled' or 'fused', got {impl!r}"
             )
         self.config = config
         self.impl: Impl = impl
@@ -187,8 +188,7 @@ class NCA(nn.Module):
                 views.append(view)
             p = torch.stack(views, 2).flatten(1, 2)  # (B, C*K, H, W), channel c*K + j
         rows = p.permute(0, 2, 3, 1).reshape(b * h * w, -1)
-        hid = F.relu(F.linear(rows, self.fc1.weight.flatten(1), self.fc1.bias))
-        dx = F.linear(hid, self.fc2.weight.flatten(1)).view(b, h, w, -1).permute(0, 3, 1, 2)
+        dx = self._mlp(rows).view(b, h, w, -1).permute(0, 3, 1, 2)
         n_in = cfg.input_channels
         if fire is not None:
             dx = dx * fire
@@ -198,8 +198,18 @@ class NCA(nn.Module):
             y = y * (self.alive(x) & self.alive(full)).to(y.dtype)
         return torch.cat([x[:, :n_in], y], 1) if n_in else y
 
+    def _mlp(self, rows: Tensor) -> Tensor:
+        """The update MLP on (N, C*K) perception rows -> (N, C_upd)."""
+        w1, b1, w2 = self.fc1.weight.flatten(1), self.fc1.bias, self.fc2.weight.flatten(1)
+        if self.impl == "fused":
+            return fused.fused_mlp(rows, w1, b1, w2)  # type: ignore[arg-type]
+        return F.linear(F.relu(F.linear(rows, w1, b1)), w2)
+
     def _step_plain(self, x: Tensor, fire: Tensor | None) -> Tensor:
-        """The step of the non-fast implementations: reference, or compiled step_gemm."""
+        """The step of the non-fast implementations: reference, step_gemm with the fused
+        MLP, or step_gemm compiled."""
+        if self.impl == "fused":
+            return self.step_gemm(x, fire)
         if self.impl != "compiled":
             return self.step_reference(x, fire)
         compiled = self.__dict__.get("_compiled")
@@ -249,7 +259,8 @@ class NCA(nn.Module):
         """The fast path on CPU; on a GPU only for large grids (B*H*W > 2**20 cells), where its
         0.12-0.16x memory matters more than its speed: on one H100 it ran 0.4x the eager speed
         at batch 8 (launch-bound), see benchmarks/README.md."""
-        if self.impl in ("reference", "compiled") or x.dim() != 4 or not x.is_floating_point():
+        plain = self.impl in ("reference", "compiled", "fused")
+        if plain or x.dim() != 4 or not x.is_floating_point():
             return False
         if self.impl == "fast" or x.device.type == "cpu":
             return True

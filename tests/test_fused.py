@@ -1,0 +1,95 @@
+"""ncaflow.fused: the update MLP as Triton kernels equals the PyTorch formulation.
+
+Without a GPU the kernels run in Triton's interpreter (conftest.py sets
+TRITON_INTERPRET=1 before triton is imported); on a CUDA machine the same checks
+run on the GPU in full fp32 (NCAFLOW_FUSED_PRECISION=ieee).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+import ncaflow.fused
+from ncaflow.config import ModelConfig
+from ncaflow.nca import NCA
+
+
+@pytest.fixture
+def fused(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[object, str]]:
+    """The module and the device its kernels run on here (the GPU, else the interpreter)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    monkeypatch.setenv("NCAFLOW_FUSED_PRECISION", "ieee")
+    if not ncaflow.fused.available(device):
+        pytest.skip("triton cannot run here (no GPU, TRITON_INTERPRET unset)")
+    yield ncaflow.fused, device
+
+
+@pytest.mark.parametrize(
+    ("n", "k_in", "hidden", "k_out"),
+    [(300, 48, 128, 16), (97, 147, 192, 48), (10, 15, 24, 5)],
+)
+def test_fused_mlp_equals_torch(fused, n: int, k_in: int, hidden: int, k_out: int) -> None:  # type: ignore[no-untyped-def]
+    module, device = fused
+    gen = torch.Generator().manual_seed(n)
+    p, w1, b1, w2 = (
+        torch.randn(*shape, generator=gen).to(device).requires_grad_()
+        for shape in ((n, k_in), (hidden, k_in), (hidden,), (k_out, hidden))
+    )
+    got = module.fused_mlp(p, w1, b1, w2)
+    ref = torch.relu(p @ w1.t() + b1) @ w2.t()
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)
+    g = torch.randn(n, k_out, generator=gen).to(device)
+    for a, b in zip(
+        torch.autograd.grad(got, [p, w1, b1, w2], g),
+        torch.autograd.grad(ref, [p, w1, b1, w2], g),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize(("inputs", "perception"), [(0, "sobel"), (1, "learned")])
+def test_fused_rollout_equals_reference(fused, inputs: int, perception: str) -> None:  # type: ignore[no-untyped-def]
+    """NCA(impl="fused"): same rollout and gradients as the reference, same fire masks."""
+    _, device = fused
+    cfg = ModelConfig(
+        input_channels=inputs,
+        output_channels=4,
+        hidden_channels=8,
+        hidden_width=32,
+        perception=perception,  # type: ignore[arg-type]
+        alive_channel=None if inputs else 3,
+    )
+    torch.manual_seed(0)
+    ref = NCA(config=cfg, impl="reference")
+    with torch.no_grad():
+        ref.fc2.weight.normal_(0.0, 0.05)
+    fast = NCA(config=cfg, impl="fused")
+    fast.load_state_dict(ref.state_dict())
+    x = torch.rand(2, cfg.channels, 10, 10)
+    if not inputs:
+        x.zero_()
+        x[:, 3:, 5, 5] = 1.0
+    outs = []
+    for m in (ref, fast):
+        m.to(device)
+        outs.append(m(x.to(device), 5, generator=torch.Generator(device).manual_seed(3)))
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    grads = [
+        torch.autograd.grad(o.square().sum(), list(m.parameters()))
+        for o, m in zip(outs, (ref, fast), strict=True)
+    ]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_fused_needs_a_gpu_or_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    x = torch.zeros(4, 3)
+    with pytest.raises(RuntimeError, match="need triton and a CUDA device"):
+        ncaflow.fused.fused_mlp(x, torch.zeros(5, 3), torch.zeros(5), torch.zeros(2, 5))
