@@ -93,3 +93,18 @@ def test_fused_needs_a_gpu_or_the_interpreter(monkeypatch: pytest.MonkeyPatch) -
     x = torch.zeros(4, 3)
     with pytest.raises(RuntimeError, match="need triton and a CUDA device"):
         ncaflow.fused.fused_mlp(x, torch.zeros(5, 3), torch.zeros(5), torch.zeros(2, 5))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_training_with_fused_on_a_cpu_is_refused_before_writing(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from helpers import digits_config
+
+    from ncaflow.config import ConfigError
+    from ncaflow.train import train
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ConfigError, match="needs triton and a CUDA device"):
+        train(digits_config(), tmp_path / "run", impl="fused")
+    assert not (tmp_path / "run").exists()

@@ -13,7 +13,7 @@ hidden layer lives only in registers:
 
 Sizes are padded to powers of two inside the kernels (zero weights, so padded
 hidden units stay at relu(0) = 0 and change nothing). The kernels need Triton and
-a CUDA device; with ``TRITON_INTERPRET=1`` (set before this module is imported)
+a CUDA device; with ``TRITON_INTERPRET=1`` (set before the kernels are first used)
 Triton's interpreter runs them on CPU tensors, which is how the tests check them
 where there is no GPU. Matrix products use TF32 on the GPU
 (``NCAFLOW_FUSED_PRECISION=ieee`` for full fp32): the same precision PyTorch
@@ -22,24 +22,20 @@ gives cuDNN's 1x1 convolutions by default.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 from typing import Any
 
 import torch
 from torch import Tensor
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - exercised where triton is absent
-    triton = None
-
 __all__ = ["available", "fused_mlp"]
 
 
 def available(device: torch.device | str) -> bool:
     """Whether the fused kernels can run on tensors of this device."""
-    if triton is None:
+    if importlib.util.find_spec("triton") is None:
         return False
     kind = torch.device(device).type
     return kind == "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else kind == "cuda"
@@ -50,7 +46,12 @@ def _precision() -> str:
 
 
 def _pow2(n: int) -> int:
-    return max(16, triton.next_power_of_2(n))
+    """The next power of two, at least 16 (tl.arange and tl.dot need both)."""
+    return max(16, 1 << (n - 1).bit_length())
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def _programs(device: torch.device, tiles: int) -> int:
@@ -61,87 +62,13 @@ def _programs(device: torch.device, tiles: int) -> int:
     return max(1, min(tiles, 4))
 
 
-if triton is not None:
+@functools.cache
+def _kernels() -> tuple[Any, Any]:
+    """The kernels, imported on first use: importing triton costs ~0.2 s, which every command
+    that builds an NCA would pay otherwise. Triton reads TRITON_INTERPRET at this point."""
+    from ncaflow import _fused_kernels as k
 
-    @triton.jit
-    def _load_weights(
-        W1T, B1, W2T, K_IN, HID, K_OUT, KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr
-    ):
-        kin = tl.arange(0, KP)
-        hid = tl.arange(0, HP)
-        out = tl.arange(0, OP)
-        w1t = tl.load(
-            W1T + kin[:, None] * HID + hid[None, :],
-            mask=(kin[:, None] < K_IN) & (hid[None, :] < HID),
-            other=0.0,
-        )
-        b1 = tl.load(B1 + hid, mask=hid < HID, other=0.0)
-        w2t = tl.load(
-            W2T + hid[:, None] * K_OUT + out[None, :],
-            mask=(hid[:, None] < HID) & (out[None, :] < K_OUT),
-            other=0.0,
-        )
-        return w1t, b1, w2t
-
-    @triton.jit
-    def _mlp_fwd(
-        P, W1T, B1, W2T, OUT, N, K_IN, HID, K_OUT,
-        KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
-        BLOCK: tl.constexpr, PREC: tl.constexpr,
-    ):  # fmt: skip
-        w1t, b1, w2t = _load_weights(W1T, B1, W2T, K_IN, HID, K_OUT, KP, HP, OP)
-        rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        kin = tl.arange(0, KP)
-        out = tl.arange(0, OP)
-        p = tl.load(
-            P + rows[:, None] * K_IN + kin[None, :],
-            mask=(rows[:, None] < N) & (kin[None, :] < K_IN),
-            other=0.0,
-        )
-        h = tl.maximum(tl.dot(p, w1t, input_precision=PREC) + b1[None, :], 0.0)
-        y = tl.dot(h, w2t, input_precision=PREC)
-        tl.store(
-            OUT + rows[:, None] * K_OUT + out[None, :],
-            y,
-            mask=(rows[:, None] < N) & (out[None, :] < K_OUT),
-        )
-
-    @triton.jit
-    def _mlp_bwd(
-        P, W1T, B1, W2T, G, GP, GW1, GB1, GW2, N, K_IN, HID, K_OUT, TILES,
-        KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
-        BLOCK: tl.constexpr, PREC: tl.constexpr,
-    ):  # fmt: skip
-        w1t, b1, w2t = _load_weights(W1T, B1, W2T, K_IN, HID, K_OUT, KP, HP, OP)
-        pid = tl.program_id(0)
-        programs = tl.num_programs(0)
-        kin = tl.arange(0, KP)
-        hid = tl.arange(0, HP)
-        out = tl.arange(0, OP)
-        gw1 = tl.zeros((KP, HP), dtype=tl.float32)
-        gw2 = tl.zeros((HP, OP), dtype=tl.float32)
-        gb1 = tl.zeros((HP,), dtype=tl.float32)
-        for tile in range(pid, TILES, programs):
-            rows = tile * BLOCK + tl.arange(0, BLOCK)
-            live = rows[:, None] < N
-            in_mask = live & (kin[None, :] < K_IN)
-            p = tl.load(P + rows[:, None] * K_IN + kin[None, :], mask=in_mask, other=0.0)
-            g = tl.load(
-                G + rows[:, None] * K_OUT + out[None, :],
-                mask=live & (out[None, :] < K_OUT),
-                other=0.0,
-            )
-            pre = tl.dot(p, w1t, input_precision=PREC) + b1[None, :]
-            h = tl.maximum(pre, 0.0)
-            gh = tl.where(pre > 0.0, tl.dot(g, tl.trans(w2t), input_precision=PREC), 0.0)
-            gp = tl.dot(gh, tl.trans(w1t), input_precision=PREC)
-            tl.store(GP + rows[:, None] * K_IN + kin[None, :], gp, mask=in_mask)
-            gw1 += tl.dot(tl.trans(p), gh, input_precision=PREC)
-            gw2 += tl.dot(tl.trans(h), g, input_precision=PREC)
-            gb1 += tl.sum(gh, axis=0)
-        tl.store(GW1 + pid * KP * HP + kin[:, None] * HP + hid[None, :], gw1)
-        tl.store(GW2 + pid * HP * OP + hid[:, None] * OP + out[None, :], gw2)
-        tl.store(GB1 + pid * HP + hid, gb1)
+    return k.mlp_fwd, k.mlp_bwd
 
 
 def _sizes(p: Tensor, w1: Tensor, w2: Tensor) -> tuple[int, int, int, int, int, int, int]:
@@ -162,7 +89,8 @@ class _FusedMLP(torch.autograd.Function):
         n, k_in, hid, k_out, kp, hp, op = _sizes(p, w1, w2)
         out = torch.empty(n, k_out, device=p.device, dtype=p.dtype)
         block = _block(hp)
-        _mlp_fwd[(triton.cdiv(n, block),)](
+        _mlp_fwd, _ = _kernels()
+        _mlp_fwd[(_cdiv(n, block),)](
             p, w1t, b1, w2t, out, n, k_in, hid, k_out,
             KP=kp, HP=hp, OP=op, BLOCK=block, PREC=_precision(),
         )  # fmt: skip
@@ -175,12 +103,13 @@ class _FusedMLP(torch.autograd.Function):
         g = g.contiguous()
         n, k_in, hid, k_out, kp, hp, op = _sizes(p, w1t.t(), w2t.t())
         block = _block(hp)
-        tiles = triton.cdiv(n, block)
+        tiles = _cdiv(n, block)
         programs = _programs(p.device, tiles)
         gp = torch.empty_like(p)
         gw1 = torch.empty(programs, kp, hp, device=p.device, dtype=torch.float32)
         gw2 = torch.empty(programs, hp, op, device=p.device, dtype=torch.float32)
         gb1 = torch.empty(programs, hp, device=p.device, dtype=torch.float32)
+        _, _mlp_bwd = _kernels()
         _mlp_bwd[(programs,)](
             p, w1t, b1, w2t, g, gp, gw1, gb1, gw2, n, k_in, hid, k_out, tiles,
             KP=kp, HP=hp, OP=op, BLOCK=block, PREC=_precision(),
@@ -197,7 +126,7 @@ def fused_mlp(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
         raise RuntimeError(
             "the fused NCA kernels need triton and a CUDA device (or TRITON_INTERPRET=1 "
             f"on CPU); got a {p.device.type} tensor"
-            + ("" if triton is not None else " and no triton installed")
+            + ("" if importlib.util.find_spec("triton") else " and no triton installed")
         )
     out: Tensor = _FusedMLP.apply(p, w1, b1, w2)
     return out

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ncaflow import fused
 from ncaflow.cascade import build_model
 from ncaflow.config import ConfigError, RunConfig, TrainConfig
 from ncaflow.graphs import GraphedIteration, graphs_supported
@@ -171,8 +172,13 @@ def train(
     """
     cfg = config.train
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = select_device(cfg.device)
+    if impl == "fused" and not fused.available(device):  # before anything is written
+        raise ConfigError(
+            f"impl 'fused' (--impl fused) needs triton and a CUDA device, and this run trains "
+            f"on {device.type} (train.device={cfg.device}); use impl 'auto'"
+        )
+    out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
