@@ -20,7 +20,7 @@ def sweep(tmp: Path, grid: dict, *args: str) -> subprocess.CompletedProcess[str]
     path.write_text(yaml.safe_dump(grid))
     env = {**os.environ, "NCAFLOW_DATA_MIRROR": str(tmp / "mirror")}
     cmd = [sys.executable, str(ROOT / "scripts" / "sweep.py"), "--grid", str(path)]
-    cmd += ["--out", str(tmp / "out"), "--device", "cpu", *args]
+    cmd += ["--out", str(tmp / "out"), "--device", "auto", *args]  # auto: evaluate resolves it too
     return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=600)
 
 

@@ -46,6 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 @command
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ncaflow.evaluate import evaluate
+    from ncaflow.train import select_device
 
     metrics = evaluate(
         args.model,
@@ -53,7 +54,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         splits=tuple(args.split),
         overrides=args.set,
         out=args.out,
-        device=args.device,
+        device=str(select_device(args.device)),
         seed=args.seed,
     )
     print(json.dumps(metrics, indent=2))
@@ -272,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a stored config value, e.g. --set data.mirror=DIR",
     )
     p.add_argument("--out", help="write the metrics JSON here")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... or auto (cuda, mps, cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fire masks")
     p.add_argument("--int8", action="store_true", help="with the int8 C export's weights")
 
