@@ -6,19 +6,20 @@ import triton.language as tl
 
 @triton.jit
 def load_weights(
-    W1T, B1, W2T, K_IN, HID, K_OUT, KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr
+    W1, B1, W2, K_IN, HID, K_OUT, KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr
 ):
+    """W1 (HID, K_IN) and W2 (K_OUT, HID) as stored, loaded transposed: (KP, HP), (HP, OP)."""
     kin = tl.arange(0, KP)
     hid = tl.arange(0, HP)
     out = tl.arange(0, OP)
     w1t = tl.load(
-        W1T + kin[:, None] * HID + hid[None, :],
+        W1 + hid[None, :] * K_IN + kin[:, None],
         mask=(kin[:, None] < K_IN) & (hid[None, :] < HID),
         other=0.0,
     )
     b1 = tl.load(B1 + hid, mask=hid < HID, other=0.0)
     w2t = tl.load(
-        W2T + hid[:, None] * K_OUT + out[None, :],
+        W2 + out[None, :] * HID + hid[:, None],
         mask=(hid[:, None] < HID) & (out[None, :] < K_OUT),
         other=0.0,
     )
@@ -27,11 +28,11 @@ def load_weights(
 
 @triton.jit
 def mlp_fwd(
-    P, W1T, B1, W2T, OUT, N, K_IN, HID, K_OUT,
+    P, W1, B1, W2, OUT, N, K_IN, HID, K_OUT,
     KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
     BLOCK: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
-    w1t, b1, w2t = load_weights(W1T, B1, W2T, K_IN, HID, K_OUT, KP, HP, OP)
+    w1t, b1, w2t = load_weights(W1, B1, W2, K_IN, HID, K_OUT, KP, HP, OP)
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     kin = tl.arange(0, KP)
     out = tl.arange(0, OP)
@@ -51,11 +52,11 @@ def mlp_fwd(
 
 @triton.jit
 def mlp_bwd(
-    P, W1T, B1, W2T, G, GP, GW1, GB1, GW2, N, K_IN, HID, K_OUT, TILES,
+    P, W1, B1, W2, G, GP, GW1, GB1, GW2, N, K_IN, HID, K_OUT, TILES,
     KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
     BLOCK: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
-    w1t, b1, w2t = load_weights(W1T, B1, W2T, K_IN, HID, K_OUT, KP, HP, OP)
+    w1t, b1, w2t = load_weights(W1, B1, W2, K_IN, HID, K_OUT, KP, HP, OP)
     pid = tl.program_id(0)
     programs = tl.num_programs(0)
     kin = tl.arange(0, KP)

@@ -84,24 +84,23 @@ def _block(hp: int) -> int:
 class _FusedMLP(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
-        p = p.contiguous()
-        w1t, w2t = w1.t().contiguous(), w2.t().contiguous()
+        p, w1, w2 = p.contiguous(), w1.contiguous(), w2.contiguous()  # no-ops for NCA weights
         n, k_in, hid, k_out, kp, hp, op = _sizes(p, w1, w2)
         out = torch.empty(n, k_out, device=p.device, dtype=p.dtype)
         block = _block(hp)
         _mlp_fwd, _ = _kernels()
         _mlp_fwd[(_cdiv(n, block),)](
-            p, w1t, b1, w2t, out, n, k_in, hid, k_out,
+            p, w1, b1, w2, out, n, k_in, hid, k_out,
             KP=kp, HP=hp, OP=op, BLOCK=block, PREC=_precision(),
         )  # fmt: skip
-        ctx.save_for_backward(p, w1t, b1, w2t)
+        ctx.save_for_backward(p, w1, b1, w2)
         return out
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        p, w1t, b1, w2t = ctx.saved_tensors
+        p, w1, b1, w2 = ctx.saved_tensors
         g = g.contiguous()
-        n, k_in, hid, k_out, kp, hp, op = _sizes(p, w1t.t(), w2t.t())
+        n, k_in, hid, k_out, kp, hp, op = _sizes(p, w1, w2)
         block = _block(hp)
         tiles = _cdiv(n, block)
         programs = _programs(p.device, tiles)
@@ -111,7 +110,7 @@ class _FusedMLP(torch.autograd.Function):
         gb1 = torch.empty(programs, hp, device=p.device, dtype=torch.float32)
         _, _mlp_bwd = _kernels()
         _mlp_bwd[(programs,)](
-            p, w1t, b1, w2t, g, gp, gw1, gb1, gw2, n, k_in, hid, k_out, tiles,
+            p, w1, b1, w2, g, gp, gw1, gb1, gw2, n, k_in, hid, k_out, tiles,
             KP=kp, HP=hp, OP=op, BLOCK=block, PREC=_precision(),
         )  # fmt: skip
         grad_w1 = gw1.sum(0)[:k_in, :hid].t().to(p.dtype)
