@@ -42,15 +42,15 @@ def build(impl: str, device: torch.device) -> torch.nn.Module:
         alive_threshold=protocol.ALIVE_THRESHOLD,
     )
     torch.manual_seed(0)
-    impls = {
+    impls = {  # worker --impl -> NCA(impl=...); "ncaflow" is what users get
+        "ncaflow": "auto",
         "reference": "reference",
         "graph": "reference",
+        "graph-fast": "fast",
         "graph-compiled": "compiled",
         "graph-fused": "fused",
     }
     nca = NCA(config=cfg, impl=impls.get(impl.removesuffix("-tf32"), "fast"))  # type: ignore[arg-type]
-    if impl == "ncaflow":
-        nca.impl = "auto"  # what users get
     with torch.no_grad():  # small non-zero updates, so that the state evolves
         nca.fc2.weight.normal_(0.0, 0.01)
     if impl != "baseline":

@@ -74,13 +74,13 @@ def run_one(
     metrics_path = out / "metrics.json"
     if metrics_path.exists():
         return {"run": name, **json.loads(metrics_path.read_text())}
+    if STOP.is_set():
+        return {"run": name, "error": "not run (deadline passed, or --summarise-only)"}
     sets = [x for kv in overrides for x in ("--set", kv)]
     log = out.with_suffix(".log")
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if STOP.is_set():
-        return {"run": name, "error": "not run (deadline passed, or --summarise-only)"}
     with log.open("wb") as f:
         cmds = [
             [

@@ -212,6 +212,11 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_arg(p: argparse.ArgumentParser, help: str) -> None:
+    """The repeatable ``--set KEY=VALUE`` config override."""
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def _rollout_args(p: argparse.ArgumentParser, *, out: str) -> None:
     """Arguments of the commands that roll out a saved model on examples of its data."""
     p.add_argument("--model", required=True, help="model.safetensors, its .json, or its directory")
@@ -219,13 +224,7 @@ def _rollout_args(p: argparse.ArgumentParser, *, out: str) -> None:
     p.add_argument("--steps", type=int, help="rollout length (default: the evaluation length)")
     p.add_argument("--split", default="test", help="split to take the examples from")
     p.add_argument("--seed", type=int, default=0, help="seed of the fire masks")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a stored config value, e.g. --set data.mirror=DIR",
-    )
+    _set_arg(p, "override a stored config value, e.g. --set data.mirror=DIR")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,13 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", required=True, help="output directory (resumes if it holds a checkpoint)"
     )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.lr=1e-3 (repeatable)",
-    )
+    _set_arg(p, "override a config value, e.g. --set train.lr=1e-3 (repeatable)")
     p.add_argument("--fold", type=int, help="fold index into the folds file (data.fold)")
     p.add_argument("--folds", help="folds JSON from `ncaflow prepare` (data.folds)")
     p.add_argument(
@@ -265,13 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="split(s) to evaluate (default: val and test)",
     )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a stored config value, e.g. --set data.mirror=DIR",
-    )
+    _set_arg(p, "override a stored config value, e.g. --set data.mirror=DIR")
     p.add_argument("--out", help="write the metrics JSON here")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... or auto (cuda, mps, cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fire masks")

@@ -68,8 +68,7 @@ class GraphedIteration:
         self.generator = generator
         self.enabled = enabled and graphs_supported(generator.device)
         self._graphs: dict[Hashable, tuple[torch.cuda.CUDAGraph, list[Tensor | None], Any]] = {}
-        self._pool: Any = None
-        self._warm = False
+        self._pool: Any = None  # made by the first capture, after the warm-up
 
     def __len__(self) -> int:
         """Number of graphs captured so far."""
@@ -94,9 +93,8 @@ class GraphedIteration:
         self, key: Hashable, tensors: tuple[Tensor | None, ...]
     ) -> tuple[torch.cuda.CUDAGraph, list[Tensor | None], Any]:
         static = [None if t is None else t.clone() for t in tensors]
-        if not self._warm:
-            self._warm_up(key, static)
         if self._pool is None:
+            self._warm_up(key, static)
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         graph.register_generator_state(self.generator)
@@ -134,4 +132,3 @@ class GraphedIteration:
                 else:
                     v.zero_()
         self.generator.set_state(rng)
-        self._warm = True
