@@ -14,6 +14,8 @@ import torch
 
 pytest.importorskip("triton")
 
+from helpers import assert_same_rollout
+
 import ncaflow.fused
 from ncaflow.config import ModelConfig
 from ncaflow.nca import NCA
@@ -74,17 +76,7 @@ def test_fused_rollout_equals_reference(fused, inputs: int, perception: str) -> 
     if not inputs:
         x.zero_()
         x[:, 3:, 5, 5] = 1.0
-    outs = []
-    for m in (ref, fast):
-        m.to(device)
-        outs.append(m(x.to(device), 5, generator=torch.Generator(device).manual_seed(3)))
-    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
-    grads = [
-        torch.autograd.grad(o.square().sum(), list(m.parameters()))
-        for o, m in zip(outs, (ref, fast), strict=True)
-    ]
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
+    assert_same_rollout(ref.to(device), fast.to(device), x.to(device), 5, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
