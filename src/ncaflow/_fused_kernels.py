@@ -1,4 +1,9 @@
-"""Triton kernels of :mod:`ncaflow.fused` (imported only when they are first used)."""
+"""Triton kernels of :mod:`ncaflow.fused` (imported only when they are first used).
+
+Shapes, all row-major: P (N, K_IN) perception rows, W1 (HID, K_IN), B1 (HID,),
+W2 (K_OUT, HID), OUT and G (N, K_OUT). KP, HP, OP are K_IN, HID, K_OUT padded to
+powers of two (masked loads fill the padding with zeros, which changes nothing).
+"""
 
 import triton
 import triton.language as tl
@@ -32,30 +37,32 @@ def mlp_fwd(
     KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
     BLOCK: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
+    """OUT = relu(P @ W1.T + B1) @ W2.T for BLOCK rows per program."""
     w1t, b1, w2t = load_weights(W1, B1, W2, K_IN, HID, K_OUT, KP, HP, OP)
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     kin = tl.arange(0, KP)
     out = tl.arange(0, OP)
+    live = rows[:, None] < N
     p = tl.load(
-        P + rows[:, None] * K_IN + kin[None, :],
-        mask=(rows[:, None] < N) & (kin[None, :] < K_IN),
-        other=0.0,
+        P + rows[:, None] * K_IN + kin[None, :], mask=live & (kin[None, :] < K_IN), other=0.0
     )
-    h = tl.maximum(tl.dot(p, w1t, input_precision=PREC) + b1[None, :], 0.0)
+    h = tl.maximum(tl.dot(p, w1t, input_precision=PREC) + b1[None, :], 0.0)  # (BLOCK, HP)
     y = tl.dot(h, w2t, input_precision=PREC)
-    tl.store(
-        OUT + rows[:, None] * K_OUT + out[None, :],
-        y,
-        mask=(rows[:, None] < N) & (out[None, :] < K_OUT),
-    )
+    tl.store(OUT + rows[:, None] * K_OUT + out[None, :], y, mask=live & (out[None, :] < K_OUT))
 
 
 @triton.jit
 def mlp_bwd(
-    P, W1, B1, W2, G, GP, GW1, GB1, GW2, N, K_IN, HID, K_OUT, TILES,
+    P, W1, B1, W2, G, GP, PART, N, K_IN, HID, K_OUT, TILES,
     KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
     BLOCK: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
+    """GP = dL/dP, and this program's partial sums of the weight gradients in PART[pid].
+
+    A persistent grid: program pid owns row tiles pid, pid + programs, ... and recomputes
+    their hidden layer (never stored). PART[pid] holds dW1.T (KP, HP), then dW2.T (HP, OP),
+    then dB1 (HP,), summed over its tiles; the host adds the programs up.
+    """
     w1t, b1, w2t = load_weights(W1, B1, W2, K_IN, HID, K_OUT, KP, HP, OP)
     pid = tl.program_id(0)
     programs = tl.num_programs(0)
@@ -75,14 +82,15 @@ def mlp_bwd(
             mask=live & (out[None, :] < K_OUT),
             other=0.0,
         )
-        pre = tl.dot(p, w1t, input_precision=PREC) + b1[None, :]
+        pre = tl.dot(p, w1t, input_precision=PREC) + b1[None, :]  # (BLOCK, HP)
         h = tl.maximum(pre, 0.0)
         gh = tl.where(pre > 0.0, tl.dot(g, tl.trans(w2t), input_precision=PREC), 0.0)
-        gp = tl.dot(gh, tl.trans(w1t), input_precision=PREC)
+        gp = tl.dot(gh, tl.trans(w1t), input_precision=PREC)  # (BLOCK, KP)
         tl.store(GP + rows[:, None] * K_IN + kin[None, :], gp, mask=in_mask)
         gw1 += tl.dot(tl.trans(p), gh, input_precision=PREC)
         gw2 += tl.dot(tl.trans(h), g, input_precision=PREC)
         gb1 += tl.sum(gh, axis=0)
-    tl.store(GW1 + pid * KP * HP + kin[:, None] * HP + hid[None, :], gw1)
-    tl.store(GW2 + pid * HP * OP + hid[:, None] * OP + out[None, :], gw2)
-    tl.store(GB1 + pid * HP + hid, gb1)
+    part = PART + pid * (KP * HP + HP * OP + HP)
+    tl.store(part + kin[:, None] * HP + hid[None, :], gw1)
+    tl.store(part + KP * HP + hid[:, None] * OP + out[None, :], gw2)
+    tl.store(part + KP * HP + HP * OP + hid, gb1)

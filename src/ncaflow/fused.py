@@ -8,8 +8,12 @@ hidden layer lives only in registers:
 - forward: one kernel reads the perception rows ``p`` (N, K_in) and writes the
   update (N, K_out);
 - backward: one kernel recomputes the hidden layer from ``p``, writes ``dL/dp`` and
-  accumulates the weight gradients in registers over the tiles it owns (a
-  persistent grid, one partial sum per program), which the host then adds up.
+  accumulates the weight gradients in registers over the row tiles it owns (a
+  persistent grid of one program per SM, one partial sum each), which one
+  reduction then adds up.
+
+Both are custom operators, so ``torch.compile`` treats them as single nodes and
+fuses the perception, fire mask and alive mask around them (``NCA(impl="fused")``).
 
 Sizes are padded to powers of two inside the kernels (zero weights, so padded
 hidden units stay at relu(0) = 0 and change nothing). The kernels need Triton and
@@ -25,12 +29,13 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["available", "fused_mlp"]
+__all__ = ["LAUNCH", "Launch", "available", "fused_mlp", "supports"]
 
 
 def available(device: torch.device | str) -> bool:
@@ -54,12 +59,30 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _programs(device: torch.device, tiles: int) -> int:
-    """Persistent grid size: a few programs per SM, never more than there are tiles."""
-    if device.type == "cuda":
-        sms = torch.cuda.get_device_properties(device).multi_processor_count
-        return max(1, min(tiles, 4 * sms))
-    return max(1, min(tiles, 4))
+@dataclass
+class Launch:
+    """Tile sizes and grid of the kernels (:data:`LAUNCH`; benchmarks may replace it).
+
+    block_*: rows per tile; warps_*: warps per program; programs_per_sm: the backward's
+    persistent grid (each program writes one partial sum of the weight gradients, so more
+    programs mean more parallelism and more partial sums to add up).
+    """
+
+    block_fwd: int = 128
+    warps_fwd: int = 8
+    block_bwd: int = 32
+    warps_bwd: int = 4
+    programs_per_sm: int = 1  # the fastest measured on an H200 (benchmarks/fused_mlp.py)
+
+
+LAUNCH = Launch()
+
+
+@functools.cache
+def _sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 4  # the interpreter: a few programs, so that the partial sums are exercised
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 @functools.cache
@@ -71,61 +94,104 @@ def _kernels() -> tuple[Any, Any]:
     return k.mlp_fwd, k.mlp_bwd
 
 
-def _sizes(p: Tensor, w1: Tensor, w2: Tensor) -> tuple[int, int, int, int, int, int, int]:
-    n, k_in = p.shape
-    hid, k_out = w1.shape[0], w2.shape[0]
-    return n, k_in, hid, k_out, _pow2(k_in), _pow2(hid), _pow2(k_out)
+def _sizes(p: Tensor, w1: Tensor, w2: Tensor) -> dict[str, int]:
+    """K_in, hidden and K_out padded to powers of two."""
+    return {"KP": _pow2(p.shape[1]), "HP": _pow2(w1.shape[0]), "OP": _pow2(w2.shape[0])}
 
 
-def _block(hp: int) -> int:
-    return 64 if hp <= 128 else 32  # keep the hidden tile (BLOCK x HP floats) in registers
+def supports(k_in: int, hidden: int, k_out: int) -> bool:
+    """Whether the kernels take an MLP of these sizes: its weights, padded to powers of two,
+    must stay on chip. Measured on an H200: 48 -> 128 -> 16 (the growing config) runs, while
+    147 -> 192 -> 48 (padded 256 x 256) needs more shared memory than an SM has."""
+    return _pow2(k_in) * _pow2(hidden) <= 64 * 128 and _pow2(k_out) <= 64
 
 
-class _FusedMLP(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
-        p, w1, w2 = p.contiguous(), w1.contiguous(), w2.contiguous()  # no-ops for NCA weights
-        n, k_in, hid, k_out, kp, hp, op = _sizes(p, w1, w2)
-        out = torch.empty(n, k_out, device=p.device, dtype=p.dtype)
-        block = _block(hp)
-        _mlp_fwd, _ = _kernels()
-        _mlp_fwd[(_cdiv(n, block),)](
-            p, w1, b1, w2, out, n, k_in, hid, k_out,
-            KP=kp, HP=hp, OP=op, BLOCK=block, PREC=_precision(),
-        )  # fmt: skip
-        ctx.save_for_backward(p, w1, b1, w2)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        p, w1, b1, w2 = ctx.saved_tensors
-        g = g.contiguous()
-        n, k_in, hid, k_out, kp, hp, op = _sizes(p, w1, w2)
-        block = _block(hp)
-        tiles = _cdiv(n, block)
-        programs = _programs(p.device, tiles)
-        gp = torch.empty_like(p)
-        gw1 = torch.empty(programs, kp, hp, device=p.device, dtype=torch.float32)
-        gw2 = torch.empty(programs, hp, op, device=p.device, dtype=torch.float32)
-        gb1 = torch.empty(programs, hp, device=p.device, dtype=torch.float32)
-        _, _mlp_bwd = _kernels()
-        _mlp_bwd[(programs,)](
-            p, w1, b1, w2, g, gp, gw1, gb1, gw2, n, k_in, hid, k_out, tiles,
-            KP=kp, HP=hp, OP=op, BLOCK=block, PREC=_precision(),
-        )  # fmt: skip
-        grad_w1 = gw1.sum(0)[:k_in, :hid].t().to(p.dtype)
-        grad_w2 = gw2.sum(0)[:hid, :k_out].t().to(p.dtype)
-        return gp, grad_w1, gb1.sum(0)[:hid].to(p.dtype), grad_w2
-
-
-def fused_mlp(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
-    """``relu(p @ w1.T + b1) @ w2.T`` for p (N, K_in), w1 (H, K_in), b1 (H,), w2 (K_out, H),
-    differentiable in all four, without storing the hidden layer."""
+def _check(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> None:
     if not available(p.device):
         raise RuntimeError(
             "the fused NCA kernels need triton and a CUDA device (or TRITON_INTERPRET=1 "
             f"on CPU); got a {p.device.type} tensor"
             + ("" if importlib.util.find_spec("triton") else " and no triton installed")
         )
-    out: Tensor = _FusedMLP.apply(p, w1, b1, w2)
+    if any(t.dtype != torch.float32 for t in (p, w1, b1, w2)):
+        raise TypeError("the fused NCA kernels compute in float32; got other dtypes")
+    if not supports(p.shape[1], w1.shape[0], w2.shape[0]):
+        raise ValueError(
+            f"the fused NCA kernels take padded K_in x hidden <= 8192 and K_out <= 64; got "
+            f"{p.shape[1]} -> {w1.shape[0]} -> {w2.shape[0]} (check fused.supports first)"
+        )
+
+
+@torch.library.custom_op("ncaflow::fused_mlp", mutates_args=())
+def _mlp_op(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
+    p, w1, b1, w2 = p.contiguous(), w1.contiguous(), b1.contiguous(), w2.contiguous()
+    n, k_in = p.shape
+    hid, k_out = w1.shape[0], w2.shape[0]
+    out = torch.empty(n, k_out, device=p.device, dtype=p.dtype)
+    mlp_fwd, _ = _kernels()
+    mlp_fwd[(_cdiv(n, LAUNCH.block_fwd),)](
+        p, w1, b1, w2, out, n, k_in, hid, k_out, **_sizes(p, w1, w2),
+        BLOCK=LAUNCH.block_fwd, PREC=_precision(), num_warps=LAUNCH.warps_fwd,
+    )  # fmt: skip
+    return out
+
+
+@_mlp_op.register_fake
+def _mlp_fake(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
+    return p.new_empty(p.shape[0], w2.shape[0])
+
+
+@torch.library.custom_op("ncaflow::fused_mlp_backward", mutates_args=())
+def _mlp_backward_op(
+    p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, g: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    p, w1, b1, w2, g = (t.contiguous() for t in (p, w1, b1, w2, g))
+    n, k_in = p.shape
+    hid, k_out = w1.shape[0], w2.shape[0]
+    sizes = _sizes(p, w1, w2)
+    kp, hp, op = sizes["KP"], sizes["HP"], sizes["OP"]
+    tiles = _cdiv(n, LAUNCH.block_bwd)
+    programs = max(1, min(tiles, LAUNCH.programs_per_sm * _sms(p.device)))
+    gp = torch.empty_like(p)
+    part = torch.empty(programs, kp * hp + hp * op + hp, device=p.device, dtype=torch.float32)
+    _, mlp_bwd = _kernels()
+    mlp_bwd[(programs,)](
+        p, w1, b1, w2, g, gp, part, n, k_in, hid, k_out, tiles, **sizes,
+        BLOCK=LAUNCH.block_bwd, PREC=_precision(), num_warps=LAUNCH.warps_bwd,
+    )  # fmt: skip
+    total = part.sum(0)  # one reduction over the programs' partial sums
+    gw1t = total[: kp * hp].view(kp, hp)[:k_in, :hid]
+    gw2t = total[kp * hp : kp * hp + hp * op].view(hp, op)[:hid, :k_out]
+    gb1 = total[kp * hp + hp * op :][:hid]
+    return gp, gw1t.t().contiguous(), gb1.contiguous(), gw2t.t().contiguous()
+
+
+@_mlp_backward_op.register_fake
+def _mlp_backward_fake(
+    p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, g: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return torch.empty_like(p), torch.empty_like(w1), torch.empty_like(b1), torch.empty_like(w2)
+
+
+def _setup_context(ctx: Any, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    grads: tuple[Tensor, Tensor, Tensor, Tensor] = _mlp_backward_op(*ctx.saved_tensors, g)
+    return grads
+
+
+_mlp_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def fused_mlp(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
+    """``relu(p @ w1.T + b1) @ w2.T`` for p (N, K_in), w1 (H, K_in), b1 (H,), w2 (K_out, H),
+    differentiable in all four, without storing the hidden layer.
+
+    A custom operator (``torch.ops.ncaflow.fused_mlp``), so ``torch.compile`` keeps it whole
+    and fuses the element-wise work around it (:meth:`ncaflow.nca.NCA.step_gemm`)."""
+    if not torch.compiler.is_compiling():  # checked when traced eagerly; dynamo cannot
+        _check(p, w1, b1, w2)
+    out: Tensor = _mlp_op(p, w1, b1, w2)
     return out

@@ -69,7 +69,8 @@ class NCA(nn.Module):
     impl: "auto" (fast path on CPU and for large GPU grids, see _use_fast), "fast",
     "reference" (the plain formulation, kept as the definition and for tests),
     "compiled" (:meth:`step_gemm` through torch.compile: fused kernels for GPUs) or
-    "fused" (:meth:`step_gemm` with the MLP as Triton kernels, :mod:`ncaflow.fused`).
+    "fused" (:meth:`step_gemm` with the MLP as Triton kernels, :mod:`ncaflow.fused`, where
+    its sizes fit them, and on a GPU the rest of the step through torch.compile).
     Both give the same results up to float rounding and draw the same masks.
     """
 
@@ -201,16 +202,16 @@ class NCA(nn.Module):
     def _mlp(self, rows: Tensor) -> Tensor:
         """The update MLP on (N, C*K) perception rows -> (N, C_upd)."""
         w1, b1, w2 = self.fc1.weight.flatten(1), self.fc1.bias, self.fc2.weight.flatten(1)
-        if self.impl == "fused":
+        if self.impl == "fused" and fused.supports(w1.shape[1], w1.shape[0], w2.shape[0]):
             return fused.fused_mlp(rows, w1, b1, w2)  # type: ignore[arg-type]
         return F.linear(F.relu(F.linear(rows, w1, b1)), w2)
 
     def _step_plain(self, x: Tensor, fire: Tensor | None) -> Tensor:
-        """The step of the non-fast implementations: reference, step_gemm with the fused
-        MLP, or step_gemm compiled."""
-        if self.impl == "fused":
-            return self.step_gemm(x, fire)
-        if self.impl != "compiled":
+        """The step of the non-fast implementations: reference, or step_gemm compiled (on a
+        GPU the fused implementation compiles it too, around its Triton MLP)."""
+        if self.impl == "fused" and x.device.type != "cuda":
+            return self.step_gemm(x, fire)  # Triton's interpreter: no compiler to fuse for
+        if self.impl not in ("compiled", "fused"):
             return self.step_reference(x, fire)
         compiled = self.__dict__.get("_compiled")
         if compiled is None:
