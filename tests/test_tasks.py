@@ -388,3 +388,31 @@ def test_eval_rollouts_average_scores(tmp_path: Path) -> None:
     assert four["val_loss"] != one["val_loss"]  # other rollouts, averaged
     with pytest.raises(ConfigError, match=r"data\.eval_rollouts"):
         evaluate(tmp_path / "run", overrides=["data.eval_rollouts=0"])
+
+
+def test_eval_hflip_averages_the_image_and_its_mirror(tmp_path: Path) -> None:
+    """data.eval_hflip scores every image by the mean over it and its left-right mirror: with
+    no fire-mask randomness, its loss is the mean of the losses on the data and on the data
+    mirrored on disk."""
+    mirror, flipped = tmp_path / "mirror", tmp_path / "flipped"
+    write_medmnist(mirror / "medmnist" / "breastmnist.npz", size=28)
+    data = dict(np.load(mirror / "medmnist" / "breastmnist.npz"))
+    for key in [k for k in data if k.endswith("_images")]:
+        data[key] = data[key][:, :, ::-1]
+    (flipped / "medmnist").mkdir(parents=True)
+    np.savez(flipped / "medmnist" / "breastmnist.npz", **data)
+    model = {"input_channels": 1, "output_channels": 0, "hidden_channels": 6, "head": 2}
+    model["fire_rate"] = 1.0
+    raw = {"task": "classification", "model": model, "data": {"readout": "head"}}
+    cfg = run_config(raw, tmp_path, mirror, iterations=20, batch_size=8, steps=[6], eval_every=20)
+    train(cfg, tmp_path / "run")
+    plain = evaluate(tmp_path / "run", splits=("val",))
+    mirrored = evaluate(
+        tmp_path / "run",
+        splits=("val",),
+        overrides=[f"data.mirror={flipped}", f"data.root={tmp_path / 'cache-flipped'}"],
+    )
+    both = evaluate(tmp_path / "run", splits=("val",), overrides=["data.eval_hflip=true"])
+    assert plain["val_loss"] != pytest.approx(mirrored["val_loss"], rel=1e-6)
+    expected = (plain["val_loss"] + mirrored["val_loss"]) / 2
+    assert both["val_loss"] == pytest.approx(expected, rel=1e-5)

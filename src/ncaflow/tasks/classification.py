@@ -39,6 +39,7 @@ class ClassificationData(CommonData):
     augment: bool | Literal["hflip", "dihedral"] = False
     augment_shift: int = 0  # and translates by up to this many pixels (edge pixels repeat)
     eval_rollouts: int = 1  # evaluation averages the class scores of this many rollouts
+    eval_hflip: bool = False  # ... of the image and of its left-right mirror each
     eval_batch: int = 128
 
     def __post_init__(self) -> None:
@@ -192,15 +193,19 @@ class Classification(Task):
         from medmnist.evaluator import getACC, getAUC
 
         x, y = self.splits[split]
-        n = self.data.eval_rollouts
+        views = [x, x.flip(-1)] if self.data.eval_hflip else [x]
+        n = self.data.eval_rollouts * len(views)
         loss_sum, scores = 0.0, []
         for s in batches(len(y), self.data.eval_batch):
-            seed, runs = self.seed(x[s]), []
-            for _ in range(n):  # stochastic rollouts (fire masks): average their scores
-                logits = self.logits(model, model(seed, self.eval_steps, generator=generator))
-                loss_sum += self.loss_from_logits(logits, y[s]).sum().item() / n
-                runs.append(self.scores(logits))
-            scores.append(torch.stack(runs).mean(0).cpu())
+            runs = []
+            for view in views:
+                seed = self.seed(view[s])
+                for _ in range(self.data.eval_rollouts):  # stochastic rollouts (fire masks)
+                    out = model(seed, self.eval_steps, generator=generator)
+                    logits = self.logits(model, out)
+                    loss_sum += self.loss_from_logits(logits, y[s]).sum().item() / n
+                    runs.append(self.scores(logits))
+            scores.append(torch.stack(runs).mean(0).cpu())  # the average of every run's scores
         score = torch.cat(scores).numpy()
         truth = y.cpu().numpy()
         if self.multilabel:
