@@ -30,7 +30,14 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-GPU_ONLY = ("graph", "graph-fast", "graph-compiled", "graph-compiled-tf32", "graph-fused")
+GPU_ONLY = (
+    "graph",
+    "graph-fast",
+    "graph-compiled",
+    "graph-compiled-tf32",
+    "graph-fused",
+    "graph-fused-ckpt",
+)
 OURS = ("baseline", "reference", "ncaflow", *GPU_ONLY)
 PEERS = {
     "ncalab": (HERE / ".venv-ncalab" / "bin" / "python", HERE / "peers" / "ncalab_bench.py"),

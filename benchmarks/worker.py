@@ -10,6 +10,8 @@
 --impl graph-compiled-tf32  and TF32 matmuls (cuDNN's 1x1 convolutions in the others
                             use TF32 already: PyTorch's default)
 --impl graph-fused          CUDA only: NCA(impl="fused") (the MLP as Triton kernels, TF32)
+--impl graph-fused-ckpt     and the rollout checkpointed every 8 steps, as
+                            train.gradient_checkpointing does (state kept per chunk only)
 
 All start from the same weights, so they compute the same function.
 """
@@ -50,7 +52,8 @@ def build(impl: str, device: torch.device) -> torch.nn.Module:
         "graph-compiled": "compiled",
         "graph-fused": "fused",
     }
-    nca = NCA(config=cfg, impl=impls.get(impl.removesuffix("-tf32"), "fast"))  # type: ignore[arg-type]
+    name = impl.removesuffix("-tf32").removesuffix("-ckpt")
+    nca = NCA(config=cfg, impl=impls.get(name, "fast"))  # type: ignore[arg-type]
     with torch.no_grad():  # small non-zero updates, so that the state evolves
         nca.fc2.weight.normal_(0.0, 0.01)
     if impl != "baseline":
@@ -75,10 +78,12 @@ def main() -> None:
         protocol.fail("CUDA graphs need a CUDA device")
         return
     lr = torch.tensor(1e-3, device=device) if graphs else 1e-3
+    # the trainer's gradient_checkpointing (the baseline has no such argument)
+    rollout_kw = {"checkpoint_every": 8} if args.impl.endswith("-ckpt") else {}
     opt = torch.optim.Adam(model.parameters(), lr=lr, capturable=graphs)
 
     def train_step(steps: int, x: torch.Tensor) -> torch.Tensor:
-        y = model(x, steps, generator=gen)
+        y = model(x, steps, generator=gen, **rollout_kw)
         loss = F.mse_loss(y[:, :4], tgt)
         opt.zero_grad(set_to_none=True)
         loss.backward()

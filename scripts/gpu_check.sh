@@ -15,4 +15,4 @@ python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no C
 python -m pytest -q -p no:cacheprovider tests/test_graphs.py tests/test_fused.py
 python benchmarks/fused_mlp.py --out "$out"
 python benchmarks/run.py --device cuda --rounds 2 --iters 10 --no-startup --out "$out" \
-    --impls baseline ncaflow graph graph-fast graph-compiled-tf32 graph-fused
+    --impls baseline ncaflow graph graph-fast graph-compiled-tf32 graph-fused graph-fused-ckpt

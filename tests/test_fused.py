@@ -117,3 +117,22 @@ def test_training_with_fused_on_a_cpu_is_refused_before_writing(
     with pytest.raises(ConfigError, match="needs triton and a CUDA device"):
         train(digits_config(), tmp_path / "run", impl="fused")
     assert not (tmp_path / "run").exists()
+
+
+def test_fused_rollout_checkpointed_equals_stored(fused) -> None:  # type: ignore[no-untyped-def]
+    """Checkpointing the rollout (train.gradient_checkpointing) recomputes the fused steps in
+    backward: the same gradients as keeping every step."""
+    _, device = fused
+    cfg = ModelConfig(output_channels=4, hidden_channels=8, hidden_width=32, alive_channel=3)
+    torch.manual_seed(0)
+    nca = NCA(config=cfg, impl="fused").to(device)
+    with torch.no_grad():
+        nca.fc2.weight.normal_(0.0, 0.05)
+    x = torch.zeros(2, cfg.channels, 10, 10, device=device)
+    x[:, 3:, 5, 5] = 1.0
+    grads = []
+    for every in (0, 2):
+        out = nca(x, 5, generator=torch.Generator(device).manual_seed(3), checkpoint_every=every)
+        grads.append(torch.autograd.grad(out.square().sum(), list(nca.parameters())))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
