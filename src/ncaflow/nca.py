@@ -71,7 +71,7 @@ class NCA(nn.Module):
     "compiled" (:meth:`step_gemm` through torch.compile: fused kernels for GPUs) or
     "fused" (:meth:`step_gemm` with the MLP as Triton kernels, :mod:`ncaflow.fused`, where
     its sizes fit them, and on a GPU the rest of the step through torch.compile).
-    Both give the same results up to float rounding and draw the same masks.
+    All give the same results up to float rounding and draw the same masks.
     """
 
     def __init__(self, *, config: ModelConfig, impl: Impl = "auto") -> None:
