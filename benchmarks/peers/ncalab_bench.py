@@ -8,6 +8,7 @@ masking on channel 3, and draws its fire mask from torch's global generator.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 
@@ -28,9 +29,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
+    # RGBA image channels: an argument in some NCALab versions, fixed to 4 in others
+    rgba = {"num_image_channels": 4}
+    if "num_image_channels" not in inspect.signature(GrowingNCAModel).parameters:
+        rgba = {}
     nca = GrowingNCAModel(
         device,
-        num_image_channels=4,
+        **rgba,
         num_hidden_channels=protocol.CHANNELS - 4,
         fire_rate=protocol.FIRE_RATE,
         hidden_size=protocol.HIDDEN,
