@@ -78,6 +78,8 @@ def plan(args: argparse.Namespace) -> list[Case]:
                     continue  # as the baseline; its memory grows the same way
                 if impl in GPU_ONLY and not cuda:
                     continue
+                if impl.endswith("-ckpt") and mode == "infer":
+                    continue  # checkpointing changes training only
                 for state in states:
                     if impl in PEERS and state != "grown" and not args.states:
                         continue  # dense peers cost the same on every state

@@ -8,7 +8,7 @@
 #   tests     tests/test_graphs.py (CUDA graphs == eager, graphed training == eager, resume) and
 #             tests/test_fused.py (Triton kernels == PyTorch, on the GPU in full fp32)
 #   mlp       benchmarks/fused_mlp.py: the MLP kernels' launch configurations
-#   bench8    benchmarks/run.py --device cuda at batch 8, training and inference (10 cases)
+#   bench8    benchmarks/run.py --device cuda at batch 8, training and inference (9 cases)
 #   bench256  the same at batch 256
 #   all       every stage in turn (the default)
 #
