@@ -7,6 +7,7 @@ run on the GPU in full fp32 (NCAFLOW_FUSED_PRECISION=ieee).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -87,7 +88,11 @@ def test_fused_rollout_equals_reference(fused, inputs: int, perception: str, wid
     ref = NCA(config=cfg, impl="reference")
     with torch.no_grad():
         ref.fc2.weight.normal_(0.0, 0.05)
-    fast = NCA(config=cfg, impl="fused")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fast = NCA(config=cfg, impl="fused")
+    too_large = [w for w in caught if "too large for the fused kernels" in str(w.message)]
+    assert len(too_large) == (width > 128)  # the fallback is announced
     fast.load_state_dict(ref.state_dict())
     x = torch.rand(2, cfg.channels, 10, 10)
     if not inputs:

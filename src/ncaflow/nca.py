@@ -21,6 +21,7 @@ The two agree to float rounding; tests/test_nca_fast.py checks it.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Literal
 
@@ -99,6 +100,13 @@ class NCA(nn.Module):
         self.fc2 = nn.Conv2d(config.hidden_width, self.updated, 1, bias=False)
         nn.init.zeros_(self.fc2.weight)  # the first step leaves the state unchanged
         self._plan = self._make_plan()
+        sizes = (c * n_filters, config.hidden_width, self.updated)
+        if impl == "fused" and not fused.supports(*sizes):
+            warnings.warn(
+                "impl='fused': the update MLP {} -> {} -> {} is too large for the fused "
+                "kernels (fused.supports); it runs as compiled GEMMs".format(*sizes),
+                stacklevel=2,
+            )
 
     def _make_plan(self) -> fast.Plan:
         cfg = self.config
