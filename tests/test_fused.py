@@ -124,7 +124,7 @@ def test_training_with_fused_on_a_cpu_is_refused_before_writing(
     assert not (tmp_path / "run").exists()
 
 
-def test_fused_rollout_checkpointed_equals_stored(fused) -> None:  # type: ignore[no-untyped-def]
+def test_fused_rollout_checkpointed_equals_stored(fused, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     """Checkpointing the rollout (train.gradient_checkpointing) recomputes the fused steps in
     backward: the same gradients as keeping every step."""
     _, device = fused
@@ -135,9 +135,21 @@ def test_fused_rollout_checkpointed_equals_stored(fused) -> None:  # type: ignor
         nca.fc2.weight.normal_(0.0, 0.05)
     x = torch.zeros(2, cfg.channels, 10, 10, device=device)
     x[:, 3:, 5, 5] = 1.0
-    grads = []
+    calls = 0
+    mlp = nca._mlp
+
+    def counted(rows: torch.Tensor) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        return mlp(rows)
+
+    monkeypatch.setattr(nca, "_mlp", counted)
+    grads, counts = [], []
     for every in (0, 2):
+        calls = 0
         out = nca(x, 5, generator=torch.Generator(device).manual_seed(3), checkpoint_every=every)
         grads.append(torch.autograd.grad(out.square().sum(), list(nca.parameters())))
+        counts.append(calls)
+    assert counts == [5, 10]  # checkpointed: every step's MLP runs again in backward
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)

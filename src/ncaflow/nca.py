@@ -101,7 +101,8 @@ class NCA(nn.Module):
         nn.init.zeros_(self.fc2.weight)  # the first step leaves the state unchanged
         self._plan = self._make_plan()
         sizes = (c * n_filters, config.hidden_width, self.updated)
-        if impl == "fused" and not fused.supports(*sizes):
+        self._triton_mlp = impl == "fused" and fused.supports(*sizes)  # fixed by the shapes
+        if impl == "fused" and not self._triton_mlp:
             warnings.warn(
                 "impl='fused': the update MLP {} -> {} -> {} is too large for the fused "
                 "kernels (fused.supports); it runs as compiled GEMMs".format(*sizes),
@@ -210,7 +211,7 @@ class NCA(nn.Module):
     def _mlp(self, rows: Tensor) -> Tensor:
         """The update MLP on (N, C*K) perception rows -> (N, C_upd)."""
         w1, b1, w2 = self.fc1.weight.flatten(1), self.fc1.bias, self.fc2.weight.flatten(1)
-        if self.impl == "fused" and fused.supports(w1.shape[1], w1.shape[0], w2.shape[0]):
+        if self._triton_mlp:
             return fused.fused_mlp(rows, w1, b1, w2)  # type: ignore[arg-type]
         return F.linear(F.relu(F.linear(rows, w1, b1)), w2)
 
