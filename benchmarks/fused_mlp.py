@@ -24,6 +24,8 @@ import torch.nn.functional as F
 
 from ncaflow import fused
 
+SHAPE = (48, 128, 16)  # the growing config's MLP: K_in -> hidden -> K_out
+
 
 def bench(fn: Callable[[], object], reps: int = 50) -> float:
     """Median microseconds of one replay of fn captured as a CUDA graph."""
@@ -47,11 +49,15 @@ def bench(fn: Callable[[], object], reps: int = 50) -> float:
     return statistics.median(times)
 
 
-def torch_mlp(p: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor):  # type: ignore[no-untyped-def]
+Tensor = torch.Tensor
+MLP = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+
+
+def torch_mlp(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
     return F.linear(F.relu(F.linear(p, w1, b1)), w2)
 
 
-def case(mlp, n: int, k_in: int, hidden: int, k_out: int, backward: bool) -> float:  # type: ignore[no-untyped-def]
+def case(mlp: MLP, n: int, k_in: int, hidden: int, k_out: int, backward: bool) -> float:
     gen = torch.Generator("cuda").manual_seed(0)
     p, w1, b1, w2 = (
         torch.randn(*s, device="cuda", generator=gen).requires_grad_(backward)
@@ -73,57 +79,37 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("benchmarks/fused_mlp.py times CUDA kernels: no CUDA device here")
     torch.backends.cuda.matmul.allow_tf32 = True
-    launches = (
-        [fused.Launch()]
-        + [
-            replace(fused.Launch(), block_bwd=b, warps_bwd=w, programs_per_sm=k)
-            for b, w, k in [
-                (32, 4, 1),
-                (64, 4, 1),
-                (64, 8, 2),
-                (128, 8, 1),
-                (32, 4, 2),
-                (128, 4, 1),
-            ]
-        ]
-        + [
-            replace(fused.Launch(), block_fwd=b, warps_fwd=w)
-            for b, w in [(64, 4), (128, 8), (256, 8)]
-        ]
-    )
-    rows = []
+    default = fused.Launch()  # first: the defaults, then one change of them at a time
+    fwd = [(64, 4), (128, 4), (256, 8)]
+    bwd = [(64, 4, 1), (64, 8, 1), (64, 8, 2), (128, 8, 1), (32, 4, 2), (128, 4, 1)]
+    fwd_launches = [default] + [replace(default, block_fwd=b, warps_fwd=w) for b, w in fwd]
+    bwd_launches = [
+        replace(default, block_bwd=b, warps_bwd=w, programs_per_sm=k) for b, w, k in bwd
+    ]
+    rows: list[dict[str, object]] = []
+
+    def record(
+        impl: str, cells: int, backward: bool, us: float, launch: fused.Launch | None = None
+    ) -> None:
+        row = {"impl": impl, "n": cells, "shape": SHAPE, "backward": backward, "us": us}
+        rows.append(row if launch is None else {**row, "launch": asdict(launch)})
+        print(f"n={cells:8d} bwd={backward!s:5} {impl:5} {us:9.1f} us  {launch or ''}", flush=True)
+
     for cells in (8 * 72 * 72, 256 * 72 * 72):
-        for shape in ((48, 128, 16),):
-            for backward in (False, True):
-                t = case(torch_mlp, cells, *shape, backward)
-                rows.append(
-                    {"impl": "torch", "n": cells, "shape": shape, "backward": backward, "us": t}
-                )
-                print(
-                    f"n={cells:8d} {shape} bwd={backward!s:5} torch        {t:9.1f} us", flush=True
-                )
-                for launch in launches:
-                    fused.LAUNCH = launch
-                    try:
-                        t = case(fused.fused_mlp, cells, *shape, backward)
-                    except Exception as e:  # a launch that does not fit (OutOfResources): a result
-                        print(f"   {launch}: {type(e).__name__}: {str(e)[:120]}")
-                        continue
-                    rows.append(
-                        {
-                            "impl": "fused",
-                            "launch": asdict(launch),
-                            "n": cells,
-                            "shape": shape,
-                            "backward": backward,
-                            "us": t,
-                        }
-                    )
-                    print(
-                        f"n={cells:8d} {shape} bwd={backward!s:5} fused {t:9.1f} us  {launch}",
-                        flush=True,
-                    )
+        for backward in (False, True):
+            record("torch", cells, backward, case(torch_mlp, cells, *SHAPE, backward))
+            # the backward's settings change nothing in a forward pass
+            for launch in fwd_launches + (bwd_launches if backward else []):
+                fused.LAUNCH = launch
+                try:
+                    us = case(fused.fused_mlp, cells, *SHAPE, backward)
+                except Exception as e:  # a launch that does not fit (OutOfResources): a result
+                    print(f"   {launch}: {type(e).__name__}: {str(e)[:120]}")
+                    continue
+                record("fused", cells, backward, us, launch)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"fused-mlp-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
     meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}

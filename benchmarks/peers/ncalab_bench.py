@@ -30,9 +30,8 @@ def main() -> None:
     torch.manual_seed(0)
     device = torch.device(args.device)
     # RGBA image channels: an argument in some NCALab versions, fixed to 4 in others
-    rgba = {"num_image_channels": 4}
-    if "num_image_channels" not in inspect.signature(GrowingNCAModel).parameters:
-        rgba = {}
+    takes_rgba = "num_image_channels" in inspect.signature(GrowingNCAModel).parameters
+    rgba = {"num_image_channels": 4} if takes_rgba else {}
     nca = GrowingNCAModel(
         device,
         **rgba,
