@@ -33,12 +33,13 @@ fi
 # instead (still --no-deps; add whatever its imports then ask for).
 if [ -n "${NCALAB_SRC:-}" ]; then
     "$ncalab/bin/pip" install -q --no-deps --ignore-requires-python -e "$NCALAB_SRC"
-    # what `import ncalab` imports from the full package (training, plots, metrics), each
-    # --no-deps so that nothing replaces the CPU torch
+    # the distributions whose modules `import ncalab` loads (read off sys.modules), plus
+    # matplotlib's contourpy, dateutil's six and pandas' tzdata; --no-deps, so that nothing
+    # replaces the CPU torch
     "$ncalab/bin/pip" install -q --no-deps torchmetrics lightning-utilities packaging \
         safetensors matplotlib contourpy cycler fonttools kiwisolver pillow pyparsing \
-        python-dateutil six scipy tqdm tensorboard tensorboard-data-server protobuf absl-py \
-        markdown werkzeug pandas pytz tzdata click pytorch-msssim
+        python-dateutil six scipy tqdm tensorboard protobuf absl-py pandas pytz tzdata click \
+        pytorch-msssim
 fi
 
 cax="$here/.venv-cax"
