@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a CUDA machine: the GPU-only tests, the fused MLP kernels alone, then the GPU benchmark
 # (tables in the README), in stages that each should fit a 10-minute call (a benchmark case
-# took 25-30 s on an H200, most of it torch.compile and Triton compiling):
+# took 26-34 s on an H200, most of it torch.compile and Triton compiling):
 #
 #   bash scripts/gpu_check.sh [STAGE] [OUT_DIR]
 #
