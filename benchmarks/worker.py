@@ -32,6 +32,7 @@ from baseline import DistillNCA
 from ncaflow.config import ModelConfig
 from ncaflow.graphs import GraphedIteration, graphs_supported
 from ncaflow.nca import NCA
+from ncaflow.train import ROLLOUT_CHUNK
 
 
 def build(impl: str, device: torch.device) -> torch.nn.Module:
@@ -79,7 +80,7 @@ def main() -> None:
         return
     lr = torch.tensor(1e-3, device=device) if graphs else 1e-3
     # the trainer's gradient_checkpointing (the baseline has no such argument)
-    rollout_kw = {"checkpoint_every": 8} if args.impl.endswith("-ckpt") else {}
+    rollout_kw = {"checkpoint_every": ROLLOUT_CHUNK} if args.impl.endswith("-ckpt") else {}
     opt = torch.optim.Adam(model.parameters(), lr=lr, capturable=graphs)
 
     def train_step(steps: int, x: torch.Tensor) -> torch.Tensor:

@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 CHECKPOINT = "checkpoint.pt"
+ROLLOUT_CHUNK = 8  # train.gradient_checkpointing: steps recomputed together in backward
 
 
 class TrainingError(RuntimeError):
@@ -226,7 +227,7 @@ def train(
     from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
 
     writer = SummaryWriter(log_dir=str(out / "tensorboard"), purge_step=start or None)
-    chunk = 8 if cfg.gradient_checkpointing else 0
+    chunk = ROLLOUT_CHUNK if cfg.gradient_checkpointing else 0
 
     def iteration(
         steps: int, state: Tensor, target: Tensor, mask: Tensor | None
