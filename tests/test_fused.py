@@ -136,20 +136,20 @@ def test_fused_rollout_checkpointed_equals_stored(fused, monkeypatch: pytest.Mon
     x = torch.zeros(2, cfg.channels, 10, 10, device=device)
     x[:, 3:, 5, 5] = 1.0
     calls = 0
-    mlp = nca._mlp
+    step = nca._step_plain  # one fused step, called from Python on every device
 
-    def counted(rows: torch.Tensor) -> torch.Tensor:
+    def counted(x: torch.Tensor, fire: torch.Tensor | None) -> torch.Tensor:
         nonlocal calls
         calls += 1
-        return mlp(rows)
+        return step(x, fire)
 
-    monkeypatch.setattr(nca, "_mlp", counted)
+    monkeypatch.setattr(nca, "_step_plain", counted)
     grads, counts = [], []
     for every in (0, 2):
         calls = 0
         out = nca(x, 5, generator=torch.Generator(device).manual_seed(3), checkpoint_every=every)
         grads.append(torch.autograd.grad(out.square().sum(), list(nca.parameters())))
         counts.append(calls)
-    assert counts == [5, 10]  # checkpointed: every step's MLP runs again in backward
+    assert counts == [5, 10]  # checkpointed: every step runs again in backward
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)

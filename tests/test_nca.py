@@ -195,3 +195,23 @@ def test_compiled_rollout_equals_reference() -> None:
     x = torch.zeros(2, cfg.channels, 12, 12)
     x[:, 3:, 6, 6] = 1.0
     assert_same_rollout(ref, comp, x, 6, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_step_survives_many_models_and_shapes() -> None:
+    """Dynamo allows a code object only so many compiled graphs (recompile_limit, 8) and
+    with fullgraph fails beyond it; a process that builds many models (a grid search, k-fold)
+    or steps varying batch sizes must not run into it. With the limit patched down to 2,
+    three model structures at three batch sizes each still compile and match the reference."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for width in (8, 9, 10):
+            cfg = ModelConfig(output_channels=4, hidden_channels=4, hidden_width=width)
+            nca = randomised(cfg)
+            nca.impl = "compiled"
+            for batch in (1, 2, 3):
+                x = torch.rand(batch, cfg.channels, 6, 6)
+                torch.testing.assert_close(
+                    nca._step_plain(x, None), nca.step_reference(x, None), rtol=1e-5, atol=1e-6
+                )

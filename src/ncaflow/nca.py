@@ -21,9 +21,11 @@ The two agree to float rounding; tests/test_nca_fast.py checks it.
 
 from __future__ import annotations
 
+import functools
+import types
 import warnings
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Hashable
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +64,79 @@ def perceive(x: Tensor, kernels: Tensor, padding: str) -> Tensor:
     mode = "constant" if padding == "zeros" else padding
     x = F.pad(x, (r, r, r, r), mode=mode)
     return F.conv2d(x, kernels, groups=x.shape[1])
+
+
+def _alive(x: Tensor, channel: int, threshold: float) -> Tensor:
+    a = x[:, channel : channel + 1]
+    return F.max_pool2d(a, 3, stride=1, padding=1) > threshold
+
+
+def _gemm_step(
+    x: Tensor,
+    fire: Tensor | None,
+    kernels: Tensor | None,
+    w1: Tensor,
+    b1: Tensor,
+    w2: Tensor,
+    taps: tuple[tuple[tuple[int, int, float], ...], ...] | None,
+    padding: str,
+    n_in: int,
+    alive: tuple[int, float] | None,
+    triton_mlp: bool,
+) -> Tensor:
+    """One step of :meth:`NCA.step_reference` written for a compiler: fixed filters (taps) as
+    shifted slices, one fused stencil instead of a depthwise convolution, and the 1x1
+    convolutions as row-major GEMMs over the cells (or the Triton MLP). Same function,
+    different rounding.
+
+    A free function of tensors and plain constants, so that ``torch.compile`` (which guards
+    on the code object) compiles it once per set of sizes and constants, shared by every NCA;
+    compiling the bound method recompiled for each instance and failed after eight.
+    """
+    b, _, h, w = x.shape
+    if taps is None:
+        assert kernels is not None
+        p = perceive(x, kernels, padding)
+    else:
+        mode = "constant" if padding == "zeros" else padding
+        xp = F.pad(x, (1, 1, 1, 1), mode=mode)
+        views = []
+        for filt in taps:
+            (ty, tx, tw), *rest = filt
+            view = tw * xp[:, :, ty : ty + h, tx : tx + w]
+            for ty, tx, tw in rest:
+                view = view + tw * xp[:, :, ty : ty + h, tx : tx + w]
+            views.append(view)
+        p = torch.stack(views, 2).flatten(1, 2)  # (B, C*K, H, W), channel c*K + j
+    rows = p.permute(0, 2, 3, 1).reshape(b * h * w, -1)
+    if triton_mlp:
+        out = fused.fused_mlp(rows, w1, b1, w2)
+    else:
+        out = F.linear(F.relu(F.linear(rows, w1, b1)), w2)
+    dx = out.view(b, h, w, -1).permute(0, 3, 1, 2)
+    if fire is not None:
+        dx = dx * fire
+    y = x[:, n_in:] + dx
+    if alive is not None:
+        full = torch.cat([x[:, :n_in], y], 1) if n_in else y
+        y = y * (_alive(x, *alive) & _alive(full, *alive)).to(y.dtype)
+    return torch.cat([x[:, :n_in], y], 1) if n_in else y
+
+
+@functools.cache
+def _gemm_step_compiled(structure: Hashable) -> Callable[..., Tensor]:
+    """:func:`_gemm_step` through torch.compile for one model structure (its constants and
+    weight shapes), made on first use: importing the compiler costs start-up time that no
+    other implementation needs.
+
+    Dynamo keeps its compiled graphs on the code object and allows eight of them, after
+    which ``fullgraph`` fails. One code object per structure gives each model family its own
+    budget, so a process may build any number of models (a grid search, k-fold), and each
+    compiles once per input shape, then once for all shapes (``dynamic=None``)."""
+    del structure  # the key: one copy of the code per structure
+    code = _gemm_step.__code__.replace()  # a distinct code object with the same body
+    fn = types.FunctionType(code, _gemm_step.__globals__, _gemm_step.__name__)
+    return torch.compile(fn, fullgraph=True)
 
 
 class NCA(nn.Module):
@@ -148,8 +223,8 @@ class NCA(nn.Module):
 
     def alive(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, 1, H, W) bool: some 3x3 neighbour's alpha exceeds the threshold."""
-        a = x[:, self.config.alive_channel : self.config.alive_channel + 1]  # type: ignore[operator]
-        return F.max_pool2d(a, 3, stride=1, padding=1) > self.config.alive_threshold
+        assert self.config.alive_channel is not None
+        return _alive(x, self.config.alive_channel, self.config.alive_threshold)
 
     def update(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, C_upd, H, W): the residual proposed for every updatable channel."""
@@ -179,41 +254,26 @@ class NCA(nn.Module):
         return torch.cat([x[:, :n_in], y], 1) if n_in else y
 
     def step_gemm(self, x: Tensor, fire: Tensor | None) -> Tensor:
-        """:meth:`step_reference` written for a compiler: fixed filters as shifted slices
-        (one fused stencil instead of a depthwise convolution) and the 1x1 convolutions
-        as row-major GEMMs over the cells. Same function, different rounding."""
-        cfg = self.config
-        b, _, h, w = x.shape
-        if self._plan.taps is None:
-            p = perceive(x, self.kernels(), cfg.padding)
-        else:
-            mode = "constant" if cfg.padding == "zeros" else cfg.padding
-            xp = F.pad(x, (1, 1, 1, 1), mode=mode)
-            views = []
-            for taps in self._plan.taps:
-                (ty, tx, tw), *rest = taps
-                view = tw * xp[:, :, ty : ty + h, tx : tx + w]
-                for ty, tx, tw in rest:
-                    view = view + tw * xp[:, :, ty : ty + h, tx : tx + w]
-                views.append(view)
-            p = torch.stack(views, 2).flatten(1, 2)  # (B, C*K, H, W), channel c*K + j
-        rows = p.permute(0, 2, 3, 1).reshape(b * h * w, -1)
-        dx = self._mlp(rows).view(b, h, w, -1).permute(0, 3, 1, 2)
-        n_in = cfg.input_channels
-        if fire is not None:
-            dx = dx * fire
-        y = x[:, n_in:] + dx
-        if cfg.alive_channel is not None:
-            full = torch.cat([x[:, :n_in], y], 1) if n_in else y
-            y = y * (self.alive(x) & self.alive(full)).to(y.dtype)
-        return torch.cat([x[:, :n_in], y], 1) if n_in else y
+        """:meth:`step_reference` written for a compiler (see :func:`_gemm_step`)."""
+        return _gemm_step(x, fire, *self._gemm_args())
 
-    def _mlp(self, rows: Tensor) -> Tensor:
-        """The update MLP on (N, C*K) perception rows -> (N, C_upd)."""
+    def _gemm_args(self) -> tuple[Any, ...]:
+        """The weights and constants of :func:`_gemm_step`, after ``x`` and ``fire``."""
+        cfg = self.config
+        kernels = self.kernels() if self._plan.taps is None else None
         w1, b1, w2 = self.fc1.weight.flatten(1), self.fc1.bias, self.fc2.weight.flatten(1)
-        if self._triton_mlp:
-            return fused.fused_mlp(rows, w1, b1, w2)  # type: ignore[arg-type]
-        return F.linear(F.relu(F.linear(rows, w1, b1)), w2)
+        alive = (cfg.alive_channel, cfg.alive_threshold) if cfg.alive_channel is not None else None
+        return (
+            kernels,
+            w1,
+            b1,
+            w2,
+            self._plan.taps,
+            cfg.padding,
+            cfg.input_channels,
+            alive,
+            (self._triton_mlp),
+        )
 
     def _step_plain(self, x: Tensor, fire: Tensor | None) -> Tensor:
         """The step of the non-fast implementations: reference, or step_gemm compiled (on a
@@ -222,12 +282,9 @@ class NCA(nn.Module):
             return self.step_gemm(x, fire)  # Triton's interpreter: no compiler to fuse for
         if self.impl not in ("compiled", "fused"):
             return self.step_reference(x, fire)
-        compiled = self.__dict__.get("_compiled")
-        if compiled is None:
-            compiled = torch.compile(self.step_gemm, fullgraph=True, dynamic=False)
-            self.__dict__["_compiled"] = compiled
-        out: Tensor = compiled(x, fire)
-        return out
+        args = self._gemm_args()
+        structure = (*args[4:], *(tuple(t.shape) if t is not None else None for t in args[:4]))
+        return _gemm_step_compiled(structure)(x, fire, *args)
 
     # -- rollout ----------------------------------------------------------------
 
