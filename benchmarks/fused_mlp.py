@@ -78,6 +78,7 @@ def case(mlp: MLP, n: int, k_in: int, hidden: int, k_out: int, backward: bool) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--backward-only", action="store_true", help="only forward + backward")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/fused_mlp.py times CUDA kernels: no CUDA device here")
@@ -86,8 +87,14 @@ def main() -> None:
     fwd = [(64, 4), (128, 4), (256, 8)]
     bwd = [(64, 4, 1), (64, 8, 1), (64, 8, 2), (128, 8, 1), (32, 4, 2), (128, 4, 1)]
     fwd_launches = [default] + [replace(default, block_fwd=b, warps_fwd=w) for b, w in fwd]
+    # the split backward: (hidden_chunk, block_bwd, warps_bwd, programs_per_sm)
+    split = [(32, 64, 4, 1), (32, 128, 4, 1), (32, 128, 8, 1), (32, 64, 4, 2), (64, 64, 4, 1)]
+    split += [(64, 128, 8, 1), (16, 128, 4, 1), (128, 64, 8, 1)]
     bwd_launches = [
         replace(default, block_bwd=b, warps_bwd=w, programs_per_sm=k) for b, w, k in bwd
+    ] + [
+        replace(default, hidden_chunk=c, block_bwd=b, warps_bwd=w, programs_per_sm=k)
+        for c, b, w, k in split
     ]
     rows: list[dict[str, object]] = []
 
@@ -99,7 +106,7 @@ def main() -> None:
         print(f"n={cells:8d} bwd={backward!s:5} {impl:5} {us:9.1f} us  {launch or ''}", flush=True)
 
     for cells in (8 * 72 * 72, 256 * 72 * 72):
-        for backward in (False, True):
+        for backward in (True,) if args.backward_only else (False, True):
             record("torch", cells, backward, case(torch_mlp, cells, *SHAPE, backward))
             # the backward's settings change nothing in a forward pass
             for launch in fwd_launches + (bwd_launches if backward else []):
