@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import digits_config
 
 from ncaflow.config import ModelConfig, RunConfig, from_dict
 from ncaflow.graphs import GraphedIteration, graphs_supported
@@ -198,3 +199,42 @@ def test_train_fused_with_cuda_graphs_follows_the_reference(
     hist = [[row["loss"] for row in r.history] for r in results]
     assert hist[0] == pytest.approx(hist[1], rel=1e-2)
     assert hist[0][-1] < hist[0][0]
+
+
+def test_auto_resolves_to_the_fused_kernels_only_on_cuda_where_they_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """train's 'auto': the fused kernels on a CUDA device with Triton, for MLPs they take."""
+    import ncaflow.fused
+    from ncaflow.train import resolve_impl
+
+    cfg = digits_config()
+    cuda_dev, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(ncaflow.fused, "available", lambda device: True)
+    assert resolve_impl("auto", cfg, cuda_dev) == "fused"
+    assert resolve_impl("auto", cfg, cpu) == "auto"  # the CPU fast path
+    assert resolve_impl("reference", cfg, cuda_dev) == "reference"  # asked for: kept
+    cfg.model.hidden_width = 160  # padded 64 x 256: beyond the kernels
+    assert resolve_impl("auto", cfg, cuda_dev) == "auto"
+    monkeypatch.setattr(ncaflow.fused, "available", lambda device: False)  # no triton
+    cfg.model.hidden_width = 32
+    assert resolve_impl("auto", cfg, cuda_dev) == "auto"
+
+
+@cuda
+def test_auto_trains_a_task_on_the_fused_kernels_like_the_reference(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """`ncaflow train` with "auto" on a GPU (the fused kernels, CUDA graphs) on
+    self-classification: random step counts, evaluation in ragged batches, the same losses
+    and accuracy as the eager reference, both in full fp32."""
+    pytest.importorskip("triton")
+    monkeypatch.setenv("NCAFLOW_FUSED_PRECISION", "ieee")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    results = [
+        train(digits_config(device="cuda", iterations=20), tmp_path / impl, impl=impl)  # type: ignore[arg-type]
+        for impl in ("auto", "reference")
+    ]
+    hist = [[row["loss"] for row in r.history] for r in results]
+    assert hist[0] == pytest.approx(hist[1], rel=1e-2)
+    assert results[0].best_metric == pytest.approx(results[1].best_metric, abs=0.02)

@@ -139,6 +139,18 @@ def _gemm_step_compiled(structure: Hashable) -> Callable[..., Tensor]:
     return torch.compile(fn, fullgraph=True)
 
 
+def mlp_sizes(config: ModelConfig) -> tuple[int, int, int]:
+    """The update MLP's (inputs, hidden, outputs): the perception channels, hidden_width and
+    the updated channels."""
+    n_filters = (
+        1 + config.learned_filters
+        if config.perception == "learned"
+        else (fixed_filters(laplace=config.perception == "sobel_laplace").shape[0])
+    )
+    updated = config.output_channels + config.hidden_channels
+    return config.channels * n_filters, config.hidden_width, updated
+
+
 class NCA(nn.Module):
     """A single-scale NCA built from a :class:`~ncaflow.config.ModelConfig`.
 
@@ -175,7 +187,7 @@ class NCA(nn.Module):
         self.fc2 = nn.Conv2d(config.hidden_width, self.updated, 1, bias=False)
         nn.init.zeros_(self.fc2.weight)  # the first step leaves the state unchanged
         self._plan = self._make_plan()
-        sizes = (c * n_filters, config.hidden_width, self.updated)
+        sizes = mlp_sizes(config)
         self._triton_mlp = impl == "fused" and fused.supports(*sizes)  # fixed by the shapes
         if impl == "fused" and not self._triton_mlp:
             warnings.warn(
