@@ -6,6 +6,8 @@ only the fallback is checked, which is what CI exercises.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -214,10 +216,9 @@ def test_auto_resolves_to_the_fused_kernels_only_on_cuda_where_they_fit(
     assert resolve_impl("auto", cfg, cuda_dev) == "fused"
     assert resolve_impl("auto", cfg, cpu) == "auto"  # the CPU fast path
     assert resolve_impl("reference", cfg, cuda_dev) == "reference"  # asked for: kept
-    cfg.model.hidden_width = 160  # padded 64 x 256: beyond the kernels
-    assert resolve_impl("auto", cfg, cuda_dev) == "auto"
+    wide = replace(cfg, model=replace(cfg.model, hidden_width=160))  # padded 64 x 256
+    assert resolve_impl("auto", wide, cuda_dev) == "auto"  # beyond the kernels
     monkeypatch.setattr(ncaflow.fused, "available", lambda device: False)  # no triton
-    cfg.model.hidden_width = 32
     assert resolve_impl("auto", cfg, cuda_dev) == "auto"
 
 
