@@ -87,14 +87,8 @@ def main() -> None:
     fwd = [(64, 4), (128, 4), (256, 8)]
     bwd = [(64, 4, 1), (64, 8, 1), (64, 8, 2), (128, 8, 1), (32, 4, 2), (128, 4, 1)]
     fwd_launches = [default] + [replace(default, block_fwd=b, warps_fwd=w) for b, w in fwd]
-    # the split backward: (hidden_chunk, block_bwd, warps_bwd, programs_per_sm)
-    split = [(32, 64, 4, 1), (32, 128, 4, 1), (32, 128, 8, 1), (32, 64, 4, 2), (64, 64, 4, 1)]
-    split += [(64, 128, 8, 1), (16, 128, 4, 1), (128, 64, 8, 1)]
     bwd_launches = [
         replace(default, block_bwd=b, warps_bwd=w, programs_per_sm=k) for b, w, k in bwd
-    ] + [
-        replace(default, hidden_chunk=c, block_bwd=b, warps_bwd=w, programs_per_sm=k)
-        for c, b, w, k in split
     ]
     rows: list[dict[str, object]] = []
 

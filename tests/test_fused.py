@@ -35,23 +35,12 @@ def fused(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[object, str]]:
     yield ncaflow.fused, device
 
 
-@pytest.mark.parametrize("hidden_chunk", [0, 16, 64])  # the backward in one kernel, or split
 @pytest.mark.parametrize(
     ("n", "k_in", "hidden", "k_out"),
     [(300, 48, 128, 16), (97, 60, 96, 24), (10, 15, 24, 5)],
 )
-def test_fused_mlp_equals_torch(  # type: ignore[no-untyped-def]
-    fused,
-    monkeypatch: pytest.MonkeyPatch,
-    n: int,
-    k_in: int,
-    hidden: int,
-    k_out: int,
-    hidden_chunk: int,
-) -> None:
+def test_fused_mlp_equals_torch(fused, n: int, k_in: int, hidden: int, k_out: int) -> None:  # type: ignore[no-untyped-def]
     module, device = fused
-    launch = module.Launch(block_fwd=32, block_bwd=16, hidden_chunk=hidden_chunk)
-    monkeypatch.setattr(module, "LAUNCH", launch)  # small tiles: several tiles per program
     gen = torch.Generator().manual_seed(n)
     p, w1, b1, w2 = (
         torch.randn(*shape, generator=gen).to(device).requires_grad_()
@@ -67,12 +56,6 @@ def test_fused_mlp_equals_torch(  # type: ignore[no-untyped-def]
         strict=True,
     ):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
-
-
-def test_launch_refuses_a_chunk_the_kernels_cannot_tile(fused) -> None:  # type: ignore[no-untyped-def]
-    module, _ = fused
-    with pytest.raises(ValueError, match="hidden_chunk must be 0 or a power of two"):
-        module.Launch(hidden_chunk=24)
 
 
 def test_sizes_beyond_the_kernels_are_refused(fused) -> None:  # type: ignore[no-untyped-def]

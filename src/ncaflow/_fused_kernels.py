@@ -11,12 +11,11 @@ import triton.language as tl
 
 @triton.jit
 def load_weights(
-    W1, B1, W2, K_IN, HID, K_OUT, KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr, H0=0
+    W1, B1, W2, K_IN, HID, K_OUT, KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr
 ):
-    """W1 (HID, K_IN) and W2 (K_OUT, HID) as stored, loaded transposed: (KP, HP), (HP, OP),
-    for the HP hidden units from H0 on (all of them by default)."""
+    """W1 (HID, K_IN) and W2 (K_OUT, HID) as stored, loaded transposed: (KP, HP), (HP, OP)."""
     kin = tl.arange(0, KP)
-    hid = H0 + tl.arange(0, HP)
+    hid = tl.arange(0, HP)
     out = tl.arange(0, OP)
     w1t = tl.load(
         W1 + hid[None, :] * K_IN + kin[:, None],
@@ -88,73 +87,6 @@ def mlp_bwd(
         gh = tl.where(pre > 0.0, tl.dot(g, tl.trans(w2t), input_precision=PREC), 0.0)
         gp = tl.dot(gh, tl.trans(w1t), input_precision=PREC)  # (BLOCK, KP)
         tl.store(GP + rows[:, None] * K_IN + kin[None, :], gp, mask=in_mask)
-        gw1 += tl.dot(tl.trans(p), gh, input_precision=PREC)
-        gw2 += tl.dot(tl.trans(h), g, input_precision=PREC)
-        gb1 += tl.sum(gh, axis=0)
-    part = PART + pid * (KP * HP + HP * OP + HP)
-    tl.store(part + kin[:, None] * HP + hid[None, :], gw1)
-    tl.store(part + KP * HP + hid[:, None] * OP + out[None, :], gw2)
-    tl.store(part + KP * HP + HP * OP + hid, gb1)
-
-
-@triton.jit
-def mlp_bwd_input(
-    P, W1, B1, W2, G, GP, N, K_IN, HID, K_OUT,
-    KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
-    BLOCK: tl.constexpr, PREC: tl.constexpr,
-):  # fmt: skip
-    """GP = dL/dP for BLOCK rows per program, the hidden layer recomputed: the first half of
-    the split backward, with no weight-gradient accumulators to hold."""
-    w1t, b1, w2t = load_weights(W1, B1, W2, K_IN, HID, K_OUT, KP, HP, OP)
-    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    kin = tl.arange(0, KP)
-    out = tl.arange(0, OP)
-    live = rows[:, None] < N
-    in_mask = live & (kin[None, :] < K_IN)
-    p = tl.load(P + rows[:, None] * K_IN + kin[None, :], mask=in_mask, other=0.0)
-    g = tl.load(
-        G + rows[:, None] * K_OUT + out[None, :], mask=live & (out[None, :] < K_OUT), other=0.0
-    )
-    pre = tl.dot(p, w1t, input_precision=PREC) + b1[None, :]
-    gh = tl.where(pre > 0.0, tl.dot(g, tl.trans(w2t), input_precision=PREC), 0.0)
-    gp = tl.dot(gh, tl.trans(w1t), input_precision=PREC)
-    tl.store(GP + rows[:, None] * K_IN + kin[None, :], gp, mask=in_mask)
-
-
-@triton.jit
-def mlp_bwd_weights(
-    P, W1, B1, W2, G, PART, N, K_IN, HID, K_OUT, TILES,
-    KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr, HC: tl.constexpr,
-    BLOCK: tl.constexpr, PREC: tl.constexpr,
-):  # fmt: skip
-    """The split backward's second half: program (pid, chunk) sums the weight gradients of
-    hidden units chunk * HC ... over row tiles pid, pid + programs, ..., into PART[pid] laid
-    out as in mlp_bwd. A chunk of the hidden layer keeps the accumulators small (KP x HC
-    instead of KP x HP), so that tiles can be larger and programs more."""
-    pid = tl.program_id(0)
-    programs = tl.num_programs(0)
-    h0 = tl.program_id(1) * HC
-    w1t, b1, w2t = load_weights(W1, B1, W2, K_IN, HID, K_OUT, KP, HC, OP, h0)
-    kin = tl.arange(0, KP)
-    hid = h0 + tl.arange(0, HC)
-    out = tl.arange(0, OP)
-    gw1 = tl.zeros((KP, HC), dtype=tl.float32)
-    gw2 = tl.zeros((HC, OP), dtype=tl.float32)
-    gb1 = tl.zeros((HC,), dtype=tl.float32)
-    for tile in range(pid, TILES, programs):
-        rows = tile * BLOCK + tl.arange(0, BLOCK)
-        live = rows[:, None] < N
-        p = tl.load(
-            P + rows[:, None] * K_IN + kin[None, :], mask=live & (kin[None, :] < K_IN), other=0.0
-        )
-        g = tl.load(
-            G + rows[:, None] * K_OUT + out[None, :],
-            mask=live & (out[None, :] < K_OUT),
-            other=0.0,
-        )
-        pre = tl.dot(p, w1t, input_precision=PREC) + b1[None, :]  # (BLOCK, HC)
-        h = tl.maximum(pre, 0.0)
-        gh = tl.where(pre > 0.0, tl.dot(g, tl.trans(w2t), input_precision=PREC), 0.0)
         gw1 += tl.dot(tl.trans(p), gh, input_precision=PREC)
         gw2 += tl.dot(tl.trans(h), g, input_precision=PREC)
         gb1 += tl.sum(gh, axis=0)

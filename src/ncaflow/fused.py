@@ -73,12 +73,6 @@ class Launch:
     block_bwd: int = 32
     warps_bwd: int = 4
     programs_per_sm: int = 1  # the fastest measured on an H200 (benchmarks/fused_mlp.py)
-    hidden_chunk: int = 0
-
-    def __post_init__(self) -> None:
-        c = self.hidden_chunk
-        if c and (c < 16 or c & (c - 1)):
-            raise ValueError(f"Launch.hidden_chunk must be 0 or a power of two >= 16, got {c}")
 
 
 LAUNCH = Launch()
@@ -92,12 +86,12 @@ def _sms(device: torch.device) -> int:
 
 
 @functools.cache
-def _kernels() -> Any:
+def _kernels() -> tuple[Any, Any]:
     """The kernels, imported on first use: importing triton costs ~0.2 s, which every command
     that builds an NCA would pay otherwise. Triton reads TRITON_INTERPRET at this point."""
     from ncaflow import _fused_kernels as k
 
-    return k
+    return k.mlp_fwd, k.mlp_bwd
 
 
 def _sizes(p: Tensor, w1: Tensor, w2: Tensor) -> dict[str, int]:
@@ -134,7 +128,8 @@ def _mlp_op(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
     n, k_in = p.shape
     hid, k_out = w1.shape[0], w2.shape[0]
     out = torch.empty(n, k_out, device=p.device, dtype=p.dtype)
-    _kernels().mlp_fwd[(_cdiv(n, LAUNCH.block_fwd),)](
+    mlp_fwd, _ = _kernels()
+    mlp_fwd[(_cdiv(n, LAUNCH.block_fwd),)](
         p, w1, b1, w2, out, n, k_in, hid, k_out, **_sizes(p, w1, w2),
         BLOCK=LAUNCH.block_fwd, PREC=_precision(), num_warps=LAUNCH.warps_fwd,
     )  # fmt: skip
@@ -159,22 +154,11 @@ def _mlp_backward_op(
     programs = max(1, min(tiles, LAUNCH.programs_per_sm * _sms(p.device)))
     gp = torch.empty_like(p)
     part = torch.empty(programs, kp * hp + hp * op + hp, device=p.device, dtype=torch.float32)
-    kernels, prec = _kernels(), _precision()
-    if not LAUNCH.hidden_chunk:
-        kernels.mlp_bwd[(programs,)](
-            p, w1, b1, w2, g, gp, part, n, k_in, hid, k_out, tiles, **sizes,
-            BLOCK=LAUNCH.block_bwd, PREC=prec, num_warps=LAUNCH.warps_bwd,
-        )  # fmt: skip
-    else:
-        chunk = min(LAUNCH.hidden_chunk, hp)
-        kernels.mlp_bwd_input[(_cdiv(n, LAUNCH.block_fwd),)](
-            p, w1, b1, w2, g, gp, n, k_in, hid, k_out, **sizes,
-            BLOCK=LAUNCH.block_fwd, PREC=prec, num_warps=LAUNCH.warps_fwd,
-        )  # fmt: skip
-        kernels.mlp_bwd_weights[(programs, hp // chunk)](
-            p, w1, b1, w2, g, part, n, k_in, hid, k_out, tiles, **sizes, HC=chunk,
-            BLOCK=LAUNCH.block_bwd, PREC=prec, num_warps=LAUNCH.warps_bwd,
-        )  # fmt: skip
+    _, mlp_bwd = _kernels()
+    mlp_bwd[(programs,)](
+        p, w1, b1, w2, g, gp, part, n, k_in, hid, k_out, tiles, **sizes,
+        BLOCK=LAUNCH.block_bwd, PREC=_precision(), num_warps=LAUNCH.warps_bwd,
+    )  # fmt: skip
     total = part.sum(0)  # one reduction over the programs' partial sums
     gw1t = total[: kp * hp].view(kp, hp)[:k_in, :hid]
     gw2t = total[kp * hp : kp * hp + hp * op].view(hp, op)[:hid, :k_out]
