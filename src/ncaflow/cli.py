@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "fast", "reference", "compiled", "fused"],
         default="auto",
         help="NCA implementation (same results; for GPUs: 'compiled' = torch.compile, "
-        "'fused' = Triton kernels for the update MLP)",
+        "'fused' = Triton kernels for the update MLP, which 'auto' picks on CUDA with triton)",
     )
 
     p = sub.add_parser("evaluate", help="metrics of a saved model on its task's data")
