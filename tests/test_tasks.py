@@ -416,3 +416,34 @@ def test_eval_hflip_averages_the_image_and_its_mirror(tmp_path: Path) -> None:
     assert plain["val_loss"] != pytest.approx(mirrored["val_loss"], rel=1e-6)
     expected = (plain["val_loss"] + mirrored["val_loss"]) / 2
     assert both["val_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_ensemble_averages_its_members_scores(tmp_path: Path) -> None:
+    """`ncaflow evaluate --model A --model B`: the class scores averaged over both members.
+    With no fire-mask randomness and a head readout, the ensemble's loss is the mean of the
+    members' losses and its parameters their sum; members of other data are refused."""
+    mirror = tmp_path / "mirror"
+    write_medmnist(mirror / "medmnist" / "breastmnist.npz", size=28)
+    model = {"input_channels": 1, "output_channels": 0, "hidden_channels": 6, "head": 2}
+    model["fire_rate"] = 1.0
+    raw = {"task": "classification", "model": model, "data": {"readout": "head"}}
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for seed, run in enumerate(runs):
+        cfg = run_config(raw, tmp_path, mirror, iterations=10, batch_size=8, steps=[6], seed=seed)
+        train(cfg, run)
+    single = [evaluate(run, splits=("val",)) for run in runs]
+    both = evaluate(runs, splits=("val",))
+    assert single[0]["val_loss"] != pytest.approx(single[1]["val_loss"], rel=1e-6)
+    expected = (single[0]["val_loss"] + single[1]["val_loss"]) / 2
+    assert both["val_loss"] == pytest.approx(expected, rel=1e-5)
+    assert both["parameters"] == single[0]["parameters"] + single[1]["parameters"]
+    assert both["members"] == [str(run) for run in runs]
+
+    voting = {**model, "output_channels": 2, "head": 0}  # per-pixel votes: other scores
+    other = {"task": "classification", "model": voting, "data": {"readout": "vote"}}
+    cfg = run_config(other, tmp_path, mirror, iterations=2, batch_size=8, steps=[6])
+    train(cfg, tmp_path / "c")
+    with pytest.raises(
+        ConfigError, match=r"must share task, data\.flag, data\.size and data\.readout"
+    ):
+        evaluate([runs[0], tmp_path / "c"], splits=("val",))

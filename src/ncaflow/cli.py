@@ -250,7 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("evaluate", help="metrics of a saved model on its task's data")
-    p.add_argument("--model", required=True, help="model.safetensors, its .json, or its directory")
+    p.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="model.safetensors, its .json, or its directory; repeated: an ensemble of "
+        "classification models (their class scores averaged)",
+    )
     p.add_argument(
         "--split",
         action="append",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ncaflow.config import ConfigError, RunConfig, apply_override, from_dict, to_dict
 from ncaflow.io import atomic_write, config_of, load
@@ -26,7 +28,7 @@ def with_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
 
 
 def evaluate(
-    model_path: str | Path,
+    model_path: str | Path | Sequence[str | Path],
     *,
     splits: tuple[str, ...] = ("val", "test"),
     overrides: list[str] | None = None,
@@ -39,16 +41,26 @@ def evaluate(
 
     The fire-mask generator is seeded, so the numbers are reproducible. ``int8``
     evaluates the weights the int8 C export carries (quantised and restored).
+
+    Several paths evaluate an ensemble (classification only): the class scores averaged
+    over every member's rollouts. The members must have been trained on the same data
+    (task, dataset and image size); the data is that of the first, with ``overrides``.
     """
-    model = load(model_path, device=device)
-    config = with_overrides(config_of(model), overrides or [])
+    paths = [model_path] if isinstance(model_path, str | Path) else list(model_path)
+    if not paths:
+        raise ConfigError("evaluate needs at least one model")
+    models = [load(path, device=device) for path in paths]
     if int8:
         from ncaflow.export.quant import dequantized_model
 
-        model = dequantized_model(model)
+        models = [dequantized_model(m) for m in models]
+    config = with_overrides(config_of(models[0]), overrides or [])
+    model = models[0] if len(models) == 1 else _ensemble(models, paths, config)
     task = get_task(config.task)(config=config, device=device)
     task.setup()
     metrics: dict[str, Any] = {"parameters": sum(p.numel() for p in model.parameters())}
+    if len(models) > 1:
+        metrics["members"] = [str(path) for path in paths]
     for split in splits:
         gen = torch.Generator(device=device).manual_seed(seed)
         try:
@@ -58,3 +70,25 @@ def evaluate(
     if out is not None:
         atomic_write(out, lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
     return metrics
+
+
+def _ensemble(models: list[nn.Module], paths: list[str | Path], config: RunConfig) -> nn.Module:
+    """The members as one ``nn.ModuleList``, after checking that they share their data."""
+    if config.task != "classification":
+        raise ConfigError(
+            f"{paths[0]}: an ensemble evaluates classification models only, and this one's "
+            f"task is {config.task!r}; evaluate one model at a time"
+        )
+
+    def data_key(cfg: RunConfig) -> tuple[Any, ...]:
+        d = to_dict(cfg)["data"]
+        return cfg.task, d.get("flag"), d.get("size"), d.get("readout")
+
+    first = data_key(config_of(models[0]))
+    for path, member in zip(paths[1:], models[1:], strict=True):
+        if data_key(config_of(member)) != first:
+            raise ConfigError(
+                f"{path}: an ensemble's members must share task, data.flag, data.size and "
+                f"data.readout; it has {data_key(config_of(member))}, {paths[0]} has {first}"
+            )
+    return nn.ModuleList(models)

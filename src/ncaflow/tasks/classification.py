@@ -12,6 +12,7 @@ Metrics are MedMNIST's own (``medmnist.evaluator.getACC/getAUC``) plus macro F1.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -194,15 +195,16 @@ class Classification(Task):
 
         x, y = self.splits[split]
         views = [x, x.flip(-1)] if self.data.eval_hflip else [x]
-        n = self.data.eval_rollouts * len(views)
+        members = list(model) if isinstance(model, nn.ModuleList) else [model]  # an ensemble
+        n = self.data.eval_rollouts * len(views) * len(members)
         loss_sum, scores = 0.0, []
         for s in batches(len(y), self.data.eval_batch):
             runs = []
-            for view in views:
+            for member, view in itertools.product(members, views):
                 seed = self.seed(view[s])
                 for _ in range(self.data.eval_rollouts):  # stochastic rollouts (fire masks)
-                    out = model(seed, self.eval_steps, generator=generator)
-                    logits = self.logits(model, out)
+                    out = member(seed, self.eval_steps, generator=generator)
+                    logits = self.logits(member, out)
                     loss_sum += self.loss_from_logits(logits, y[s]).sum().item() / n
                     runs.append(self.scores(logits))
             scores.append(torch.stack(runs).mean(0).cpu())  # the average of every run's scores
