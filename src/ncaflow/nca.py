@@ -89,9 +89,8 @@ def _gemm_step(
     convolutions as row-major GEMMs over the cells (or the Triton MLP). Same function,
     different rounding.
 
-    A free function of tensors and plain constants, so that ``torch.compile`` (which guards
-    on the code object) compiles it once per set of sizes and constants, shared by every NCA;
-    compiling the bound method recompiled for each instance and failed after eight.
+    A free function of tensors and plain constants, so that models of one structure share
+    its compiled graphs (:func:`_gemm_step_compiled`).
     """
     b, _, h, w = x.shape
     if taps is None:
@@ -130,9 +129,10 @@ def _gemm_step_compiled(structure: Hashable) -> Callable[..., Tensor]:
     other implementation needs.
 
     Dynamo keeps its compiled graphs on the code object and allows eight of them, after
-    which ``fullgraph`` fails. One code object per structure gives each model family its own
-    budget, so a process may build any number of models (a grid search, k-fold), and each
-    compiles once per input shape, then once for all shapes (``dynamic=None``)."""
+    which ``fullgraph`` fails: compiling the bound method ``step_gemm`` failed at the ninth
+    model size of the GPU tests. One code object per structure gives each its own budget, so
+    a process may build any number of models (a grid search, k-fold), and each compiles once
+    per input shape, then once for all shapes (``dynamic=None``)."""
     del structure  # the key: one copy of the code per structure
     code = _gemm_step.__code__.replace()  # a distinct code object with the same body
     fn = types.FunctionType(code, _gemm_step.__globals__, _gemm_step.__name__)
@@ -142,11 +142,10 @@ def _gemm_step_compiled(structure: Hashable) -> Callable[..., Tensor]:
 def mlp_sizes(config: ModelConfig) -> tuple[int, int, int]:
     """The update MLP's (inputs, hidden, outputs): the perception channels, hidden_width and
     the updated channels."""
-    n_filters = (
-        1 + config.learned_filters
-        if config.perception == "learned"
-        else (fixed_filters(laplace=config.perception == "sobel_laplace").shape[0])
-    )
+    if config.perception == "learned":
+        n_filters = 1 + config.learned_filters  # the identity and the learned filters
+    else:
+        n_filters = fixed_filters(laplace=config.perception == "sobel_laplace").shape[0]
     updated = config.output_channels + config.hidden_channels
     return config.channels * n_filters, config.hidden_width, updated
 
