@@ -227,8 +227,9 @@ def test_auto_trains_a_task_on_the_fused_kernels_like_the_reference(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     """`ncaflow train` with "auto" on a GPU (the fused kernels, CUDA graphs) on
-    self-classification: random step counts, evaluation in ragged batches, the same losses
-    and accuracy as the eager reference, both in full fp32."""
+    self-classification: random step counts, evaluation at another batch size than training
+    (179 validation digits), the same losses and accuracy as the eager reference, both in
+    full fp32."""
     pytest.importorskip("triton")
     monkeypatch.setenv("NCAFLOW_FUSED_PRECISION", "ieee")
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)

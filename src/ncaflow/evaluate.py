@@ -43,8 +43,8 @@ def evaluate(
     evaluates the weights the int8 C export carries (quantised and restored).
 
     Several paths evaluate an ensemble (classification only): the class scores averaged
-    over every member's rollouts. The members must have been trained on the same data
-    (task, dataset and image size); the data is that of the first, with ``overrides``.
+    over every member's rollouts. The members must share task, dataset, image size and
+    readout; the data is that of the first, with ``overrides``.
     """
     paths = [model_path] if isinstance(model_path, str | Path) else list(model_path)
     if not paths:

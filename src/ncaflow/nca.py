@@ -124,9 +124,9 @@ def _gemm_step(
 
 @functools.cache
 def _gemm_step_compiled(structure: Hashable) -> Callable[..., Tensor]:
-    """:func:`_gemm_step` through torch.compile for one model structure (its constants and
-    weight shapes), made on first use: importing the compiler costs start-up time that no
-    other implementation needs.
+    """:func:`_gemm_step` through torch.compile for one model structure (its ModelConfig and
+    whether the MLP runs on Triton, which fix every constant and weight shape), made on first
+    use: importing the compiler costs start-up time that no other implementation needs.
 
     Dynamo keeps its compiled graphs on the code object and allows eight of them, after
     which ``fullgraph`` fails: compiling the bound method ``step_gemm`` failed at the ninth
@@ -171,22 +171,19 @@ class NCA(nn.Module):
         self.config = config
         self.impl: Impl = impl
         c = config.channels
-        self.updated = config.output_channels + config.hidden_channels
+        sizes = mlp_sizes(config)  # (C*K perception channels, hidden_width, C_upd)
+        self.n_filters, self.updated = sizes[0] // c, sizes[2]
         if config.perception == "learned":
             k = config.kernel_size
             learned = torch.randn(c * config.learned_filters, 1, k, k) * (1.0 / k)
             self.filters = nn.Parameter(learned)
-            n_filters = 1 + config.learned_filters
         else:
             bank = fixed_filters(laplace=config.perception == "sobel_laplace")
             self.register_buffer("bank", bank.repeat(c, 1, 1).unsqueeze(1), persistent=False)
-            n_filters = bank.shape[0]
-        self.n_filters = n_filters
-        self.fc1 = nn.Conv2d(c * n_filters, config.hidden_width, 1)
-        self.fc2 = nn.Conv2d(config.hidden_width, self.updated, 1, bias=False)
+        self.fc1 = nn.Conv2d(sizes[0], sizes[1], 1)
+        self.fc2 = nn.Conv2d(sizes[1], self.updated, 1, bias=False)
         nn.init.zeros_(self.fc2.weight)  # the first step leaves the state unchanged
         self._plan = self._make_plan()
-        sizes = mlp_sizes(config)
         self._triton_mlp = impl == "fused" and fused.supports(*sizes)  # fixed by the shapes
         if impl == "fused" and not self._triton_mlp:
             warnings.warn(
@@ -194,6 +191,8 @@ class NCA(nn.Module):
                 "kernels (fused.supports); it runs as compiled GEMMs".format(*sizes),
                 stacklevel=2,
             )
+        # what the compiled step's graphs depend on besides input shapes (_gemm_step_compiled)
+        self._structure = (config, self._triton_mlp)
 
     def _make_plan(self) -> fast.Plan:
         cfg = self.config
@@ -283,7 +282,7 @@ class NCA(nn.Module):
             cfg.padding,
             cfg.input_channels,
             alive,
-            (self._triton_mlp),
+            self._triton_mlp,
         )
 
     def _step_plain(self, x: Tensor, fire: Tensor | None) -> Tensor:
@@ -293,9 +292,7 @@ class NCA(nn.Module):
             return self.step_gemm(x, fire)  # Triton's interpreter: no compiler to fuse for
         if self.impl not in ("compiled", "fused"):
             return self.step_reference(x, fire)
-        args = self._gemm_args()
-        structure = (*args[4:], *(tuple(t.shape) if t is not None else None for t in args[:4]))
-        return _gemm_step_compiled(structure)(x, fire, *args)
+        return _gemm_step_compiled(self._structure)(x, fire, *self._gemm_args())
 
     # -- rollout ----------------------------------------------------------------
 

@@ -160,8 +160,9 @@ def _prepare_finetune(model: nn.Module, config: RunConfig) -> None:
 
 def resolve_impl(impl: Impl, config: RunConfig, device: torch.device) -> Impl:
     """The implementation a run uses: 'auto' becomes 'fused' on a CUDA device with Triton
-    where the model's MLP fits the kernels (on an H200: 7x the eager training speed at batch
-    8, 2.7x at batch 256, benchmarks/README.md); otherwise the NCA decides per grid."""
+    where the model's MLP fits the kernels (on an H200 with CUDA graphs: 7x the eager
+    baseline's training speed at batch 8, 2.7x at batch 256; the README's Performance
+    section); otherwise the NCA decides per grid."""
     if impl != "auto" or device.type != "cuda" or not fused.available(device):
         return impl
     return "fused" if fused.supports(*mlp_sizes(config.model)) else impl
