@@ -70,28 +70,30 @@ def test_sizes_beyond_the_kernels_are_refused(fused) -> None:  # type: ignore[no
 
 
 def _perceive_mlp_reference(
-    x: torch.Tensor, bank: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor
-) -> torch.Tensor:
+    x: torch.Tensor, bank: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+    padding: str,
+) -> torch.Tensor:  # fmt: skip
     """fused.perceive_mlp in PyTorch: the NCA's perception, its columns as j*C + c, the MLP."""
     b, c, h, w = x.shape
     k = bank.shape[0]
-    p = perceive(x, bank.view(k, 1, 3, 3).repeat(c, 1, 1, 1), "zeros")  # column c*K + j
+    p = perceive(x, bank.view(k, 1, 3, 3).repeat(c, 1, 1, 1), padding)  # column c*K + j
     p = p.view(b, c, k, h, w).transpose(1, 2).reshape(b, k * c, h, w)
     out = torch.relu(p.permute(0, 2, 3, 1) @ w1.t() + b1) @ w2.t()  # (B, H, W, K_out)
     return out.permute(0, 3, 1, 2)
 
 
 @pytest.mark.parametrize(
-    ("batch", "channels", "h", "w", "laplace", "hidden", "k_out"),
+    ("batch", "channels", "h", "w", "laplace", "hidden", "k_out", "padding"),
     [
-        (2, 16, 13, 12, False, 128, 16),  # the growing config's MLP; 2 tiles per image, ragged
-        (1, 5, 6, 11, True, 24, 3),  # four filters, nothing a power of two
-        (3, 16, 8, 8, False, 64, 12),
+        (2, 16, 9, 7, False, 128, 16, "zeros"),  # the growing config's MLP, a ragged last tile
+        (1, 5, 6, 11, True, 24, 3, "circular"),  # four filters, nothing a power of two
+        (3, 16, 8, 8, False, 64, 12, "circular"),
     ],
 )
 def test_perceive_mlp_equals_torch(  # type: ignore[no-untyped-def]
-    fused, batch: int, channels: int, h: int, w: int, laplace: bool, hidden: int, k_out: int
-) -> None:
+    fused, batch: int, channels: int, h: int, w: int, laplace: bool, hidden: int, k_out: int,
+    padding: str,
+) -> None:  # fmt: skip
     """Perception inside the kernels: same update and same gradients for the state and the
     MLP's weights as perceiving and multiplying in PyTorch, at every edge of the grid."""
     module, device = fused
@@ -108,8 +110,8 @@ def test_perceive_mlp_equals_torch(  # type: ignore[no-untyped-def]
         )
     )
     bank = bank.to(device)
-    got = module.perceive_mlp(x, bank, w1, b1, w2)
-    ref = _perceive_mlp_reference(x, bank, w1, b1, w2)
+    got = module.perceive_mlp(x, bank, w1, b1, w2, padding)
+    ref = _perceive_mlp_reference(x, bank, w1, b1, w2, padding)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)
     g = torch.randn(got.shape, generator=gen).to(device)
     for a, b in zip(
@@ -124,8 +126,8 @@ def test_perceive_mlp_refuses_what_it_cannot_compute(fused) -> None:  # type: ig
     module, device = fused
     x, bank = torch.zeros(1, 4, 5, 5, device=device), torch.zeros(3, 9, device=device)
     w1, b1, w2 = (torch.zeros(*s, device=device) for s in ((8, 12), (8,), (2, 8)))
-    with pytest.raises(ValueError, match="zeros only, not 'circular'"):
-        module.perceive_mlp(x, bank, w1, b1, w2, "circular")
+    with pytest.raises(ValueError, match="'zeros' or 'circular', not 'reflect'"):
+        module.perceive_mlp(x, bank, w1, b1, w2, "reflect")
     with pytest.raises(ValueError, match=r"w1 has 10 inputs, not K\*C = 3\*4"):
         module.perceive_mlp(x, bank, w1[:, :10], b1, w2)
 
@@ -134,8 +136,8 @@ def test_perceive_mlp_refuses_what_it_cannot_compute(fused) -> None:  # type: ig
     ("inputs", "perception", "width", "padding", "triton"),
     [
         (0, "sobel", 32, "zeros", "perceive_mlp"),
-        (0, "sobel_laplace", 32, "zeros", "perceive_mlp"),
-        (0, "sobel", 32, "circular", "mlp"),  # padding the kernels do not implement
+        (0, "sobel_laplace", 32, "circular", "perceive_mlp"),
+        (0, "sobel", 32, "replicate", "mlp"),  # padding the kernels do not implement
         (1, "learned", 32, "zeros", "mlp"),
         (0, "sobel", 160, "zeros", "none"),  # too wide: GEMMs
     ],
@@ -144,8 +146,8 @@ def test_fused_rollout_equals_reference(  # type: ignore[no-untyped-def]
     fused, inputs: int, perception: str, width: int, padding: str, triton: str
 ) -> None:
     """NCA(impl="fused"): same rollout and gradients as the reference, same fire masks.
-    Fixed filters with zero padding run perception inside the kernels, other perceptions
-    and paddings the MLP alone, and an MLP too wide for the kernels (width 160) GEMMs."""
+    Fixed filters with zero or circular padding run perception inside the kernels, other
+    perceptions the MLP alone, and an MLP too wide for the kernels (width 160) GEMMs."""
     _, device = fused
     cfg = ModelConfig(
         input_channels=inputs,

@@ -98,66 +98,72 @@ def mlp_bwd(
 
 # -- perception inside the kernels ------------------------------------------------------
 #
-# X (B, C, H, W) is the state as the NCA keeps it, zero-padded at the edges. BANK (K, 9)
-# holds the fixed 3x3 filters, shared by every channel, and the perception column j*C + c
-# is channel c seen through filter j (so K_IN = K*C and W1's columns come in that order).
-# A tile is BLOCK consecutive cells of one image (cell = y*W + x), so that every shifted
-# load reads consecutive addresses: cell + dy*W + dx. An image's last tile is ragged.
+# X (B, C, H, W) is the state as the NCA keeps it; a cell's row index is b*H*W + y*W + x, as
+# in P above. BANK (K, 9) holds the fixed 3x3 filters, shared by every channel, and the
+# perception column j*C + c is channel c seen through filter j (so K_IN = K*C and W1's
+# columns come in that order). CIRCULAR: wrap around the edges, else zero padding.
 
 
 @triton.jit
 def perceive_tile(
-    X, BANK, b, cells, H, W, C, K_IN, KP: tl.constexpr, BLOCK: tl.constexpr,
+    X, BANK, rows, live, H, W, C, K_IN,
+    KP: tl.constexpr, BLOCK: tl.constexpr, CIRCULAR: tl.constexpr,
 ):  # fmt: skip
-    """The perception rows (BLOCK, KP) of ``cells`` of image b, from nine shifted loads
-    (the filters of a channel read the same addresses, which the cache serves)."""
+    """The perception rows (BLOCK, KP) of cells ``rows``, built from nine shifted loads of X
+    (the three filters of a channel read the same addresses, which the cache serves)."""
     hw = H * W
-    y = cells // W
-    x = cells % W
+    b = rows // hw
+    y = (rows % hw) // W
+    x = rows % W
     k = tl.arange(0, KP)
     used = k < K_IN
-    base = X + b * (C * hw) + (k % C)[None, :] * hw
+    base = X + b[:, None] * (C * hw) + (k % C)[None, :] * hw
     p = tl.zeros((BLOCK, KP), dtype=tl.float32)
     for t in tl.static_range(9):
-        dy = t // 3 - 1
-        dx = t % 3 - 1
-        inside = (cells < hw) & (y + dy >= 0) & (y + dy < H) & (x + dx >= 0) & (x + dx < W)
+        ny = y + (t // 3 - 1)
+        nx = x + (t % 3 - 1)
+        if CIRCULAR:
+            ny = (ny + H) % H
+            nx = (nx + W) % W
+            inside = live
+        else:
+            inside = live & (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
         tap = tl.load(BANK + (k // C) * 9 + t, mask=used, other=0.0)  # (KP,)
-        v = tl.load(
-            base + (cells + (dy * W + dx))[:, None], mask=inside[:, None] & used[None, :], other=0.0
-        )
+        v = tl.load(base + (ny * W + nx)[:, None], mask=inside[:, None] & used[None, :], other=0.0)
         p += tap[None, :] * v
     return p
 
 
 @triton.jit
 def perceive_mlp_fwd(
-    X, BANK, W1, B1, W2, OUT, H, W, C, K_IN, HID, K_OUT,
-    KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr, BLOCK: tl.constexpr,
-    PREC: tl.constexpr,
+    X, BANK, W1, B1, W2, OUT, N, H, W, C, K_IN, HID, K_OUT,
+    KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
+    BLOCK: tl.constexpr, PREC: tl.constexpr, CIRCULAR: tl.constexpr,
 ):  # fmt: skip
-    """OUT (B, K_OUT, H, W) = the MLP of the perception of X; grid (tiles per image, B)."""
+    """OUT (B, K_OUT, H, W) = the MLP of the perception of X, for BLOCK cells per program."""
     w1t, b1, w2t = load_weights(W1, B1, W2, K_IN, HID, K_OUT, KP, HP, OP)
-    b = tl.program_id(1)
-    cells = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    p = perceive_tile(X, BANK, b, cells, H, W, C, K_IN, KP, BLOCK)
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = rows < N
+    p = perceive_tile(X, BANK, rows, live, H, W, C, K_IN, KP, BLOCK, CIRCULAR)
     h = tl.maximum(tl.dot(p, w1t, input_precision=PREC) + b1[None, :], 0.0)
     y = tl.dot(h, w2t, input_precision=PREC)  # (BLOCK, OP)
     out = tl.arange(0, OP)
     hw = H * W
-    mask = (cells < hw)[:, None] & (out[None, :] < K_OUT)
-    tl.store(OUT + b * (K_OUT * hw) + cells[:, None] + out[None, :] * hw, y, mask=mask)
+    cell = (rows // hw) * (K_OUT * hw) + rows % hw  # channels-first, like X
+    tl.store(
+        OUT + cell[:, None] + out[None, :] * hw, y, mask=live[:, None] & (out[None, :] < K_OUT)
+    )
 
 
 @triton.jit
 def perceive_mlp_bwd(
-    X, BANK, W1, B1, W2, G, GP, PART, N, H, W, C, K_IN, HID, K_OUT, TILES_PER_IMAGE, TILES,
-    KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr, BLOCK: tl.constexpr,
-    PREC: tl.constexpr,
+    X, BANK, W1, B1, W2, G, GP, PART, N, H, W, C, K_IN, HID, K_OUT, TILES,
+    KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
+    BLOCK: tl.constexpr, PREC: tl.constexpr, CIRCULAR: tl.constexpr,
 ):  # fmt: skip
-    """mlp_bwd with the perception recomputed from X, and G (B, K_OUT, H, W). GP (K_IN, N)
-    gets dL/dp one perception column after another (N = B*H*W, the cell b*H*W + y*W + x),
-    which perceive_adjoint reads; PART as in mlp_bwd. Tiles are numbered image by image."""
+    """mlp_bwd with the perception recomputed from X and G (B, K_OUT, H, W) channels-first.
+    GP (K_IN, N) gets dL/dp one perception column after another (what perceive_adjoint
+    reads); PART as in mlp_bwd."""
     w1t, b1, w2t = load_weights(W1, B1, W2, K_IN, HID, K_OUT, KP, HP, OP)
     pid = tl.program_id(0)
     programs = tl.num_programs(0)
@@ -169,13 +175,13 @@ def perceive_mlp_bwd(
     gw2 = tl.zeros((HP, OP), dtype=tl.float32)
     gb1 = tl.zeros((HP,), dtype=tl.float32)
     for tile in range(pid, TILES, programs):
-        b = tile // TILES_PER_IMAGE
-        cells = (tile % TILES_PER_IMAGE) * BLOCK + tl.arange(0, BLOCK)
-        live = (cells < hw)[:, None]
-        p = perceive_tile(X, BANK, b, cells, H, W, C, K_IN, KP, BLOCK)
+        rows = tile * BLOCK + tl.arange(0, BLOCK)
+        live = rows < N
+        p = perceive_tile(X, BANK, rows, live, H, W, C, K_IN, KP, BLOCK, CIRCULAR)
+        cell = (rows // hw) * (K_OUT * hw) + rows % hw
         g = tl.load(
-            G + b * (K_OUT * hw) + cells[:, None] + out[None, :] * hw,
-            mask=live & (out[None, :] < K_OUT),
+            G + cell[:, None] + out[None, :] * hw,
+            mask=live[:, None] & (out[None, :] < K_OUT),
             other=0.0,
         )
         pre = tl.dot(p, w1t, input_precision=PREC) + b1[None, :]
@@ -183,9 +189,7 @@ def perceive_mlp_bwd(
         gh = tl.where(pre > 0.0, tl.dot(g, tl.trans(w2t), input_precision=PREC), 0.0)
         gp = tl.dot(gh, tl.trans(w1t), input_precision=PREC)  # (BLOCK, KP)
         tl.store(
-            GP + kin[None, :] * N + (b * hw + cells)[:, None],
-            gp,
-            mask=live & (kin[None, :] < K_IN),
+            GP + kin[None, :] * N + rows[:, None], gp, mask=live[:, None] & (kin[None, :] < K_IN)
         )
         gw1 += tl.dot(tl.trans(p), gh, input_precision=PREC)
         gw2 += tl.dot(tl.trans(h), g, input_precision=PREC)
@@ -198,27 +202,36 @@ def perceive_mlp_bwd(
 
 @triton.jit
 def perceive_adjoint(
-    GP, BANK, GX, N, H, W, C, K, CP: tl.constexpr, BLOCK: tl.constexpr,
+    GP, BANK, GX, N, H, W, C, K,
+    CP: tl.constexpr, BLOCK: tl.constexpr, CIRCULAR: tl.constexpr,
 ):  # fmt: skip
     """GX (B, C, H, W) = dL/dX through the perception, from GP (K*C, N): every cell gathers
-    what the cells that saw it (through each tap of each filter) received. Grid as in
-    perceive_mlp_fwd."""
-    b = tl.program_id(1)
-    cells = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    what the cells that saw it (through each tap of each filter) received."""
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = rows < N
     hw = H * W
-    y = cells // W
-    x = cells % W
+    b = rows // hw
+    y = (rows % hw) // W
+    x = rows % W
     c = tl.arange(0, CP)
     used = c < C
     acc = tl.zeros((BLOCK, CP), dtype=tl.float32)
     for t in tl.static_range(9):
-        dy = t // 3 - 1  # the cell (y - dy, x - dx) read this one through tap t
-        dx = t % 3 - 1
-        inside = (cells < hw) & (y - dy >= 0) & (y - dy < H) & (x - dx >= 0) & (x - dx < W)
-        src = GP + b * hw + (cells - (dy * W + dx))[:, None]
+        sy = y - (t // 3 - 1)  # the cell whose tap t read this one
+        sx = x - (t % 3 - 1)
+        if CIRCULAR:
+            sy = (sy + H) % H
+            sx = (sx + W) % W
+            inside = live
+        else:
+            inside = live & (sy >= 0) & (sy < H) & (sx >= 0) & (sx < W)
+        src = b * hw + sy * W + sx
         mask = inside[:, None] & used[None, :]
         for j in range(K):
             tap = tl.load(BANK + j * 9 + t)
-            acc += tap * tl.load(src + (j * C + c)[None, :] * N, mask=mask, other=0.0)
-    mask = (cells < hw)[:, None] & used[None, :]
-    tl.store(GX + b * (C * hw) + cells[:, None] + c[None, :] * hw, acc, mask=mask)
+            acc += tap * tl.load(GP + (j * C + c)[None, :] * N + src[:, None], mask=mask, other=0.0)
+    tl.store(
+        GX + (b * (C * hw) + rows % hw)[:, None] + c[None, :] * hw,
+        acc,
+        mask=live[:, None] & used[None, :],
+    )

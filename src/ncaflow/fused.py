@@ -102,11 +102,11 @@ def _sizes(w1: Tensor, w2: Tensor) -> dict[str, int]:
     return {"KP": _pow2(w1.shape[1]), "HP": _pow2(w1.shape[0]), "OP": _pow2(w2.shape[0])}
 
 
-def _partials(tiles: int, device: torch.device, KP: int, HP: int, OP: int) -> Tensor:
-    """The partial sums of the backward's persistent programs over ``tiles`` row tiles
-    (one row per program: the grid is its length)."""
+def _partials(n: int, device: torch.device, KP: int, HP: int, OP: int) -> tuple[int, Tensor]:
+    """The backward's row tiles and its programs' partial-sum buffer (one row per program)."""
+    tiles = _cdiv(n, LAUNCH.block_bwd)
     programs = max(1, min(tiles, LAUNCH.programs_per_sm * _sms(device)))
-    return torch.empty(programs, KP * HP + HP * OP + HP, device=device)
+    return tiles, torch.empty(programs, KP * HP + HP * OP + HP, device=device)
 
 
 def supports(k_in: int, hidden: int, k_out: int) -> bool:
@@ -159,8 +159,7 @@ def _mlp_backward_op(
     n, k_in = p.shape
     hid, k_out = w1.shape[0], w2.shape[0]
     sizes = _sizes(w1, w2)
-    tiles = _cdiv(n, LAUNCH.block_bwd)
-    part = _partials(tiles, p.device, **sizes)
+    tiles, part = _partials(n, p.device, **sizes)
     gp = torch.empty_like(p)
     _kernels().mlp_bwd[(part.shape[0],)](
         p, w1, b1, w2, g, gp, part, n, k_in, hid, k_out, tiles, **sizes,
@@ -213,7 +212,7 @@ def fused_mlp(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
 
 # -- perception inside the kernels -------------------------------------------------------
 
-PADDINGS = ("zeros",)  # what perceive_mlp implements: its loads read consecutive addresses
+PADDINGS = ("zeros", "circular")  # what perceive_mlp's index arithmetic implements
 
 
 def _check_perceive(x: Tensor, bank: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> None:
@@ -232,61 +231,71 @@ def _check_perceive(x: Tensor, bank: Tensor, w1: Tensor, b1: Tensor, w2: Tensor)
 
 
 @torch.library.custom_op("ncaflow::perceive_mlp", mutates_args=())
-def _perceive_op(x: Tensor, bank: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
+def _perceive_op(
+    x: Tensor, bank: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, circular: bool
+) -> Tensor:
     x, bank, w1, b1, w2 = (t.contiguous() for t in (x, bank, w1, b1, w2))
     b, c, h, w = x.shape
-    k_in, hid, k_out = w1.shape[1], w1.shape[0], w2.shape[0]
+    n, k_in, hid, k_out = b * h * w, w1.shape[1], w1.shape[0], w2.shape[0]
     out = x.new_empty(b, k_out, h, w)
-    _kernels().perceive_mlp_fwd[(_cdiv(h * w, LAUNCH.block_fwd), b)](
-        x, bank, w1, b1, w2, out, h, w, c, k_in, hid, k_out, **_sizes(w1, w2),
-        BLOCK=LAUNCH.block_fwd, PREC=_precision(), num_warps=LAUNCH.warps_fwd,
+    _kernels().perceive_mlp_fwd[(_cdiv(n, LAUNCH.block_fwd),)](
+        x, bank, w1, b1, w2, out, n, h, w, c, k_in, hid, k_out, **_sizes(w1, w2),
+        BLOCK=LAUNCH.block_fwd, PREC=_precision(), CIRCULAR=circular,
+        num_warps=LAUNCH.warps_fwd,
     )  # fmt: skip
     return out
 
 
 @_perceive_op.register_fake
-def _perceive_fake(x: Tensor, bank: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
+def _perceive_fake(
+    x: Tensor, bank: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, circular: bool
+) -> Tensor:
     return x.new_empty(x.shape[0], w2.shape[0], x.shape[2], x.shape[3])
 
 
 @torch.library.custom_op("ncaflow::perceive_mlp_backward", mutates_args=())
 def _perceive_backward_op(
-    x: Tensor, bank: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, g: Tensor
+    x: Tensor, bank: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, g: Tensor, circular: bool
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     x, bank, w1, b1, w2, g = (t.contiguous() for t in (x, bank, w1, b1, w2, g))
     b, c, h, w = x.shape
     n, k_in, hid, k_out = b * h * w, w1.shape[1], w1.shape[0], w2.shape[0]
     sizes = _sizes(w1, w2)
-    per_image = _cdiv(h * w, LAUNCH.block_bwd)  # row tiles never straddle two images
-    part = _partials(per_image * b, x.device, **sizes)
+    tiles, part = _partials(n, x.device, **sizes)
     gp = x.new_empty(k_in, n)  # dL/dp, one perception column after another
     kernels = _kernels()
     kernels.perceive_mlp_bwd[(part.shape[0],)](
-        x, bank, w1, b1, w2, g, gp, part, n, h, w, c, k_in, hid, k_out, per_image,
-        per_image * b, **sizes, BLOCK=LAUNCH.block_bwd, PREC=_precision(),
+        x, bank, w1, b1, w2, g, gp, part, n, h, w, c, k_in, hid, k_out, tiles, **sizes,
+        BLOCK=LAUNCH.block_bwd, PREC=_precision(), CIRCULAR=circular,
         num_warps=LAUNCH.warps_bwd,
     )  # fmt: skip
     gx = torch.empty_like(x)
-    kernels.perceive_adjoint[(_cdiv(h * w, LAUNCH.block_adjoint), b)](
+    kernels.perceive_adjoint[(_cdiv(n, LAUNCH.block_adjoint),)](
         gp, bank, gx, n, h, w, c, bank.shape[0], CP=_pow2(c), BLOCK=LAUNCH.block_adjoint,
-        num_warps=LAUNCH.warps_adjoint,
+        CIRCULAR=circular, num_warps=LAUNCH.warps_adjoint,
     )  # fmt: skip
     return (gx, *_weight_grads(part, k_in, hid, k_out, **sizes))
 
 
 @_perceive_backward_op.register_fake
 def _perceive_backward_fake(
-    x: Tensor, bank: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, g: Tensor
+    x: Tensor, bank: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, g: Tensor, circular: bool
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return torch.empty_like(x), torch.empty_like(w1), torch.empty_like(b1), torch.empty_like(w2)
 
 
+def _perceive_setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    *tensors, ctx.circular = inputs
+    ctx.save_for_backward(*tensors)
+
+
 def _perceive_backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
-    gx, gw1, gb1, gw2 = _perceive_backward_op(*ctx.saved_tensors, g)
-    return gx, None, gw1, gb1, gw2  # the bank is fixed
+    x, bank, w1, b1, w2 = ctx.saved_tensors
+    gx, gw1, gb1, gw2 = _perceive_backward_op(x, bank, w1, b1, w2, g, ctx.circular)
+    return gx, None, gw1, gb1, gw2, None  # the bank is fixed
 
 
-_perceive_op.register_autograd(_perceive_backward, setup_context=_setup_context)
+_perceive_op.register_autograd(_perceive_backward, setup_context=_perceive_setup_context)
 
 
 def perceive_mlp(
@@ -299,10 +308,10 @@ def perceive_mlp(
 
     w1 (H, K*C) takes its columns in the order j*C + c (channel c through filter j), which
     is not the column order of the NCA's fc1 (c*K + j): permute them first.
-    padding: "zeros" only (:data:`PADDINGS`)."""
+    padding: "zeros" or "circular" (:data:`PADDINGS`)."""
     if padding not in PADDINGS:
-        raise ValueError(f"perceive_mlp pads with zeros only, not {padding!r}")
+        raise ValueError(f"perceive_mlp pads with 'zeros' or 'circular', not {padding!r}")
     if not torch.compiler.is_compiling():
         _check_perceive(x, bank, w1, b1, w2)
-    out: Tensor = _perceive_op(x, bank, w1, b1, w2)
+    out: Tensor = _perceive_op(x, bank, w1, b1, w2, padding == "circular")
     return out

@@ -89,12 +89,12 @@ def _gemm_step(
     shifted slices, one fused stencil instead of a depthwise convolution, and the 1x1
     convolutions as row-major GEMMs over the cells; or with Triton kernels (:mod:`fused`)
     for the MLP ("mlp") or for perception and MLP together ("perceive_mlp": fixed filters,
-    zero padding). Same function, different rounding.
+    zero or circular padding). Same function, different rounding.
 
     A free function of tensors and plain constants, so that models of one structure share
     its compiled graphs (:func:`_gemm_step_compiled`).
     """
-    c = x.shape[1]
+    b, c, h, w = x.shape
     if triton == "perceive_mlp":
         assert taps is not None and kernels is not None
         k_n, hidden = len(taps), w1.shape[0]
