@@ -1,7 +1,6 @@
 """Time the update MLP alone: ncaflow.fused's Triton kernels against PyTorch's GEMMs.
 
     python benchmarks/fused_mlp.py [--out DIR]      # CUDA only
-    python benchmarks/fused_mlp.py --perceive       # perception inside the kernels
 
 The growing config's MLP (48 -> 128 -> 16) on the rows of one step at batch 8 and 256
 (72 x 72 cells each), forward alone and forward + backward, for PyTorch
@@ -24,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 from ncaflow import fused
-from ncaflow.nca import fixed_filters
 
 SHAPE = (48, 128, 16)  # the growing config's MLP: K_in -> hidden -> K_out
 
@@ -77,34 +75,10 @@ def case(mlp: MLP, n: int, k_in: int, hidden: int, k_out: int, backward: bool) -
         return bench(run)
 
 
-def perceive_case(batch: int, backward: bool) -> float:
-    """fused.perceive_mlp on a (batch, 16, 72, 72) state: perception and MLP in one kernel."""
-    gen = torch.Generator("cuda").manual_seed(0)
-    k_in, hidden, k_out = SHAPE
-    x, w1, b1, w2 = (
-        torch.randn(*s, device="cuda", generator=gen).requires_grad_(backward)
-        for s in ((batch, 16, 72, 72), (hidden, k_in), (hidden,), (k_out, hidden))
-    )
-    bank = fixed_filters().view(3, 9).cuda()
-    g = torch.randn(batch, k_out, 72, 72, device="cuda", generator=gen)
-
-    def run() -> object:
-        y = fused.perceive_mlp(x, bank, w1, b1, w2)
-        if backward:
-            return torch.autograd.grad(y, [x, w1, b1, w2], g)
-        return y
-
-    with torch.no_grad() if not backward else torch.enable_grad():
-        return bench(run)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--backward-only", action="store_true", help="only forward + backward")
-    ap.add_argument(
-        "--perceive", action="store_true", help="fused.perceive_mlp (perception in the kernels)"
-    )
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/fused_mlp.py times CUDA kernels: no CUDA device here")
@@ -123,33 +97,22 @@ def main() -> None:
     ) -> None:
         row = {"impl": impl, "n": cells, "shape": SHAPE, "backward": backward, "us": us}
         rows.append(row if launch is None else {**row, "launch": asdict(launch)})
-        print(f"n={cells:8d} bwd={backward!s:5} {impl:8} {us:9.1f} us  {launch or ''}", flush=True)
+        print(f"n={cells:8d} bwd={backward!s:5} {impl:5} {us:9.1f} us  {launch or ''}", flush=True)
 
-    adjoint = [(64, 4), (256, 4), (256, 8)]
-    adj_launches = [replace(default, block_adjoint=b, warps_adjoint=w) for b, w in adjoint]
-    for batch in (8, 256):
-        cells = batch * 72 * 72
+    for cells in (8 * 72 * 72, 256 * 72 * 72):
         for backward in (True,) if args.backward_only else (False, True):
-            if not args.perceive:
-                record("torch", cells, backward, case(torch_mlp, cells, *SHAPE, backward))
+            record("torch", cells, backward, case(torch_mlp, cells, *SHAPE, backward))
             # the backward's settings change nothing in a forward pass
-            launches = fwd_launches + (bwd_launches if backward else [])
-            if args.perceive and backward:
-                launches += adj_launches
-            for launch in launches:
+            for launch in fwd_launches + (bwd_launches if backward else []):
                 fused.LAUNCH = launch
                 try:
-                    if args.perceive:
-                        us = perceive_case(batch, backward)
-                    else:
-                        us = case(fused.fused_mlp, cells, *SHAPE, backward)
+                    us = case(fused.fused_mlp, cells, *SHAPE, backward)
                 except Exception as e:  # a launch that does not fit (OutOfResources): a result
                     print(f"   {launch}: {type(e).__name__}: {str(e)[:120]}")
                     continue
-                record("perceive" if args.perceive else "fused", cells, backward, us, launch)
+                record("fused", cells, backward, us, launch)
     args.out.mkdir(parents=True, exist_ok=True)
-    name = "perceive-mlp" if args.perceive else "fused-mlp"
-    path = args.out / f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
+    path = args.out / f"fused-mlp-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
     meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
     path.write_text(json.dumps({"machine": meta, "rows": rows}, indent=1))
     print("wrote", path)

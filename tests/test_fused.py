@@ -1,4 +1,4 @@
-"""ncaflow.fused: the update MLP (and perception with it) as Triton kernels equals PyTorch.
+"""ncaflow.fused: the update MLP as Triton kernels equals the PyTorch formulation.
 
 Without a GPU the kernels run in Triton's interpreter (conftest.py sets
 TRITON_INTERPRET=1 before triton is imported); on a CUDA machine the same checks
@@ -19,7 +19,7 @@ from helpers import assert_same_rollout
 
 import ncaflow.fused
 from ncaflow.config import ModelConfig
-from ncaflow.nca import NCA, fixed_filters, perceive
+from ncaflow.nca import NCA
 
 
 @pytest.fixture
@@ -69,85 +69,12 @@ def test_sizes_beyond_the_kernels_are_refused(fused) -> None:  # type: ignore[no
         module.fused_mlp(p, w1, b1, w2)
 
 
-def _perceive_mlp_reference(
-    x: torch.Tensor, bank: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
-    padding: str,
-) -> torch.Tensor:  # fmt: skip
-    """fused.perceive_mlp in PyTorch: the NCA's perception, its columns as j*C + c, the MLP."""
-    b, c, h, w = x.shape
-    k = bank.shape[0]
-    p = perceive(x, bank.view(k, 1, 3, 3).repeat(c, 1, 1, 1), padding)  # column c*K + j
-    p = p.view(b, c, k, h, w).transpose(1, 2).reshape(b, k * c, h, w)
-    out = torch.relu(p.permute(0, 2, 3, 1) @ w1.t() + b1) @ w2.t()  # (B, H, W, K_out)
-    return out.permute(0, 3, 1, 2)
-
-
 @pytest.mark.parametrize(
-    ("batch", "channels", "h", "w", "laplace", "hidden", "k_out", "padding"),
-    [
-        (2, 16, 9, 7, False, 128, 16, "zeros"),  # the growing config's MLP, a ragged last tile
-        (1, 5, 6, 11, True, 24, 3, "circular"),  # four filters, nothing a power of two
-        (3, 16, 8, 8, False, 64, 12, "circular"),
-    ],
+    ("inputs", "perception", "width"), [(0, "sobel", 32), (1, "learned", 32), (0, "sobel", 160)]
 )
-def test_perceive_mlp_equals_torch(  # type: ignore[no-untyped-def]
-    fused, batch: int, channels: int, h: int, w: int, laplace: bool, hidden: int, k_out: int,
-    padding: str,
-) -> None:  # fmt: skip
-    """Perception inside the kernels: same update and same gradients for the state and the
-    MLP's weights as perceiving and multiplying in PyTorch, at every edge of the grid."""
-    module, device = fused
-    gen = torch.Generator().manual_seed(channels)
-    bank = fixed_filters(laplace).view(-1, 9)
-    k = bank.shape[0]
-    x, w1, b1, w2 = (
-        (torch.randn(*shape, generator=gen) * scale).to(device).requires_grad_()
-        for shape, scale in (
-            ((batch, channels, h, w), 1.0),
-            ((hidden, k * channels), 0.3),
-            ((hidden,), 0.1),
-            ((k_out, hidden), 0.1),
-        )
-    )
-    bank = bank.to(device)
-    got = module.perceive_mlp(x, bank, w1, b1, w2, padding)
-    ref = _perceive_mlp_reference(x, bank, w1, b1, w2, padding)
-    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)
-    g = torch.randn(got.shape, generator=gen).to(device)
-    for a, b in zip(
-        torch.autograd.grad(got, [x, w1, b1, w2], g),
-        torch.autograd.grad(ref, [x, w1, b1, w2], g),
-        strict=True,
-    ):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
-
-
-def test_perceive_mlp_refuses_what_it_cannot_compute(fused) -> None:  # type: ignore[no-untyped-def]
-    module, device = fused
-    x, bank = torch.zeros(1, 4, 5, 5, device=device), torch.zeros(3, 9, device=device)
-    w1, b1, w2 = (torch.zeros(*s, device=device) for s in ((8, 12), (8,), (2, 8)))
-    with pytest.raises(ValueError, match="'zeros' or 'circular', not 'reflect'"):
-        module.perceive_mlp(x, bank, w1, b1, w2, "reflect")
-    with pytest.raises(ValueError, match=r"w1 has 10 inputs, not K\*C = 3\*4"):
-        module.perceive_mlp(x, bank, w1[:, :10], b1, w2)
-
-
-@pytest.mark.parametrize(
-    ("inputs", "perception", "width", "padding", "triton"),
-    [
-        (0, "sobel", 32, "zeros", "perceive_mlp"),
-        (0, "sobel_laplace", 32, "circular", "perceive_mlp"),
-        (0, "sobel", 32, "replicate", "mlp"),  # padding the kernels do not implement
-        (1, "learned", 32, "zeros", "mlp"),
-        (0, "sobel", 160, "zeros", "none"),  # too wide: GEMMs
-    ],
-)
-def test_fused_rollout_equals_reference(  # type: ignore[no-untyped-def]
-    fused, inputs: int, perception: str, width: int, padding: str, triton: str
-) -> None:
-    """NCA(impl="fused"): same rollout and gradients as the reference, same fire masks.
-    Fixed filters with zero or circular padding run perception inside the kernels, other
-    perceptions the MLP alone, and an MLP too wide for the kernels (width 160) GEMMs."""
+def test_fused_rollout_equals_reference(fused, inputs: int, perception: str, width: int) -> None:  # type: ignore[no-untyped-def]
+    """NCA(impl="fused"): same rollout and gradients as the reference, same fire masks; an
+    MLP too wide for the kernels (width 160) runs as GEMMs."""
     _, device = fused
     cfg = ModelConfig(
         input_channels=inputs,
@@ -155,7 +82,6 @@ def test_fused_rollout_equals_reference(  # type: ignore[no-untyped-def]
         hidden_channels=8,
         hidden_width=width,
         perception=perception,  # type: ignore[arg-type]
-        padding=padding,  # type: ignore[arg-type]
         alive_channel=None if inputs else 3,
     )
     torch.manual_seed(0)
@@ -167,7 +93,6 @@ def test_fused_rollout_equals_reference(  # type: ignore[no-untyped-def]
         fast = NCA(config=cfg, impl="fused")
     too_large = [w for w in caught if "too large for the fused kernels" in str(w.message)]
     assert len(too_large) == (width > 128)  # the fallback is announced
-    assert fast._triton == triton
     fast.load_state_dict(ref.state_dict())
     x = torch.rand(2, cfg.channels, 10, 10)
     if not inputs:

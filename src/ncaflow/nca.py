@@ -38,7 +38,6 @@ from ncaflow.config import ModelConfig
 __all__ = ["NCA", "Impl", "fixed_filters", "perceive"]
 
 Impl = Literal["auto", "fast", "reference", "compiled", "fused"]
-TritonPart = Literal["none", "mlp", "perceive_mlp"]  # what of a step runs as Triton kernels
 
 _SOBEL_X = [[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]
 _LAPLACE = [[1.0, 2.0, 1.0], [2.0, -12.0, 2.0], [1.0, 2.0, 1.0]]
@@ -83,46 +82,16 @@ def _gemm_step(
     padding: str,
     n_in: int,
     alive: tuple[int, float] | None,
-    triton: TritonPart,
+    triton_mlp: bool,
 ) -> Tensor:
     """One step of :meth:`NCA.step_reference` written for a compiler: fixed filters (taps) as
     shifted slices, one fused stencil instead of a depthwise convolution, and the 1x1
-    convolutions as row-major GEMMs over the cells; or with Triton kernels (:mod:`fused`)
-    for the MLP ("mlp") or for perception and MLP together ("perceive_mlp": fixed filters,
-    zero or circular padding). Same function, different rounding.
+    convolutions as row-major GEMMs over the cells (or the Triton MLP). Same function,
+    different rounding.
 
     A free function of tensors and plain constants, so that models of one structure share
     its compiled graphs (:func:`_gemm_step_compiled`).
     """
-    b, c, h, w = x.shape
-    if triton == "perceive_mlp":
-        assert taps is not None and kernels is not None
-        k_n, hidden = len(taps), w1.shape[0]
-        bank = kernels[:k_n].reshape(k_n, 9)  # the filters of channel 0: all channels' filters
-        w1 = w1.view(hidden, c, k_n).transpose(1, 2).reshape(hidden, k_n * c)  # j*C + c
-        dx = fused.perceive_mlp(x, bank, w1, b1, w2, padding)
-    else:
-        dx = _gemm_update(x, kernels, w1, b1, w2, taps, padding, triton == "mlp")
-    if fire is not None:
-        dx = dx * fire
-    y = x[:, n_in:] + dx
-    if alive is not None:
-        full = torch.cat([x[:, :n_in], y], 1) if n_in else y
-        y = y * (_alive(x, *alive) & _alive(full, *alive)).to(y.dtype)
-    return torch.cat([x[:, :n_in], y], 1) if n_in else y
-
-
-def _gemm_update(
-    x: Tensor,
-    kernels: Tensor | None,
-    w1: Tensor,
-    b1: Tensor,
-    w2: Tensor,
-    taps: tuple[tuple[tuple[int, int, float], ...], ...] | None,
-    padding: str,
-    triton_mlp: bool,
-) -> Tensor:
-    """The update (B, C_upd, H, W) of :func:`_gemm_step`: perception, then the MLP on rows."""
     b, _, h, w = x.shape
     if taps is None:
         assert kernels is not None
@@ -143,7 +112,14 @@ def _gemm_update(
         out = fused.fused_mlp(rows, w1, b1, w2)
     else:
         out = F.linear(F.relu(F.linear(rows, w1, b1)), w2)
-    return out.view(b, h, w, -1).permute(0, 3, 1, 2)
+    dx = out.view(b, h, w, -1).permute(0, 3, 1, 2)
+    if fire is not None:
+        dx = dx * fire
+    y = x[:, n_in:] + dx
+    if alive is not None:
+        full = torch.cat([x[:, :n_in], y], 1) if n_in else y
+        y = y * (_alive(x, *alive) & _alive(full, *alive)).to(y.dtype)
+    return torch.cat([x[:, :n_in], y], 1) if n_in else y
 
 
 @functools.cache
@@ -208,18 +184,15 @@ class NCA(nn.Module):
         self.fc2 = nn.Conv2d(sizes[1], self.updated, 1, bias=False)
         nn.init.zeros_(self.fc2.weight)  # the first step leaves the state unchanged
         self._plan = self._make_plan()
-        self._triton: TritonPart = "none"  # fixed by the config
-        if impl == "fused" and fused.supports(*sizes):
-            fixed = config.perception != "learned" and config.padding in fused.PADDINGS
-            self._triton = "perceive_mlp" if fixed else "mlp"
-        if impl == "fused" and self._triton == "none":
+        self._triton_mlp = impl == "fused" and fused.supports(*sizes)  # fixed by the shapes
+        if impl == "fused" and not self._triton_mlp:
             warnings.warn(
                 "impl='fused': the update MLP {} -> {} -> {} is too large for the fused "
                 "kernels (fused.supports); it runs as compiled GEMMs".format(*sizes),
                 stacklevel=2,
             )
         # what the compiled step's graphs depend on besides input shapes (_gemm_step_compiled)
-        self._structure = (config, self._triton)
+        self._structure = (config, self._triton_mlp)
 
     def _make_plan(self) -> fast.Plan:
         cfg = self.config
@@ -297,7 +270,7 @@ class NCA(nn.Module):
     def _gemm_args(self) -> tuple[Any, ...]:
         """The weights and constants of :func:`_gemm_step`, after ``x`` and ``fire``."""
         cfg = self.config
-        kernels = self.kernels()
+        kernels = self.kernels() if self._plan.taps is None else None
         w1, b1, w2 = self.fc1.weight.flatten(1), self.fc1.bias, self.fc2.weight.flatten(1)
         alive = (cfg.alive_channel, cfg.alive_threshold) if cfg.alive_channel is not None else None
         return (
@@ -309,7 +282,7 @@ class NCA(nn.Module):
             cfg.padding,
             cfg.input_channels,
             alive,
-            self._triton,
+            self._triton_mlp,
         )
 
     def _step_plain(self, x: Tensor, fire: Tensor | None) -> Tensor:
