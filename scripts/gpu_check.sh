@@ -9,6 +9,7 @@
 #             tests/test_fused.py (Triton kernels == PyTorch, on the GPU in full fp32)
 #   mlp       benchmarks/fused_mlp.py: the MLP kernels' launch configurations
 #   mlp-bwd   the same, forward + backward only
+#   profile   benchmarks/profile_step.py: graph-fused's kernels at batch 8 and 256
 #   bench8    benchmarks/run.py --device cuda at batch 8, training and inference (9 cases)
 #   bench256  the same at batch 256
 #   all       every stage in turn (the default)
@@ -29,8 +30,9 @@ case $stage in
     tests) $py -m pytest -q -p no:cacheprovider tests/test_graphs.py tests/test_fused.py ;;
     mlp) $py benchmarks/fused_mlp.py --out "$out" ;;
     mlp-bwd) $py benchmarks/fused_mlp.py --backward-only --out "$out" ;;
+    profile) for b in 8 256; do $py benchmarks/profile_step.py --batch "$b" --out "$out"; done ;;
     bench8) bench 8 ;;
     bench256) bench 256 ;;
     all) for s in tests mlp bench8 bench256; do bash "$0" "$s" "$out"; done ;;
-    *) echo "unknown stage '$stage': tests, mlp, mlp-bwd, bench8, bench256 or all" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage': tests, mlp, mlp-bwd, profile, bench8, bench256 or all" >&2; exit 2 ;;
 esac

@@ -70,9 +70,18 @@ def test_sizes_beyond_the_kernels_are_refused(fused) -> None:  # type: ignore[no
 
 
 @pytest.mark.parametrize(
-    ("inputs", "perception", "width"), [(0, "sobel", 32), (1, "learned", 32), (0, "sobel", 160)]
+    ("inputs", "perception", "width", "padding"),
+    [
+        (0, "sobel", 32, "zeros"),
+        (1, "learned", 32, "zeros"),
+        (0, "sobel", 160, "zeros"),
+        (0, "sobel_laplace", 32, "circular"),
+        (0, "sobel", 32, "replicate"),
+    ],
 )
-def test_fused_rollout_equals_reference(fused, inputs: int, perception: str, width: int) -> None:  # type: ignore[no-untyped-def]
+def test_fused_rollout_equals_reference(  # type: ignore[no-untyped-def]
+    fused, inputs: int, perception: str, width: int, padding: str
+) -> None:
     """NCA(impl="fused"): same rollout and gradients as the reference, same fire masks; an
     MLP too wide for the kernels (width 160) runs as GEMMs."""
     _, device = fused
@@ -82,6 +91,7 @@ def test_fused_rollout_equals_reference(fused, inputs: int, perception: str, wid
         hidden_channels=8,
         hidden_width=width,
         perception=perception,  # type: ignore[arg-type]
+        padding=padding,  # type: ignore[arg-type]
         alive_channel=None if inputs else 3,
     )
     torch.manual_seed(0)
