@@ -60,8 +60,8 @@ def mlp_bwd(
     """GP = dL/dP, and this program's partial sums of the weight gradients in PART[pid].
 
     A persistent grid: program pid owns row tiles pid, pid + programs, ... and recomputes
-    their hidden layer (never stored). PART[pid] holds dW1 (HID, K_IN), dB1 (HID,) and dW2
-    (K_OUT, HID), summed over its tiles; the host adds the programs up.
+    their hidden layer (never stored). PART[pid] holds dW1.T (KP, HP), then dW2.T (HP, OP),
+    then dB1 (HP,), summed over its tiles; the host adds the programs up.
     """
     w1t, b1, w2t = load_weights(W1, B1, W2, K_IN, HID, K_OUT, KP, HP, OP)
     pid = tl.program_id(0)
@@ -90,15 +90,7 @@ def mlp_bwd(
         gw1 += tl.dot(tl.trans(p), gh, input_precision=PREC)
         gw2 += tl.dot(tl.trans(h), g, input_precision=PREC)
         gb1 += tl.sum(gh, axis=0)
-    # in the parameters' own layouts, so that the sum over programs is the gradient itself
-    part = PART + pid * (HID * K_IN + HID + K_OUT * HID)
-    used_in, used_hid, used_out = kin < K_IN, hid < HID, out < K_OUT
-    tl.store(
-        part + hid[None, :] * K_IN + kin[:, None], gw1, mask=used_in[:, None] & used_hid[None, :]
-    )
-    tl.store(part + HID * K_IN + hid, gb1, mask=used_hid)
-    tl.store(
-        part + HID * K_IN + HID + out[None, :] * HID + hid[:, None],
-        gw2,
-        mask=used_hid[:, None] & used_out[None, :],
-    )
+    part = PART + pid * (KP * HP + HP * OP + HP)
+    tl.store(part + kin[:, None] * HP + hid[None, :], gw1)
+    tl.store(part + KP * HP + hid[:, None] * OP + out[None, :], gw2)
+    tl.store(part + KP * HP + HP * OP + hid, gb1)

@@ -144,30 +144,33 @@ def _mlp_fake(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
 @torch.library.custom_op("ncaflow::fused_mlp_backward", mutates_args=())
 def _mlp_backward_op(
     p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, g: Tensor
-) -> tuple[Tensor, Tensor]:
-    """dL/dp and the weight gradients dW1, dB1, dW2 flattened into one tensor (the kernel
-    writes them in their final layouts; _backward takes the views): separate outputs would
-    each need a copy, since a custom operator's outputs may not share memory."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     p, w1, b1, w2, g = (t.contiguous() for t in (p, w1, b1, w2, g))
     n, k_in = p.shape
     hid, k_out = w1.shape[0], w2.shape[0]
+    sizes = _sizes(p, w1, w2)
+    kp, hp, op = sizes["KP"], sizes["HP"], sizes["OP"]
     tiles = _cdiv(n, LAUNCH.block_bwd)
     programs = max(1, min(tiles, LAUNCH.programs_per_sm * _sms(p.device)))
     gp = torch.empty_like(p)
-    part = torch.empty(programs, hid * k_in + hid + k_out * hid, device=p.device)
+    part = torch.empty(programs, kp * hp + hp * op + hp, device=p.device, dtype=torch.float32)
     _, mlp_bwd = _kernels()
     mlp_bwd[(programs,)](
-        p, w1, b1, w2, g, gp, part, n, k_in, hid, k_out, tiles, **_sizes(p, w1, w2),
+        p, w1, b1, w2, g, gp, part, n, k_in, hid, k_out, tiles, **sizes,
         BLOCK=LAUNCH.block_bwd, PREC=_precision(), num_warps=LAUNCH.warps_bwd,
     )  # fmt: skip
-    return gp, part.sum(0)  # one reduction over the programs' partial sums
+    total = part.sum(0)  # one reduction over the programs' partial sums
+    gw1t = total[: kp * hp].view(kp, hp)[:k_in, :hid]
+    gw2t = total[kp * hp : kp * hp + hp * op].view(hp, op)[:hid, :k_out]
+    gb1 = total[kp * hp + hp * op :][:hid]
+    return gp, gw1t.t().contiguous(), gb1.contiguous(), gw2t.t().contiguous()
 
 
 @_mlp_backward_op.register_fake
 def _mlp_backward_fake(
     p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, g: Tensor
-) -> tuple[Tensor, Tensor]:
-    return torch.empty_like(p), w1.new_empty(w1.numel() + b1.numel() + w2.numel())
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return torch.empty_like(p), torch.empty_like(w1), torch.empty_like(b1), torch.empty_like(w2)
 
 
 def _setup_context(ctx: Any, inputs: tuple[Tensor, ...], output: Tensor) -> None:
@@ -175,10 +178,8 @@ def _setup_context(ctx: Any, inputs: tuple[Tensor, ...], output: Tensor) -> None
 
 
 def _backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    p, w1, b1, w2 = ctx.saved_tensors
-    gp, flat = _mlp_backward_op(p, w1, b1, w2, g)
-    gw1, gb1, gw2 = flat.split([w1.numel(), b1.numel(), w2.numel()])
-    return gp, gw1.view(w1.shape), gb1, gw2.view(w2.shape)
+    grads: tuple[Tensor, Tensor, Tensor, Tensor] = _mlp_backward_op(*ctx.saved_tensors, g)
+    return grads
 
 
 _mlp_op.register_autograd(_backward, setup_context=_setup_context)
