@@ -71,6 +71,23 @@ def _alive(x: Tensor, channel: int, threshold: float) -> Tensor:
     return F.max_pool2d(a, 3, stride=1, padding=1) > threshold
 
 
+def _pad_edges(x: Tensor, padding: str) -> Tensor:
+    """``F.pad(x, (1, 1, 1, 1), mode)`` written as slices and concatenations, which
+    torch.compile lowers for every padding: Inductor (PyTorch 2.11, CUDA) failed on
+    replicate padding with "The argument '((-19)) + 1' is not comparable"."""
+    if padding == "zeros":
+        return F.pad(x, (1, 1, 1, 1))
+    for dim in (2, 3):
+        n = x.shape[dim]
+        first, last = x.narrow(dim, 0, 1), x.narrow(dim, n - 1, 1)
+        if padding == "circular":
+            first, last = last, first
+        elif padding == "reflect":
+            first, last = x.narrow(dim, 1, 1), x.narrow(dim, n - 2, 1)
+        x = torch.cat([first, x, last], dim)
+    return x
+
+
 def _gemm_step(
     x: Tensor,
     fire: Tensor | None,
@@ -97,8 +114,7 @@ def _gemm_step(
         assert kernels is not None
         p = perceive(x, kernels, padding)
     else:
-        mode = "constant" if padding == "zeros" else padding
-        xp = F.pad(x, (1, 1, 1, 1), mode=mode)
+        xp = _pad_edges(x, padding)
         views = []
         for filt in taps:
             (ty, tx, tw), *rest = filt
