@@ -1,0 +1,62 @@
+"""benchmarks/: the yardstick computes what ncaflow computes, and the runner runs.
+
+The README's speed ratios are only honest if the eager baseline is the same function
+as ncaflow's NCA (same weights, same fire masks, same alive masking), and they are
+only reproducible if `benchmarks/run.py` still runs. Timings themselves are never
+asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import protocol  # noqa: E402
+from worker import build  # noqa: E402
+
+
+@pytest.mark.parametrize("state", ["seed", "grown"])
+def test_baseline_is_the_same_function_as_ncaflow(state: str) -> None:
+    """The baseline and every CPU implementation start from the same weights and give the
+    same rollout and gradients from equally seeded generators."""
+    cpu = torch.device("cpu")
+    x = torch.from_numpy(protocol.seed_state(state, 2, 16))
+    outs, grads = [], []
+    for impl in ("baseline", "reference", "ncaflow"):
+        model = build(impl, cpu)
+        with torch.no_grad():  # updates large enough that cells come alive and die
+            model.fc2.weight.mul_(30.0)
+        y = model(x, 8, generator=torch.Generator().manual_seed(5))
+        outs.append(y)
+        grads.append(torch.autograd.grad(y[:, :4].square().mean(), [model.fc1.weight]))
+    assert outs[0][:, 3].gt(0.1).any()  # something is alive, so the comparison means something
+    for y, g in zip(outs[1:], grads[1:], strict=True):
+        torch.testing.assert_close(y, outs[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(g[0], grads[0][0], rtol=1e-3, atol=1e-5)
+
+
+def test_runner_prints_the_table_and_writes_json(tmp_path: Path) -> None:
+    """`run.py` end to end on a tiny case: one worker process per case, ratios against the
+    baseline, a JSON with one row per case."""
+    cmd = [
+        sys.executable, str(REPO / "benchmarks" / "run.py"),
+        "--rounds", "1", "--iters", "1", "--size", "12", "--steps", "3", "--threads", "1",
+        "--modes", "train", "--states", "grown", "--impls", "baseline", "ncaflow",
+        "--no-startup", "--out", str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| train | grown | 8 | ncaflow |" in done.stdout
+    (path,) = tmp_path.glob("cpu-*.json")
+    rows = json.loads(path.read_text())["rows"]
+    assert [r["impl"] for r in rows] == ["baseline", "ncaflow"]
+    assert all(r["seconds"] > 0 and r["cell_steps_per_s"] > 0 for r in rows)
+    assert rows[0]["speed_vs_baseline"] == 1.0
