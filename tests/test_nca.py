@@ -6,8 +6,10 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import assert_same_rollout
 
+import ncaflow.nca as nca_module
 from ncaflow.config import ModelConfig
 from ncaflow.nca import NCA, fixed_filters, perceive
 
@@ -156,6 +158,17 @@ def test_gradient_checkpointing_gives_same_gradients() -> None:
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads, strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("padding", ["zeros", "circular", "reflect", "replicate"])
+@pytest.mark.parametrize("radius", [1, 2])
+def test_pad_edges_is_f_pad(padding: str, radius: int) -> None:
+    """The compiled step's padding (slices and concatenations) is F.pad's, for 3x3 and 5x5
+    filters."""
+    x = torch.rand(2, 3, 6, 7)
+    mode = "constant" if padding == "zeros" else padding
+    expected = F.pad(x, (radius,) * 4, mode=mode)
+    assert torch.equal(nca_module._pad_edges(x, padding, radius), expected)
 
 
 @pytest.mark.parametrize("perception", ["sobel", "sobel_laplace", "learned"])

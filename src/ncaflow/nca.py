@@ -71,19 +71,21 @@ def _alive(x: Tensor, channel: int, threshold: float) -> Tensor:
     return F.max_pool2d(a, 3, stride=1, padding=1) > threshold
 
 
-def _pad_edges(x: Tensor, padding: str) -> Tensor:
-    """``F.pad(x, (1, 1, 1, 1), mode)`` written as slices and concatenations, which
+def _pad_edges(x: Tensor, padding: str, r: int = 1) -> Tensor:
+    """``F.pad(x, (r, r, r, r), mode)`` written as slices and concatenations, which
     torch.compile lowers for every padding: Inductor (PyTorch 2.11, CUDA) failed on
     replicate padding with "The argument '((-19)) + 1' is not comparable"."""
     if padding == "zeros":
-        return F.pad(x, (1, 1, 1, 1))
+        return F.pad(x, (r, r, r, r))
     for dim in (2, 3):
         n = x.shape[dim]
-        first, last = x.narrow(dim, 0, 1), x.narrow(dim, n - 1, 1)
         if padding == "circular":
-            first, last = last, first
+            first, last = x.narrow(dim, n - r, r), x.narrow(dim, 0, r)
         elif padding == "reflect":
-            first, last = x.narrow(dim, 1, 1), x.narrow(dim, n - 2, 1)
+            first, last = x.narrow(dim, 1, r).flip(dim), x.narrow(dim, n - 1 - r, r).flip(dim)
+        else:  # replicate
+            first = x.narrow(dim, 0, 1).repeat_interleave(r, dim)
+            last = x.narrow(dim, n - 1, 1).repeat_interleave(r, dim)
         x = torch.cat([first, x, last], dim)
     return x
 
@@ -112,7 +114,7 @@ def _gemm_step(
     b, _, h, w = x.shape
     if taps is None:
         assert kernels is not None
-        p = perceive(x, kernels, padding)
+        p = F.conv2d(_pad_edges(x, padding, kernels.shape[-1] // 2), kernels, groups=x.shape[1])
     else:
         xp = _pad_edges(x, padding)
         views = []
