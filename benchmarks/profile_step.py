@@ -19,13 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import protocol
-from worker import build
+from worker import build, train_iteration
 
 from ncaflow.graphs import GraphedIteration
 from ncaflow.train import ROLLOUT_CHUNK
@@ -50,13 +49,7 @@ def main() -> None:
     opt = torch.optim.Adam(model.parameters(), lr=lr, capturable=True)
     kw = {"checkpoint_every": ROLLOUT_CHUNK} if args.impl.endswith("-ckpt") else {}
 
-    def train_step(steps: int, x: torch.Tensor) -> torch.Tensor:
-        y = model(x, steps, generator=gen, **kw)
-        loss = F.mse_loss(y[:, :4], tgt)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.detach()
+    train_step = train_iteration(model, opt, tgt, gen, **kw)
 
     for _ in range(2):  # compile, allocate
         train_step(args.steps, x0)

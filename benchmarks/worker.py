@@ -19,6 +19,7 @@ All start from the same weights, so they compute the same function.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -64,6 +65,27 @@ def build(impl: str, device: torch.device) -> torch.nn.Module:
     return base.to(device)
 
 
+def train_iteration(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    tgt: torch.Tensor,
+    gen: torch.Generator,
+    **rollout_kw: int,
+) -> Callable[[int, torch.Tensor], torch.Tensor]:
+    """One benchmark training iteration, ``fn(steps, x)``: rollout, MSE of the RGBA channels
+    against tgt, backward, optimiser step; returns the loss."""
+
+    def step(steps: int, x: torch.Tensor) -> torch.Tensor:
+        y = model(x, steps, generator=gen, **rollout_kw)
+        loss = F.mse_loss(y[:, :4], tgt)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return step
+
+
 def main() -> None:
     args = protocol.parse_args()
     torch.set_num_threads(args.threads)
@@ -83,13 +105,7 @@ def main() -> None:
     rollout_kw = {"checkpoint_every": ROLLOUT_CHUNK} if args.impl.endswith("-ckpt") else {}
     opt = torch.optim.Adam(model.parameters(), lr=lr, capturable=graphs)
 
-    def train_step(steps: int, x: torch.Tensor) -> torch.Tensor:
-        y = model(x, steps, generator=gen, **rollout_kw)
-        loss = F.mse_loss(y[:, :4], tgt)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.detach()
+    train_step = train_iteration(model, opt, tgt, gen, **rollout_kw)
 
     def infer_step(steps: int, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
