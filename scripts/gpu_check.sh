@@ -27,7 +27,7 @@ bench() {
         --batch "$1" --impls baseline graph graph-compiled-tf32 graph-fused graph-fused-ckpt
 }
 case $stage in
-    tests) $py -m pytest -q -p no:cacheprovider tests/test_graphs.py tests/test_fused.py ;;
+    tests) $py -m pytest -q -rf --tb=short -p no:cacheprovider tests/test_graphs.py tests/test_fused.py ;;
     mlp) $py benchmarks/fused_mlp.py --out "$out" ;;
     mlp-bwd) $py benchmarks/fused_mlp.py --backward-only --out "$out" ;;
     profile) for b in 8 256; do $py benchmarks/profile_step.py --batch "$b" --out "$out"; done ;;
