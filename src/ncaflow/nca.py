@@ -54,27 +54,10 @@ def fixed_filters(laplace: bool = False) -> Tensor:
     return torch.stack(bank)
 
 
-def perceive(x: Tensor, kernels: Tensor, padding: str) -> Tensor:
-    """Depthwise-convolve every channel with every kernel.
-
-    x: (B, C, H, W), kernels: (C*K, 1, k, k) -> (B, C*K, H, W); output channel
-    ``c*K + j`` is channel ``c`` seen through kernel ``j``.
-    """
-    r = kernels.shape[-1] // 2
-    mode = "constant" if padding == "zeros" else padding
-    x = F.pad(x, (r, r, r, r), mode=mode)
-    return F.conv2d(x, kernels, groups=x.shape[1])
-
-
-def _alive(x: Tensor, channel: int, threshold: float) -> Tensor:
-    a = x[:, channel : channel + 1]
-    return F.max_pool2d(a, 3, stride=1, padding=1) > threshold
-
-
 def _pad_edges(x: Tensor, padding: str, r: int = 1) -> Tensor:
-    """``F.pad(x, (r, r, r, r), mode)`` written as slices and concatenations, which
-    torch.compile lowers for every padding: Inductor (PyTorch 2.11, CUDA) failed on
-    replicate padding with "The argument '((-19)) + 1' is not comparable"."""
+    """``F.pad(x, (r, r, r, r), mode)`` (bit for bit) written as slices and concatenations,
+    which torch.compile lowers for every padding: Inductor (PyTorch 2.11, CUDA) failed on
+    F.pad's replicate mode with "The argument '((-19)) + 1' is not comparable"."""
     if padding == "zeros":
         return F.pad(x, (r, r, r, r))
     for dim in (2, 3):
@@ -88,6 +71,21 @@ def _pad_edges(x: Tensor, padding: str, r: int = 1) -> Tensor:
             last = x.narrow(dim, n - 1, 1).repeat_interleave(r, dim)
         x = torch.cat([first, x, last], dim)
     return x
+
+
+def perceive(x: Tensor, kernels: Tensor, padding: str) -> Tensor:
+    """Depthwise-convolve every channel with every kernel.
+
+    x: (B, C, H, W), kernels: (C*K, 1, k, k) -> (B, C*K, H, W); output channel
+    ``c*K + j`` is channel ``c`` seen through kernel ``j``.
+    """
+    x = _pad_edges(x, padding, kernels.shape[-1] // 2)
+    return F.conv2d(x, kernels, groups=x.shape[1])
+
+
+def _alive(x: Tensor, channel: int, threshold: float) -> Tensor:
+    a = x[:, channel : channel + 1]
+    return F.max_pool2d(a, 3, stride=1, padding=1) > threshold
 
 
 def _gemm_step(
@@ -114,7 +112,7 @@ def _gemm_step(
     b, _, h, w = x.shape
     if taps is None:
         assert kernels is not None
-        p = F.conv2d(_pad_edges(x, padding, kernels.shape[-1] // 2), kernels, groups=x.shape[1])
+        p = perceive(x, kernels, padding)
     else:
         xp = _pad_edges(x, padding)
         views = []
