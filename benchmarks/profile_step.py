@@ -7,6 +7,8 @@ runs the training iteration eagerly (torch.profiler cannot attribute kernels ins
 CUDA-graph replay) and prints, per kernel name, its launches and device microseconds
 per iteration. For comparison it also times the same iteration replayed as a CUDA
 graph: the difference between the graph's time and the kernels' sum is idle GPU time.
+It ends with the README's grouping of the kernels, which ``--summary JSON`` prints for a
+saved profile (benchmarks/reference/profile-*.json) on any machine.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import argparse
 import json
 import statistics
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -29,16 +33,39 @@ from worker import build, train_iteration
 from ncaflow.graphs import GraphedIteration
 from ncaflow.train import ROLLOUT_CHUNK
 
+# The README's rows, by kernel name (Inductor names a kernel after the ops it fuses)
+GROUPS: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("MLP backward kernel (mlp_bwd)", lambda name: name == "mlp_bwd"),
+    ("MLP forward kernel (mlp_fwd)", lambda name: name == "mlp_fwd"),
+    (
+        "perception, its permute to rows and its adjoint",
+        lambda name: (
+            name.startswith("triton_")
+            and any(op in name for op in ("pad", "stack", "select_slice_backward"))
+        ),
+    ),
+)
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--impl", default="graph-fused")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=64)
-    p.add_argument("--iters", type=int, default=3, help="profiled iterations")
-    p.add_argument("--top", type=int, default=25)
-    p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args()
+
+def summary(record: dict[str, Any]) -> str:
+    """The profile grouped as in the README: microseconds per step and kernel names per
+    group, the rest, GPU idle time in the graph replay, and the whole step."""
+    steps = record["steps"]
+    left = list(record["kernels"])
+    lines = [f"{'us/step':>9} {'kernels':>7}  group"]
+    for label, member in GROUPS:
+        mine = [k for k in left if member(k["name"])]
+        left = [k for k in left if not member(k["name"])]
+        lines.append(f"{sum(k['us'] for k in mine) / steps:9.1f} {len(mine):7d}  {label}")
+    lines.append(f"{sum(k['us'] for k in left) / steps:9.1f} {len(left):7d}  everything else")
+    idle = (record["graph_us"] - record["kernels_us"]) / steps
+    lines.append(f"{idle:9.1f} {'':7}  GPU idle between kernels in the graph replay")
+    lines.append(f"{record['graph_us'] / steps:9.1f} {'':7}  whole step (graph replay / steps)")
+    return "\n".join(lines)
+
+
+def profile_iteration(args: argparse.Namespace) -> dict[str, Any]:
+    """Profile the training iteration eagerly, then time it as a graph replay."""
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = args.impl.endswith("-tf32")
     model = build(args.impl, device)
@@ -48,7 +75,6 @@ def main() -> None:
     lr = torch.tensor(1e-3, device=device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, capturable=True)
     kw = {"checkpoint_every": ROLLOUT_CHUNK} if args.impl.endswith("-ckpt") else {}
-
     train_step = train_iteration(model, opt, tgt, gen, **kw)
 
     for _ in range(2):  # compile, allocate
@@ -62,9 +88,8 @@ def main() -> None:
     for e in prof.key_averages():
         us = e.self_device_time_total / args.iters
         if us > 0:
-            rows.append((us, e.count / args.iters, e.key))
-    rows.sort(reverse=True)
-    total = sum(r[0] for r in rows)
+            rows.append({"us": us, "launches": e.count / args.iters, "name": e.key})
+    rows.sort(key=lambda row: -row["us"])
 
     params = list(model.parameters())
     run = GraphedIteration(train_step, params=params, optimizer=opt, generator=gen)
@@ -78,34 +103,48 @@ def main() -> None:
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) * 1000)
-    graph_us = statistics.median(times)
+    return {
+        "impl": args.impl,
+        "batch": args.batch,
+        "steps": args.steps,
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "graph_us": statistics.median(times),
+        "kernels_us": sum(row["us"] for row in rows),
+        "kernels": rows,
+    }
 
-    per_step = 1.0 / args.steps
-    print(f"{args.impl} batch {args.batch}, {args.steps} steps, {torch.cuda.get_device_name()}")
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--impl", default="graph-fused")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=64)
+    p.add_argument("--iters", type=int, default=3, help="profiled iterations")
+    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument(
+        "--summary", type=Path, metavar="JSON", help="group a saved profile (no GPU needed)"
+    )
+    args = p.parse_args()
+    if args.summary is not None:
+        print(summary(json.loads(args.summary.read_text())))
+        return
+    record = profile_iteration(args)
+    graph_us, total, steps = record["graph_us"], record["kernels_us"], record["steps"]
+    print(f"{args.impl} batch {args.batch}, {steps} steps, {record['device']}")
     print(f"graph replay {graph_us:9.0f} us/iteration ({1e6 / graph_us:.1f} it/s)")
     print(f"kernels      {total:9.0f} us/iteration (eager, summed)  idle {graph_us - total:.0f}")
     print(f"{'us/step':>9} {'share':>6} {'launches/step':>13}  kernel")
-    for us, n, name in rows[: args.top]:
-        print(f"{us * per_step:9.2f} {us / total:6.1%} {n * per_step:13.2f}  {name[:110]}")
+    for row in record["kernels"][: args.top]:
+        us, n, name = row["us"], row["launches"], row["name"]
+        print(f"{us / steps:9.2f} {us / total:6.1%} {n / steps:13.2f}  {name[:110]}")
+    print(summary(record))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         path = args.out / f"profile-{args.impl}-b{args.batch}-{stamp}.json"
-        path.write_text(
-            json.dumps(
-                {
-                    "impl": args.impl,
-                    "batch": args.batch,
-                    "steps": args.steps,
-                    "device": torch.cuda.get_device_name(),
-                    "torch": torch.__version__,
-                    "graph_us": graph_us,
-                    "kernels_us": total,
-                    "kernels": [{"us": us, "launches": n, "name": name} for us, n, name in rows],
-                },
-                indent=1,
-            )
-        )
+        path.write_text(json.dumps(record, indent=1))
         print(f"wrote {path}")
 
 

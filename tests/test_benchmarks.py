@@ -60,3 +60,21 @@ def test_runner_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     assert [r["impl"] for r in rows] == ["baseline", "ncaflow"]
     assert all(r["seconds"] > 0 and r["cell_steps_per_s"] > 0 for r in rows)
     assert rows[0]["speed_vs_baseline"] == 1.0
+
+
+@pytest.mark.parametrize("batch", [8, 256])
+def test_profile_summary_accounts_for_every_kernel(batch: int) -> None:
+    """profile_step's grouping (the README's table) of a stored H200 profile: every kernel in
+    exactly one group, none of the named groups empty, the rows adding up to the step."""
+    from profile_step import GROUPS, summary
+
+    path = REPO / f"benchmarks/reference/profile-graph-fused-b{batch}-20261202-h200.json"
+    record = json.loads(path.read_text())
+    for kernel in record["kernels"]:
+        assert sum(member(kernel["name"]) for _, member in GROUPS) <= 1, kernel["name"]
+    rows = [line.split(maxsplit=2) for line in summary(record).splitlines()[1:]]
+    per_step = [float(row[0]) for row in rows]
+    assert all(int(row[1]) > 0 for row in rows[: len(GROUPS)])
+    grouped, idle, step = sum(per_step[:-2]), per_step[-2], per_step[-1]
+    assert grouped == pytest.approx(record["kernels_us"] / record["steps"], abs=0.3)
+    assert grouped + idle == pytest.approx(step, abs=0.3)
