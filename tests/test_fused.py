@@ -58,6 +58,23 @@ def test_fused_mlp_equals_torch(fused, n: int, k_in: int, hidden: int, k_out: in
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
 
 
+def test_partial_sums_over_many_programs_add_up(fused, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The backward's weight gradients are partial sums of many programs, which sum_partials
+    adds a few at a time: here 10 programs, 4 per load (two full loads and a partial one)."""
+    module, device = fused
+    monkeypatch.setattr(module.LAUNCH, "programs_per_sm", 3)  # 3 x 4 interpreter "SMs" > 10
+    monkeypatch.setattr(module, "_SUM_ROWS", 4)
+    gen = torch.Generator().manual_seed(1)
+    p, w1, b1, w2 = (
+        torch.randn(*shape, generator=gen).to(device).requires_grad_()
+        for shape in ((320, 20), (40, 20), (40,), (6, 40))
+    )
+    got = torch.autograd.grad(module.fused_mlp(p, w1, b1, w2).sum(), [w1, b1, w2])
+    ref = torch.autograd.grad((torch.relu(p @ w1.t() + b1) @ w2.t()).sum(), [w1, b1, w2])
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+
+
 def test_sizes_beyond_the_kernels_are_refused(fused) -> None:  # type: ignore[no-untyped-def]
     module, device = fused
     assert module.supports(48, 128, 16) and module.supports(60, 96, 24)

@@ -164,11 +164,25 @@ def test_gradient_checkpointing_gives_same_gradients() -> None:
 @pytest.mark.parametrize("radius", [1, 2])
 def test_pad_edges_is_f_pad(padding: str, radius: int) -> None:
     """The compiled step's padding (slices and concatenations) is F.pad's, for 3x3 and 5x5
-    filters."""
+    filters, channels-first and channels-last."""
     x = torch.rand(2, 3, 6, 7)
     mode = "constant" if padding == "zeros" else padding
     expected = F.pad(x, (radius,) * 4, mode=mode)
     assert torch.equal(nca_module._pad_edges(x, padding, radius), expected)
+    # the same padding of the channels-last (B, H, W, C) state the compiled step reads
+    cl = nca_module._pad_edges(x.permute(0, 2, 3, 1), padding, radius, dims=(1, 2))
+    assert torch.equal(cl.permute(0, 3, 1, 2), expected)
+
+
+def test_channels_last_alive_mask_is_max_pool() -> None:
+    """The compiled step's alive mask (nine shifted maxima of the channels-last state) is
+    max_pool2d's, at the borders too, where max_pool2d pads with -inf."""
+    x = torch.randn(3, 5, 6, 7)
+    x[0] = -1.0  # all dead: a border cell must not see padding as alive
+    expected = nca_module._alive(x, 3, 0.1)
+    got = nca_module._alive_cl(x.permute(0, 2, 3, 1), 3, 0.1)
+    assert expected.any() and not expected.all() and not expected[0].any()
+    assert torch.equal(got.permute(0, 3, 1, 2), expected)
 
 
 @pytest.mark.parametrize("perception", ["sobel", "sobel_laplace", "learned"])

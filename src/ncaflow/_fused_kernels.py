@@ -94,3 +94,35 @@ def mlp_bwd(
     tl.store(part + kin[:, None] * HP + hid[None, :], gw1)
     tl.store(part + KP * HP + hid[:, None] * OP + out[None, :], gw2)
     tl.store(part + KP * HP + HP * OP + hid, gb1)
+
+
+@triton.jit
+def sum_partials(
+    PART, GW1, GW2, GB1, PROGRAMS, K_IN, HID, K_OUT,
+    KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
+    BLOCK: tl.constexpr, ROWS: tl.constexpr,
+):  # fmt: skip
+    """Add up mlp_bwd's PROGRAMS partial sums and write the weight gradients in the weights'
+    own layouts: GW1 (HID, K_IN), GW2 (K_OUT, HID), GB1 (HID,). One kernel instead of a
+    reduction and two transposing copies. Program pid sums entries pid * BLOCK + [0, BLOCK)
+    of every partial, ROWS partials per load."""
+    width = KP * HP + HP * OP + HP
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for first in range(0, PROGRAMS, ROWS):
+        rows = first + tl.arange(0, ROWS)
+        tile = tl.load(
+            PART + rows[:, None] * width + i[None, :],
+            mask=(rows[:, None] < PROGRAMS) & (i[None, :] < width),
+            other=0.0,
+        )
+        acc += tl.sum(tile, axis=0)
+    # dW1.T (KP, HP) entry i = k * HP + h is dW1[h, k]
+    k, h = i // HP, i % HP
+    tl.store(GW1 + h * K_IN + k, acc, mask=(i < KP * HP) & (k < K_IN) & (h < HID))
+    # dW2.T (HP, OP) entry j = h * OP + o is dW2[o, h]
+    j = i - KP * HP
+    h2, o = j // OP, j % OP
+    tl.store(GW2 + o * HID + h2, acc, mask=(j >= 0) & (j < HP * OP) & (h2 < HID) & (o < K_OUT))
+    b = j - HP * OP
+    tl.store(GB1 + b, acc, mask=(b >= 0) & (b < HID))

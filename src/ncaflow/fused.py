@@ -9,8 +9,8 @@ hidden layer lives only in registers:
   update (N, K_out);
 - backward: one kernel recomputes the hidden layer from ``p``, writes ``dL/dp`` and
   accumulates the weight gradients in registers over the row tiles it owns (a
-  persistent grid of one program per SM, one partial sum each), which one
-  reduction then adds up.
+  persistent grid of one program per SM, one partial sum each), which a second
+  kernel adds up and writes in the weights' layouts.
 
 Both are custom operators, so ``torch.compile`` treats them as single nodes and
 fuses the perception, fire mask and alive mask around them (``NCA(impl="fused")``).
@@ -86,12 +86,17 @@ def _sms(device: torch.device) -> int:
 
 
 @functools.cache
-def _kernels() -> tuple[Any, Any]:
+def _kernels() -> tuple[Any, Any, Any]:
     """The kernels, imported on first use: importing triton costs ~0.2 s, which every command
     that builds an NCA would pay otherwise. Triton reads TRITON_INTERPRET at this point."""
     from ncaflow import _fused_kernels as k
 
-    return k.mlp_fwd, k.mlp_bwd
+    return k.mlp_fwd, k.mlp_bwd, k.sum_partials
+
+
+# sum_partials: entries per program, and at most this many partials per load (an H200 has
+# 132 SMs, so one load there: the sum is short, and latency is what it costs)
+_SUM_BLOCK, _SUM_ROWS = 32, 256
 
 
 def _sizes(p: Tensor, w1: Tensor, w2: Tensor) -> dict[str, int]:
@@ -128,7 +133,7 @@ def _mlp_op(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
     n, k_in = p.shape
     hid, k_out = w1.shape[0], w2.shape[0]
     out = torch.empty(n, k_out, device=p.device, dtype=p.dtype)
-    mlp_fwd, _ = _kernels()
+    mlp_fwd, _, _ = _kernels()
     mlp_fwd[(_cdiv(n, LAUNCH.block_fwd),)](
         p, w1, b1, w2, out, n, k_in, hid, k_out, **_sizes(p, w1, w2),
         BLOCK=LAUNCH.block_fwd, PREC=_precision(), num_warps=LAUNCH.warps_fwd,
@@ -154,16 +159,17 @@ def _mlp_backward_op(
     programs = max(1, min(tiles, LAUNCH.programs_per_sm * _sms(p.device)))
     gp = torch.empty_like(p)
     part = torch.empty(programs, kp * hp + hp * op + hp, device=p.device, dtype=torch.float32)
-    _, mlp_bwd = _kernels()
+    _, mlp_bwd, sum_partials = _kernels()
     mlp_bwd[(programs,)](
         p, w1, b1, w2, g, gp, part, n, k_in, hid, k_out, tiles, **sizes,
         BLOCK=LAUNCH.block_bwd, PREC=_precision(), num_warps=LAUNCH.warps_bwd,
     )  # fmt: skip
-    total = part.sum(0)  # one reduction over the programs' partial sums
-    gw1t = total[: kp * hp].view(kp, hp)[:k_in, :hid]
-    gw2t = total[kp * hp : kp * hp + hp * op].view(hp, op)[:hid, :k_out]
-    gb1 = total[kp * hp + hp * op :][:hid]
-    return gp, gw1t.t().contiguous(), gb1.contiguous(), gw2t.t().contiguous()
+    gw1, gb1, gw2 = torch.empty_like(w1), torch.empty_like(b1), torch.empty_like(w2)
+    sum_partials[(_cdiv(part.shape[1], _SUM_BLOCK),)](
+        part, gw1, gw2, gb1, programs, k_in, hid, k_out, **sizes,
+        BLOCK=_SUM_BLOCK, ROWS=min(_SUM_ROWS, _pow2(programs)),
+    )  # fmt: skip
+    return gp, gw1, gb1, gw2
 
 
 @_mlp_backward_op.register_fake

@@ -39,6 +39,9 @@ __all__ = ["NCA", "Impl", "fixed_filters", "perceive"]
 
 Impl = Literal["auto", "fast", "reference", "compiled", "fused"]
 
+# fixed filters as taps: per filter, its non-zero (dy, dx, weight) of the 3x3 window
+Taps = tuple[tuple[tuple[int, int, float], ...], ...]
+
 _SOBEL_X = [[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]
 _LAPLACE = [[1.0, 2.0, 1.0], [2.0, -12.0, 2.0], [1.0, 2.0, 1.0]]
 
@@ -54,13 +57,15 @@ def fixed_filters(laplace: bool = False) -> Tensor:
     return torch.stack(bank)
 
 
-def _pad_edges(x: Tensor, padding: str, r: int = 1) -> Tensor:
-    """``F.pad(x, (r, r, r, r), mode)`` (bit for bit) written as slices and concatenations,
-    which torch.compile lowers for every padding: Inductor (PyTorch 2.11, CUDA) failed on
-    F.pad's replicate mode with "The argument '((-19)) + 1' is not comparable"."""
+def _pad_edges(x: Tensor, padding: str, r: int = 1, dims: tuple[int, int] = (2, 3)) -> Tensor:
+    """Pad the two spatial dims of x (``dims``: (2, 3) for (B, C, H, W), (1, 2) for
+    (B, H, W, C)) by r on both sides: ``F.pad(x, (r, r, r, r), mode)`` (bit for bit) written as
+    slices and concatenations, which torch.compile lowers for every padding: Inductor (PyTorch
+    2.11, CUDA) failed on F.pad's replicate mode with "The argument '((-19)) + 1' is not
+    comparable"."""
     if padding == "zeros":
-        return F.pad(x, (r, r, r, r))
-    for dim in (2, 3):
+        return F.pad(x, (0, 0) * (x.dim() - 1 - dims[1]) + (r, r, r, r))
+    for dim in dims:
         n = x.shape[dim]
         if padding == "circular":
             first, last = x.narrow(dim, n - r, r), x.narrow(dim, 0, r)
@@ -95,7 +100,7 @@ def _gemm_step(
     w1: Tensor,
     b1: Tensor,
     w2: Tensor,
-    taps: tuple[tuple[tuple[int, int, float], ...], ...] | None,
+    taps: Taps | None,
     padding: str,
     n_in: int,
     alive: tuple[int, float] | None,
@@ -104,38 +109,90 @@ def _gemm_step(
     """One step of :meth:`NCA.step_reference` written for a compiler: fixed filters (taps) as
     shifted slices, one fused stencil instead of a depthwise convolution, and the 1x1
     convolutions as row-major GEMMs over the cells (or the Triton MLP). Same function,
-    different rounding.
+    different rounding. It works on the state channels-last, (B, H, W, C) in memory, so that
+    the cells are the GEMM's rows with no transposing copy; the result is (B, C, H, W) with
+    channels-last strides, and a rollout keeps the state so (:meth:`NCA._forward_reference`).
 
     A free function of tensors and plain constants, so that models of one structure share
     its compiled graphs (:func:`_gemm_step_compiled`).
     """
     b, _, h, w = x.shape
+    s = x.permute(0, 2, 3, 1)  # (B, H, W, C): a free view of the rollout's channels-last state
     if taps is None:
         assert kernels is not None
-        p = perceive(x, kernels, padding)
+        p = perceive(x, kernels, padding).permute(0, 2, 3, 1)  # (B, H, W, C*K)
     else:
-        xp = _pad_edges(x, padding)
-        views = []
-        for filt in taps:
-            (ty, tx, tw), *rest = filt
-            view = tw * xp[:, :, ty : ty + h, tx : tx + w]
-            for ty, tx, tw in rest:
-                view = view + tw * xp[:, :, ty : ty + h, tx : tx + w]
-            views.append(view)
-        p = torch.stack(views, 2).flatten(1, 2)  # (B, C*K, H, W), channel c*K + j
-    rows = p.permute(0, 2, 3, 1).reshape(b * h * w, -1)
+        p = _Stencil.apply(_pad_edges(s, padding, dims=(1, 2)), taps)  # (B, H, W, C, K)
+    rows = p.reshape(b * h * w, -1)
     if triton_mlp:
         out = fused.fused_mlp(rows, w1, b1, w2)
     else:
         out = F.linear(F.relu(F.linear(rows, w1, b1)), w2)
-    dx = out.view(b, h, w, -1).permute(0, 3, 1, 2)
+    dx = out.view(b, h, w, -1)
     if fire is not None:
-        dx = dx * fire
-    y = x[:, n_in:] + dx
+        dx = dx * fire.view(b, h, w, 1)
+    y = s[..., n_in:] + dx
     if alive is not None:
-        full = torch.cat([x[:, :n_in], y], 1) if n_in else y
-        y = y * (_alive(x, *alive) & _alive(full, *alive)).to(y.dtype)
-    return torch.cat([x[:, :n_in], y], 1) if n_in else y
+        full = torch.cat([s[..., :n_in], y], -1) if n_in else y
+        y = y * (_alive_cl(s, *alive) & _alive_cl(full, *alive)).to(y.dtype)
+    return (torch.cat([s[..., :n_in], y], -1) if n_in else y).permute(0, 3, 1, 2)
+
+
+def _stencil(sp: Tensor, taps: Taps) -> Tensor:
+    """The fixed filters of a padded (B, H+2, W+2, C) state as (B, H, W, C, K): filter j is
+    the sum of its taps (dy, dx, weight), shifted slices of sp."""
+    h, w = sp.shape[1] - 2, sp.shape[2] - 2
+    views = []
+    for filt in taps:
+        (ty, tx, tw), *rest = filt
+        view = tw * sp[:, ty : ty + h, tx : tx + w]
+        for ty, tx, tw in rest:
+            view = view + tw * sp[:, ty : ty + h, tx : tx + w]
+        views.append(view)
+    return torch.stack(views, -1)  # channel c*K + j, as perceive orders them
+
+
+class _Stencil(torch.autograd.Function):
+    """:func:`_stencil` with its adjoint written out: the gradient of the padded state is a
+    sum over the nine offsets of the shifted, weighted gradients of the filters, which
+    Inductor makes one kernel (autograd's slice backwards became three, each writing the
+    whole state)."""
+
+    @staticmethod
+    def forward(sp: Tensor, taps: Taps) -> Tensor:
+        return _stencil(sp, taps)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        ctx.taps, ctx.padded = inputs[1], inputs[0].shape[1:3]
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
+        (hp, wp), h, w = ctx.padded, g.shape[1], g.shape[2]
+        by_offset: dict[tuple[int, int], Tensor] = {}
+        for j, filt in enumerate(ctx.taps):
+            for ty, tx, tw in filt:
+                term = tw * g[..., j]
+                by_offset[ty, tx] = term + by_offset[ty, tx] if (ty, tx) in by_offset else term
+        total = None
+        for (ty, tx), term in by_offset.items():  # the adjoint of sp[:, ty:ty+h, tx:tx+w]
+            term = F.pad(term, (0, 0, tx, wp - w - tx, ty, hp - h - ty))
+            total = term if total is None else total + term
+        assert total is not None
+        return total, None
+
+
+def _alive_cl(s: Tensor, channel: int, threshold: float) -> Tensor:
+    """:func:`_alive` of a (B, H, W, C) state, as (B, H, W, 1): the 3x3 maximum as the
+    maximum of nine shifted slices (max_pool2d's padding never wins: -inf)."""
+    h, w = s.shape[1], s.shape[2]
+    a = F.pad(s[..., channel : channel + 1], (0, 0, 1, 1, 1, 1), value=float("-inf"))
+    m = a[:, 0:h, 0:w]
+    for dy in range(3):
+        for dx in range(3):
+            if dy or dx:
+                m = torch.maximum(m, a[:, dy : dy + h, dx : dx + w])
+    return m > threshold
 
 
 @functools.cache
@@ -319,7 +376,7 @@ class NCA(nn.Module):
             return None
         b, _, h, w = x.shape
         u = torch.rand(b, 1, h, w, generator=generator, device=x.device, dtype=x.dtype)
-        return (u < rate).to(x.dtype)
+        return u.lt_(rate)  # 1.0 where u < rate, else 0.0: one kernel, no bool-to-float copy
 
     def forward(
         self,
@@ -379,6 +436,9 @@ class NCA(nn.Module):
         checkpoint_every: int,
         callback: Callable[[int, Tensor], None] | None,
     ) -> Tensor:
+        channels_last = self.impl in ("compiled", "fused")  # what step_gemm reads and writes
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         t = 0
         while t < steps:
             n = min(checkpoint_every, steps - t) if checkpoint_every > 0 else steps - t
@@ -391,7 +451,7 @@ class NCA(nn.Module):
                     if callback is not None:
                         callback(t + i + 1, x)
             t += n
-        return x
+        return x.contiguous() if channels_last else x
 
     def _forward_fast(
         self,
