@@ -41,11 +41,15 @@ def digits_config(**train: Any) -> RunConfig:
 def assert_same_rollout(
     ref: NCA, other: NCA, x: torch.Tensor, steps: int, *, rtol: float, atol: float
 ) -> None:
-    """Same final state (same fire masks from equally seeded generators) and same parameter
-    gradients of the squared state; gradients get 10x the tolerances."""
+    """Same final state (same fire masks from equally seeded generators), with and without
+    gradients (the compiled step compiles each its own way), and same parameter gradients of
+    the squared state; gradients get 10x the tolerances."""
     dev = x.device
+    with torch.no_grad():
+        infer = other(x, steps, generator=torch.Generator(dev).manual_seed(3))
     outs = [m(x, steps, generator=torch.Generator(dev).manual_seed(3)) for m in (ref, other)]
     torch.testing.assert_close(outs[1], outs[0], rtol=rtol, atol=atol)
+    torch.testing.assert_close(infer, outs[0], rtol=rtol, atol=atol)
     grads = [
         torch.autograd.grad(o.square().sum(), list(m.parameters()))
         for o, m in zip(outs, (ref, other), strict=True)
