@@ -37,14 +37,16 @@ from ncaflow.train import ROLLOUT_CHUNK
 GROUPS: tuple[tuple[str, Callable[[str], bool]], ...] = (
     ("MLP backward kernel (mlp_bwd)", lambda name: name == "mlp_bwd"),
     ("MLP forward kernel (mlp_fwd)", lambda name: name == "mlp_fwd"),
-    (
-        "perception, its permute to rows and its adjoint",
-        lambda name: (
-            name.startswith("triton_")
-            and any(op in name for op in ("pad", "stack", "select_slice_backward"))
-        ),
-    ),
+    ("perception and its adjoint (Inductor kernels)", lambda name: _is_perception(name)),
 )
+
+
+def _is_perception(name: str) -> bool:
+    """An Inductor kernel of the perception (padding, stacking the filters, their adjoint),
+    not the alive mask, whose 3x3 maximum pads too."""
+    if not name.startswith("triton_") or "max" in name:
+        return False
+    return any(op in name for op in ("pad", "stack", "select_slice_backward"))
 
 
 def summary(record: dict[str, Any]) -> str:

@@ -62,13 +62,15 @@ def test_runner_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     assert rows[0]["speed_vs_baseline"] == 1.0
 
 
+@pytest.mark.parametrize("layout", ["", "-cl"])  # channels-first (before) and channels-last
 @pytest.mark.parametrize("batch", [8, 256])
-def test_profile_summary_accounts_for_every_kernel(batch: int) -> None:
+def test_profile_summary_accounts_for_every_kernel(batch: int, layout: str) -> None:
     """profile_step's grouping (the README's table) of a stored H200 profile: every kernel in
     exactly one group, none of the named groups empty, the rows adding up to the step."""
     from profile_step import GROUPS, summary
 
-    path = REPO / f"benchmarks/reference/profile-graph-fused-b{batch}-20261202-h200.json"
+    name = f"profile-graph-fused-b{batch}-20261202-h200{layout}.json"
+    path = REPO / "benchmarks/reference" / name
     record = json.loads(path.read_text())
     for kernel in record["kernels"]:
         assert sum(member(kernel["name"]) for _, member in GROUPS) <= 1, kernel["name"]
