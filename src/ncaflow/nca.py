@@ -154,9 +154,10 @@ def _stencil(sp: Tensor, taps: Taps) -> Tensor:
 
 class _Stencil(torch.autograd.Function):
     """:func:`_stencil` with its adjoint written out: the gradient of the padded state is a
-    sum over the nine offsets of the shifted, weighted gradients of the filters, which
-    Inductor makes one kernel (autograd's slice backwards became three, each writing the
-    whole state)."""
+    sum over the nine offsets of the shifted, weighted gradients of the filters. On an H200 at
+    batch 256 (growing config) Inductor's kernels for it took 184 µs a step against 242 µs for
+    autograd's slice backwards (two kernels each), and 135 µs in one kernel with
+    :data:`TRAINING_INDUCTOR_OPTIONS`."""
 
     @staticmethod
     def forward(sp: Tensor, taps: Taps) -> Tensor:
@@ -215,7 +216,8 @@ def _gemm_step_compiled(structure: Hashable, training: bool) -> Callable[..., Te
 
 # Inductor stores an intermediate once it is read more than realize_reads_threshold (4)
 # times: each Sobel filter's six shifted reads made it write the filter to memory and read it
-# back in another kernel, splitting the step's perception and its adjoint into more kernels.
+# back in another kernel (so the kernels' names say), splitting the step's perception and its
+# adjoint into more kernels.
 # Higher limits keep each in one kernel, which recomputes the cheap sums instead. Measured on
 # an H200 (graph-fused, batch 8): training 166 -> 182 it/s, but inference 373 -> 225 it/s, so
 # inference keeps the defaults.
