@@ -169,7 +169,10 @@ def test_pad_edges_is_f_pad(padding: str, radius: int) -> None:
     mode = "constant" if padding == "zeros" else padding
     expected = F.pad(x, (radius,) * 4, mode=mode)
     assert torch.equal(nca_module._pad_edges(x, padding, radius), expected)
-    # the same padding of the channels-last (B, H, W, C) state the compiled step reads
+    # the slices the compiler sees, and the channels-last (B, H, W, C) state the compiled
+    # step reads (slices, eager too)
+    if padding != "zeros":  # zeros is F.pad everywhere
+        assert torch.equal(nca_module._pad_by_slices(x, padding, radius, (2, 3)), expected)
     cl = nca_module._pad_edges(x.permute(0, 2, 3, 1), padding, radius, dims=(1, 2))
     assert torch.equal(cl.permute(0, 3, 1, 2), expected)
 

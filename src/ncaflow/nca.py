@@ -59,12 +59,21 @@ def fixed_filters(laplace: bool = False) -> Tensor:
 
 def _pad_edges(x: Tensor, padding: str, r: int = 1, dims: tuple[int, int] = (2, 3)) -> Tensor:
     """Pad the two spatial dims of x (``dims``: (2, 3) for (B, C, H, W), (1, 2) for
-    (B, H, W, C)) by r on both sides: ``F.pad(x, (r, r, r, r), mode)`` (bit for bit) written as
-    slices and concatenations, which torch.compile lowers for every padding: Inductor (PyTorch
-    2.11, CUDA) failed on F.pad's replicate mode with "The argument '((-19)) + 1' is not
-    comparable"."""
-    if padding == "zeros":
-        return F.pad(x, (0, 0) * (x.dim() - 1 - dims[1]) + (r, r, r, r))
+    (B, H, W, C)) by r on both sides, as ``F.pad(x, (r, r, r, r), mode)`` does: F.pad itself
+    where it can (eager, the last two dims), else :func:`_pad_by_slices`."""
+    last_two = dims == (x.dim() - 2, x.dim() - 1)
+    if padding == "zeros" or (last_two and not torch.compiler.is_compiling()):
+        pad = (0, 0) * (x.dim() - 1 - dims[1]) + (r, r, r, r)
+        return F.pad(x, pad, mode="constant" if padding == "zeros" else padding)
+    return _pad_by_slices(x, padding, r, dims)
+
+
+def _pad_by_slices(x: Tensor, padding: str, r: int, dims: tuple[int, int]) -> Tensor:
+    """:func:`_pad_edges` (bit for bit) as slices and concatenations, for any dims and the
+    circular, reflect and replicate modes (zeros is F.pad everywhere), which
+    torch.compile lowers for every padding: Inductor (PyTorch 2.11, CUDA) failed on F.pad's
+    replicate mode with "The argument '((-19)) + 1' is not comparable". Eager, F.pad is faster
+    (2 CPU threads, 8 x 16 x 72 x 72: 60-78 µs against 171-200 µs for the three modes)."""
     for dim in dims:
         n = x.shape[dim]
         if padding == "circular":
