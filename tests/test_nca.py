@@ -178,8 +178,8 @@ def test_pad_edges_is_f_pad(padding: str, radius: int) -> None:
 
 
 def test_channels_last_alive_mask_is_max_pool() -> None:
-    """The compiled step's alive mask (nine shifted maxima of the channels-last state) is
-    max_pool2d's, at the borders too, where max_pool2d pads with -inf."""
+    """The compiled step's alive mask of the channels-last state is the reference's, cell
+    for cell (a non-square grid, so a transposed view would not pass), at the borders too."""
     x = torch.randn(3, 5, 6, 7)
     x[0] = -1.0  # all dead: a border cell must not see padding as alive
     expected = nca_module._alive(x, 3, 0.1)

@@ -48,6 +48,7 @@ GPU_TILE_ROWS = 1 << 18  # 128 MiB of hidden activations per tile at width 128
 COMPILE_MIN_CELLS = 16384  # NCAFLOW_COMPILE=auto compiles perception from this many cells up
 
 Tap = tuple[int, int, float]  # (dy, dx, weight) inside the k x k window
+Taps = tuple[tuple[Tap, ...], ...]  # per fixed filter, its non-zero taps
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Plan:
     padding: str
     alive_channel: int | None
     alive_threshold: float
-    taps: tuple[tuple[Tap, ...], ...] | None
+    taps: Taps | None
 
 
 def pad_index(n: int, r: int, mode: str, device: torch.device) -> Tensor:
@@ -245,23 +246,40 @@ def _tap_sum(src: Tensor, taps: tuple[Tap, ...], oy: int, ox: int, h: int, w: in
     return out
 
 
+def tap_filters(xp: Tensor, taps: Taps, h: int, w: int) -> list[Tensor]:
+    """Fixed filters of a padded (B, H+2r, W+2r, C) state: one (B, H, W, C) per filter, the
+    sum of its weighted taps (shifted slices). Written for torch.compile, which fuses them."""
+    return [_tap_sum(xp, t, 0, 0, h, w) for t in taps]
+
+
+def tap_adjoint(grads: list[Tensor], taps: Taps, r: int) -> Tensor:
+    """Adjoint of :func:`tap_filters`: the filters' gradients, (B, H, W, C) each, to the
+    gradient of the padded state, (B, H+2r, W+2r, C). Taps are grouped by offset (the three
+    fixed filters' 13 taps use 9) and each group's weighted sum is padded into place, which
+    Inductor fuses into one kernel."""
+    by_offset: dict[tuple[int, int], Tensor] = {}
+    for g, filt in zip(grads, taps, strict=True):
+        for dy, dx, wt in filt:
+            prev = by_offset.get((dy, dx))
+            by_offset[dy, dx] = g * wt if prev is None else prev + g * wt
+    total = None
+    for (dy, dx), term in by_offset.items():  # the adjoint of xp[:, dy:dy+h, dx:dx+w]
+        term = F.pad(term, (0, 0, dx, 2 * r - dx, dy, 2 * r - dy))
+        total = term if total is None else total + term
+    assert total is not None
+    return total
+
+
 def _make(plan: Plan, kind: str, h: int, w: int) -> Callable[[Tensor, Tensor], None]:
     taps, r = plan.taps, plan.radius
     assert taps is not None
 
     def perceive_into(xp: Tensor, out: Tensor) -> None:  # xp (B, H+2r, W+2r, C)
-        cols = [_tap_sum(xp, t, 0, 0, h, w) for t in taps]
+        cols = tap_filters(xp, taps, h, w)
         out.copy_(torch.cat([*cols, xp.new_ones(xp.shape[0], h, w, 1)], 3))
 
     def adjoint_into(g5: Tensor, out: Tensor) -> None:  # g5 (B, H, W, K, C)
-        gpp = F.pad(g5, (0, 0, 0, 0, 2 * r, 2 * r, 2 * r, 2 * r))
-        total = None
-        for j, t in enumerate(taps):
-            flipped = tuple((-dy, -dx, wt) for dy, dx, wt in t)
-            term = _tap_sum(gpp[:, :, :, j], flipped, 2 * r, 2 * r, h + 2 * r, w + 2 * r)
-            total = term if total is None else total + term
-        assert total is not None
-        out.copy_(total)
+        out.copy_(tap_adjoint([g5[:, :, :, j] for j in range(len(taps))], taps, r))
 
     fn = perceive_into if kind == "perceive" else adjoint_into
     return torch.compile(fn, dynamic=False, fullgraph=True)
