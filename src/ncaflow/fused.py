@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import types
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,12 +87,13 @@ def _sms(device: torch.device) -> int:
 
 
 @functools.cache
-def _kernels() -> tuple[Any, Any, Any]:
-    """The kernels, imported on first use: importing triton costs ~0.2 s, which every command
-    that builds an NCA would pay otherwise. Triton reads TRITON_INTERPRET at this point."""
-    from ncaflow import _fused_kernels as k
+def _kernels() -> types.ModuleType:
+    """The kernels' module, imported on first use: importing triton costs ~0.2 s, which every
+    command that builds an NCA would pay otherwise. Triton reads TRITON_INTERPRET at this
+    point."""
+    from ncaflow import _fused_kernels
 
-    return k.mlp_fwd, k.mlp_bwd, k.sum_partials
+    return _fused_kernels
 
 
 # sum_partials: entries per program, and at most this many partials per load (an H200 has
@@ -133,8 +135,7 @@ def _mlp_op(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
     n, k_in = p.shape
     hid, k_out = w1.shape[0], w2.shape[0]
     out = torch.empty(n, k_out, device=p.device, dtype=p.dtype)
-    mlp_fwd, _, _ = _kernels()
-    mlp_fwd[(_cdiv(n, LAUNCH.block_fwd),)](
+    _kernels().mlp_fwd[(_cdiv(n, LAUNCH.block_fwd),)](
         p, w1, b1, w2, out, n, k_in, hid, k_out, **_sizes(p, w1, w2),
         BLOCK=LAUNCH.block_fwd, PREC=_precision(), num_warps=LAUNCH.warps_fwd,
     )  # fmt: skip
@@ -159,13 +160,13 @@ def _mlp_backward_op(
     programs = max(1, min(tiles, LAUNCH.programs_per_sm * _sms(p.device)))
     gp = torch.empty_like(p)
     part = torch.empty(programs, kp * hp + hp * op + hp, device=p.device, dtype=torch.float32)
-    _, mlp_bwd, sum_partials = _kernels()
-    mlp_bwd[(programs,)](
+    kernels = _kernels()
+    kernels.mlp_bwd[(programs,)](
         p, w1, b1, w2, g, gp, part, n, k_in, hid, k_out, tiles, **sizes,
         BLOCK=LAUNCH.block_bwd, PREC=_precision(), num_warps=LAUNCH.warps_bwd,
     )  # fmt: skip
     gw1, gb1, gw2 = torch.empty_like(w1), torch.empty_like(b1), torch.empty_like(w2)
-    sum_partials[(_cdiv(part.shape[1], _SUM_BLOCK),)](
+    kernels.sum_partials[(_cdiv(part.shape[1], _SUM_BLOCK),)](
         part, gw1, gw2, gb1, programs, k_in, hid, k_out, **sizes,
         BLOCK=_SUM_BLOCK, ROWS=min(_SUM_ROWS, _pow2(programs)),
     )  # fmt: skip
