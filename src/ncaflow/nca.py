@@ -196,7 +196,7 @@ def _gemm_step_compiled(structure: Hashable, training: bool) -> Callable[..., Te
 # back in another kernel (so the kernels' names say), splitting the step's perception and its
 # adjoint into more kernels.
 # Higher limits keep each in one kernel, which recomputes the cheap sums instead. Measured on
-# an H200 (graph-fused, batch 8): training 166 -> 182 it/s, but inference 373 -> 225 it/s, so
+# an H200 (graph-fused, batch 8): training 166 -> 182 it/s, but inference 372 -> 224 it/s, so
 # inference keeps the defaults.
 TRAINING_INDUCTOR_OPTIONS: dict[str, Any] = {
     "realize_reads_threshold": 64,
