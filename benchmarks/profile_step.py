@@ -35,9 +35,8 @@ from ncaflow.train import ROLLOUT_CHUNK
 
 # The README's rows, by kernel name (Inductor names a kernel after the ops it fuses)
 GROUPS: tuple[tuple[str, Callable[[str], bool]], ...] = (
-    # with fixed filters in the kernels (stencil_mlp_*), these include the filters too
-    ("MLP backward kernel (mlp_bwd)", lambda name: name in ("mlp_bwd", "stencil_mlp_bwd")),
-    ("MLP forward kernel (mlp_fwd)", lambda name: name in ("mlp_fwd", "stencil_mlp_fwd")),
+    ("MLP backward kernel (mlp_bwd)", lambda name: name == "mlp_bwd"),
+    ("MLP forward kernel (mlp_fwd)", lambda name: name == "mlp_fwd"),
     ("perception and its adjoint (Inductor kernels)", lambda name: _is_perception(name)),
 )
 

@@ -37,7 +37,6 @@ GPU_ONLY = (
     "graph-compiled-tf32",
     "graph-fused",
     "graph-fused-ckpt",
-    "graph-fused-mlp",
 )
 OURS = ("baseline", "reference", "ncaflow", *GPU_ONLY)
 PEERS = {

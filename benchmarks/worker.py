@@ -12,8 +12,6 @@
 --impl graph-fused          CUDA only: NCA(impl="fused") (the MLP as Triton kernels, TF32)
 --impl graph-fused-ckpt     and the rollout checkpointed every 8 steps, as
                             train.gradient_checkpointing does (state kept per chunk only)
---impl graph-fused-mlp      graph-fused with only the MLP in Triton kernels, the fixed filters
-                            compiled by Inductor (fused.LAUNCH.stencil off)
 
 All start from the same weights, so they compute the same function.
 """
@@ -32,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import protocol
 from baseline import DistillNCA
 
-from ncaflow import fused
 from ncaflow.config import ModelConfig
 from ncaflow.graphs import GraphedIteration, graphs_supported
 from ncaflow.nca import NCA
@@ -57,8 +54,7 @@ def build(impl: str, device: torch.device) -> torch.nn.Module:
         "graph-compiled": "compiled",
         "graph-fused": "fused",
     }
-    name = impl.removesuffix("-tf32").removesuffix("-ckpt").removesuffix("-mlp")
-    fused.LAUNCH.stencil = not impl.endswith("-mlp")  # read when the NCA is built
+    name = impl.removesuffix("-tf32").removesuffix("-ckpt")
     nca = NCA(config=cfg, impl=impls.get(name, "fast"))  # type: ignore[arg-type]
     with torch.no_grad():  # small non-zero updates, so that the state evolves
         nca.fc2.weight.normal_(0.0, 0.01)

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 pytest.importorskip("triton")
 
@@ -20,7 +19,7 @@ from helpers import assert_same_rollout
 
 import ncaflow.fused
 from ncaflow.config import ModelConfig
-from ncaflow.nca import NCA, perceive
+from ncaflow.nca import NCA
 
 
 @pytest.fixture
@@ -88,82 +87,21 @@ def test_sizes_beyond_the_kernels_are_refused(fused) -> None:  # type: ignore[no
 
 
 @pytest.mark.parametrize(
-    ("c", "nf", "hidden", "k_out", "shape"),
+    ("inputs", "perception", "width", "padding"),
     [
-        (16, 3, 128, 16, (2, 9, 11)),
-        (12, 4, 32, 8, (1, 5, 7)),
-        (8, 2, 16, 4, (2, 3, 5)),
-        (5, 1, 24, 5, (3, 4, 4)),
-    ],
-)
-def test_stencil_mlp_equals_perceive_then_mlp(  # type: ignore[no-untyped-def]
-    fused, monkeypatch: pytest.MonkeyPatch, c: int, nf: int, hidden: int, k_out: int, shape
-) -> None:
-    """stencil_mlp (the fixed filters computed in the MLP's kernels) and its backward equal
-    perceive, then the MLP: random filters, a grid that is not square, C below the padded
-    16, 1-4 filters (1, 2 or 4 slots per channel); 3 programs per interpreter SM, so that
-    the backward's partial sums come from programs with several tiles and from none."""
-    module, device = fused
-    monkeypatch.setattr(module.LAUNCH, "programs_per_sm", 3)
-    b, h, w = shape
-    gen = torch.Generator().manual_seed(c)
-    filt, x, w1, b1, w2, g = (
-        torch.randn(*s, generator=gen).to(device)
-        for s in ((nf, 9), (b, c, h, w), (hidden, c * nf), (hidden,), (k_out, hidden),
-                  (b * h * w, k_out))
-    )  # fmt: skip
-    kernels = filt.view(1, nf, 3, 3).expand(c, -1, -1, -1).reshape(c * nf, 1, 3, 3)
-    leaves = [t.requires_grad_() for t in (x, w1, b1, w2)]
-    p = perceive(x, kernels, "zeros").permute(0, 2, 3, 1).reshape(b * h * w, c * nf)
-    ref = torch.relu(p @ w1.t() + b1) @ w2.t()
-    sp = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).contiguous().detach()
-    with torch.no_grad():
-        got = module.stencil_mlp(sp, filt, w1, b1, w2)
-        grads = module.stencil_mlp_backward(sp, filt, w1, b1, w2, g)
-    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)
-    for a, r in zip(grads, torch.autograd.grad(ref, [p, *leaves[1:]], g), strict=True):
-        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-3)
-
-
-def test_stencil_mlp_refuses_what_it_cannot_take(fused) -> None:  # type: ignore[no-untyped-def]
-    module, device = fused
-    assert module.supports_stencil(16, 3, 128, 16) and module.supports_stencil(12, 4, 128, 8)
-    assert not module.supports_stencil(16, 5, 64, 16)  # five filters
-    assert not module.supports_stencil(20, 3, 128, 16)  # 4 slots x 32 x 128 weights
-    shapes = ((1, 4, 4, 20), (128, 60), (128,), (16, 128))
-    sp, w1, b1, w2 = (torch.zeros(*s, device=device) for s in shapes)
-    with pytest.raises(ValueError, match=r"3 x 20 -> 128 -> 16"):
-        module.stencil_mlp(sp, torch.zeros(3, 9, device=device), w1, b1, w2)
-    with pytest.raises(ValueError, match=r"\(NF, 9\) filters"):
-        module.stencil_mlp(sp, torch.zeros(3, 3, 3, device=device), w1, b1, w2)
-
-
-@pytest.mark.parametrize(
-    ("inputs", "perception", "width", "padding", "stencil"),
-    [
-        (0, "sobel", 32, "zeros", True),
-        (0, "sobel", 32, "zeros", False),
-        (1, "learned", 32, "zeros", True),
-        (0, "sobel", 160, "zeros", True),
-        (0, "sobel_laplace", 32, "circular", True),
-        (0, "sobel", 32, "replicate", True),
+        (0, "sobel", 32, "zeros"),
+        (1, "learned", 32, "zeros"),
+        (0, "sobel", 160, "zeros"),
+        (0, "sobel_laplace", 32, "circular"),
+        (0, "sobel", 32, "replicate"),
     ],
 )
 def test_fused_rollout_equals_reference(  # type: ignore[no-untyped-def]
-    fused,
-    monkeypatch: pytest.MonkeyPatch,
-    inputs: int,
-    perception: str,
-    width: int,
-    padding: str,
-    stencil: bool,
+    fused, inputs: int, perception: str, width: int, padding: str
 ) -> None:
-    """NCA(impl="fused"): same rollout and gradients as the reference, same fire masks.
-    Fixed filters run in the MLP's kernels (stencil_mlp) unless LAUNCH.stencil is off;
-    learned filters run before them (fused_mlp); an MLP too wide for the kernels (width
-    160) runs as GEMMs."""
-    module, device = fused
-    monkeypatch.setattr(module.LAUNCH, "stencil", stencil)
+    """NCA(impl="fused"): same rollout and gradients as the reference, same fire masks; an
+    MLP too wide for the kernels (width 160) runs as GEMMs."""
+    _, device = fused
     cfg = ModelConfig(
         input_channels=inputs,
         output_channels=4,
@@ -182,8 +120,6 @@ def test_fused_rollout_equals_reference(  # type: ignore[no-untyped-def]
         fast = NCA(config=cfg, impl="fused")
     too_large = [w for w in caught if "too large for the fused kernels" in str(w.message)]
     assert len(too_large) == (width > 128)  # the fallback is announced
-    expected = "" if width > 128 else "stencil" if stencil and perception != "learned" else "mlp"
-    assert fast._triton == expected
     fast.load_state_dict(ref.state_dict())
     x = torch.rand(2, cfg.channels, 10, 10)
     if not inputs:

@@ -110,7 +110,7 @@ def _gemm_step(
     padding: str,
     n_in: int,
     alive: tuple[int, float] | None,
-    triton: str,
+    triton_mlp: bool,
 ) -> Tensor:
     """One step of :meth:`NCA.step_reference` written for a compiler: fixed filters (taps) as
     shifted slices, one fused stencil instead of a depthwise convolution, and the 1x1
@@ -119,29 +119,21 @@ def _gemm_step(
     the cells are the GEMM's rows with no transposing copy; the result is (B, C, H, W) with
     channels-last strides, and a rollout keeps the state so (:meth:`NCA._forward_reference`).
 
-    triton: which Triton kernels run (:mod:`ncaflow.fused`): "stencil" the fixed filters and
-    the MLP in one (kernels is then the filters' (K, 9) weights), "mlp" the MLP, "" none.
-
     A free function of tensors and plain constants, so that models of one structure share
     its compiled graphs (:func:`_gemm_step_compiled`).
     """
     b, _, h, w = x.shape
     s = x.permute(0, 2, 3, 1)  # (B, H, W, C): a free view of the rollout's channels-last state
-    if triton == "stencil":
-        assert taps is not None and kernels is not None
-        sp = _pad_edges(s, padding, dims=(1, 2))
-        out = _StencilMLP.apply(sp, kernels, w1, b1, w2, taps)
+    if taps is None:
+        assert kernels is not None
+        p = perceive(x, kernels, padding).permute(0, 2, 3, 1)  # (B, H, W, C*K)
     else:
-        if taps is None:
-            assert kernels is not None
-            p = perceive(x, kernels, padding).permute(0, 2, 3, 1)  # (B, H, W, C*K)
-        else:
-            p = _Stencil.apply(_pad_edges(s, padding, dims=(1, 2)), taps)  # (B, H, W, C, K)
-        rows = p.reshape(b * h * w, -1)
-        if triton == "mlp":
-            out = fused.fused_mlp(rows, w1, b1, w2)
-        else:
-            out = F.linear(F.relu(F.linear(rows, w1, b1)), w2)
+        p = _Stencil.apply(_pad_edges(s, padding, dims=(1, 2)), taps)  # (B, H, W, C, K)
+    rows = p.reshape(b * h * w, -1)
+    if triton_mlp:
+        out = fused.fused_mlp(rows, w1, b1, w2)
+    else:
+        out = F.linear(F.relu(F.linear(rows, w1, b1)), w2)
     dx = out.view(b, h, w, -1)
     if fire is not None:
         dx = dx * fire.view(b, h, w, 1)
@@ -170,41 +162,7 @@ class _Stencil(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
-        return _stencil_adjoint(g, ctx.taps), None
-
-
-def _stencil_adjoint(g: Tensor, taps: fast.Taps) -> Tensor:
-    """The gradient of :class:`_Stencil`'s padded input for that of its output, g."""
-    return fast.tap_adjoint([g[..., j] for j in range(len(taps))], taps, 1)
-
-
-class _StencilMLP(torch.autograd.Function):
-    """:class:`_Stencil`'s fixed filters, then the update MLP, in one Triton kernel each way
-    (:func:`ncaflow.fused.stencil_mlp`): the perception (48 floats a cell for the growing
-    config) is never written to memory, and backward keeps only the padded state, which the
-    kernel reads again. The filters come twice: as a (K, 9) tensor for the kernels, and as
-    constant taps for their adjoint, which is :class:`_Stencil`'s."""
-
-    @staticmethod
-    def forward(
-        sp: Tensor, filt: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, taps: fast.Taps
-    ) -> Tensor:
-        return fused.stencil_mlp(sp, filt, w1, b1, w2)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        ctx.save_for_backward(*inputs[:5])
-        ctx.taps = inputs[5]
-
-    @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
-        sp, filt, w1, b1, w2 = ctx.saved_tensors
-        gp, gw1, gb1, gw2 = fused.stencil_mlp_backward(sp, filt, w1, b1, w2, g)
-        gsp = None
-        if ctx.needs_input_grad[0]:
-            b, hp2, wp2, c = sp.shape
-            gsp = _stencil_adjoint(gp.view(b, hp2 - 2, wp2 - 2, c, -1), ctx.taps)
-        return gsp, None, gw1, gb1, gw2, None
+        return fast.tap_adjoint([g[..., j] for j in range(len(ctx.taps))], ctx.taps, 1), None
 
 
 def _alive_cl(s: Tensor, channel: int, threshold: float) -> Tensor:
@@ -292,21 +250,15 @@ class NCA(nn.Module):
         self.fc2 = nn.Conv2d(sizes[1], self.updated, 1, bias=False)
         nn.init.zeros_(self.fc2.weight)  # the first step leaves the state unchanged
         self._plan = self._make_plan()
-        # which Triton kernels the fused step runs (_gemm_step), fixed by the shapes
-        stencil = self._plan.taps is not None and fused.LAUNCH.stencil
-        self._triton = ""
-        if impl == "fused" and stencil and fused.supports_stencil(c, self.n_filters, *sizes[1:]):
-            self._triton = "stencil"
-        elif impl == "fused" and fused.supports(*sizes):
-            self._triton = "mlp"
-        if impl == "fused" and not self._triton:
+        self._triton_mlp = impl == "fused" and fused.supports(*sizes)  # fixed by the shapes
+        if impl == "fused" and not self._triton_mlp:
             warnings.warn(
                 "impl='fused': the update MLP {} -> {} -> {} is too large for the fused "
                 "kernels (fused.supports); it runs as compiled GEMMs".format(*sizes),
                 stacklevel=2,
             )
         # what the compiled step's graphs depend on besides input shapes (_gemm_step_compiled)
-        self._structure = (config, self._triton)
+        self._structure = (config, self._triton_mlp)
 
     def _make_plan(self) -> fast.Plan:
         cfg = self.config
@@ -385,8 +337,6 @@ class NCA(nn.Module):
         """The weights and constants of :func:`_gemm_step`, after ``x`` and ``fire``."""
         cfg = self.config
         kernels = self.kernels() if self._plan.taps is None else None
-        if self._triton == "stencil":  # the fixed filters' (K, 9) weights
-            kernels = self.kernels()[: self.n_filters].view(self.n_filters, 9)
         w1, b1, w2 = self.fc1.weight.flatten(1), self.fc1.bias, self.fc2.weight.flatten(1)
         alive = (cfg.alive_channel, cfg.alive_threshold) if cfg.alive_channel is not None else None
         return (
@@ -398,7 +348,7 @@ class NCA(nn.Module):
             cfg.padding,
             cfg.input_channels,
             alive,
-            self._triton,
+            self._triton_mlp,
         )
 
     def _step_plain(self, x: Tensor, fire: Tensor | None) -> Tensor:
