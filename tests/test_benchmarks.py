@@ -62,9 +62,12 @@ def test_runner_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     assert rows[0]["speed_vs_baseline"] == 1.0
 
 
-# channels-first (before), channels-last, and the two earlier channels-last calls the README
-# cites (alive mask by max_pool2d; Inductor's defaults)
-@pytest.mark.parametrize("layout", ["", "-cl", "-cl-maxpool", "-cl-defaults"])
+# channels-first (before), channels-last, the two earlier channels-last calls the README cites
+# (alive mask by max_pool2d; Inductor's defaults), main's step since (max_pool2d with the
+# training limits) and the reverted kernels with the fixed filters inside (-stencil)
+@pytest.mark.parametrize(
+    "layout", ["", "-cl", "-cl-maxpool", "-cl-defaults", "-cl-maxpool-limits", "-stencil"]
+)
 @pytest.mark.parametrize("batch", [8, 256])
 def test_profile_summary_accounts_for_every_kernel(batch: int, layout: str) -> None:
     """profile_step's grouping (the README's table) of a stored H200 profile: every kernel in
