@@ -178,13 +178,20 @@ def test_pad_edges_is_f_pad(padding: str, radius: int) -> None:
 
 
 def test_channels_last_alive_mask_is_max_pool() -> None:
-    """The compiled step's alive mask of the channels-last state is the reference's, cell
-    for cell (a non-square grid, so a transposed view would not pass), at the borders too."""
-    x = torch.randn(3, 5, 6, 7)
-    x[0] = -1.0  # all dead: a border cell must not see padding as alive
-    expected = nca_module._alive(x, 3, 0.1)
-    got = nca_module._alive_cl(x.permute(0, 2, 3, 1), 3, 0.1)
-    assert expected.any() and not expected.all() and not expected[0].any()
+    """The compiled step's alive mask of two channels-last states is the reference's pair of
+    masks, cell for cell (a non-square grid, so a transposed view would not pass), at the
+    borders too, and each state's mask counts (either one dead kills the cell)."""
+    before, after = torch.randn(3, 5, 6, 7), torch.randn(3, 5, 6, 7)
+    before[0] = -1.0  # all dead: a border cell must not see padding as alive
+    after[1] = -1.0
+    after[2, 3] = -1.0  # alive only around one corner cell after the step
+    after[2, 3, 0, 0] = 1.0
+    pre, post = nca_module._alive(before, 3, 0.1), nca_module._alive(after, 3, 0.1)
+    expected = pre & post
+    cl = (t.permute(0, 2, 3, 1) for t in (before, after))
+    got = nca_module._alive_cl(*cl, 3, 0.1)
+    assert expected.any() and not expected.all() and not expected[:2].any()
+    assert (pre[2] != post[2]).any()  # cells where only one of the two is alive
     assert torch.equal(got.permute(0, 3, 1, 2), expected)
 
 

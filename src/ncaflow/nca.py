@@ -140,7 +140,7 @@ def _gemm_step(
     y = s[..., n_in:] + dx
     if alive is not None:
         full = torch.cat([s[..., :n_in], y], -1) if n_in else y
-        y = y * (_alive_cl(s, *alive) & _alive_cl(full, *alive)).to(y.dtype)
+        y = y * _alive_cl(s, full, *alive).to(y.dtype)
     return (torch.cat([s[..., :n_in], y], -1) if n_in else y).permute(0, 3, 1, 2)
 
 
@@ -165,12 +165,17 @@ class _Stencil(torch.autograd.Function):
         return fast.tap_adjoint([g[..., j] for j in range(len(ctx.taps))], ctx.taps, 1), None
 
 
-def _alive_cl(s: Tensor, channel: int, threshold: float) -> Tensor:
-    """:func:`_alive` of a (B, H, W, C) state, as (B, H, W, 1). On an H200 at batch 256
-    the kernel Inductor made of it with the residual took 102 µs a step; nine shifted maxima
-    instead of max_pool2d took 149 µs (6.0 and 8.8 µs at batch 8)."""
-    b, h, w, _ = s.shape
-    return _alive(s[..., channel].unsqueeze(1), 0, threshold).view(b, h, w, 1)
+def _alive_cl(before: Tensor, after: Tensor, channel: int, threshold: float) -> Tensor:
+    """:func:`_alive` of two (B, H, W, C) states, both alive, as (B, H, W, 1): the alpha
+    planes are stacked into one contiguous (B, 2, H, W) tensor for a single 3x3 maximum.
+    On an H200 (graph-fused training, growing config) that took the step from 85.7-86.4 to
+    79.1-79.5 µs at batch 8 and from 1,548 to 1,472 µs at batch 256, against two maxima
+    over the alpha channel read in place at a stride of C floats (102 µs a step for that
+    kernel at batch 256)."""
+    b, h, w, _ = before.shape
+    alpha = torch.stack([before[..., channel], after[..., channel]], 1)
+    live = F.max_pool2d(alpha, 3, stride=1, padding=1) > threshold
+    return (live[:, 0] & live[:, 1]).view(b, h, w, 1)
 
 
 @functools.cache
