@@ -85,3 +85,20 @@ def test_profile_summary_accounts_for_every_kernel(batch: int, layout: str) -> N
     grouped, idle, step = sum(per_step[:-2]), per_step[-2], per_step[-1]
     assert grouped == pytest.approx(record["kernels_us"] / record["steps"], abs=0.3)
     assert grouped + idle == pytest.approx(step, abs=0.3)
+
+
+def test_workflow_overhead_counts_the_grid_jobs(tmp_path: Path) -> None:
+    """`workflow_overhead.py` on a 2 x 2 x 2 grid: Snakemake's dry run plans one training
+    and one evaluation job per cell, and the JSON has the timings."""
+    pytest.importorskip("snakemake")
+    cmd = [
+        sys.executable, str(REPO / "benchmarks" / "workflow_overhead.py"),
+        "--values", "2", "--repeats", "1", "--out", str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "8 training jobs" in done.stdout
+    (path,) = tmp_path.glob("workflow-overhead-*.json")
+    record = json.loads(path.read_text())
+    assert record["jobs"]["train"] == record["jobs"]["evaluate"] == 8
+    assert record["dry_run_s"] > 0 and all(s > 0 for s in record["startup_s"].values())

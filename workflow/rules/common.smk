@@ -7,6 +7,8 @@ overrides that the rules hand to `ncaflow ... --set`: the hyperparameters
 themselves stay in the run configs under config/runs/.
 """
 
+import copy
+import functools
 import hashlib
 import itertools
 import os
@@ -122,12 +124,18 @@ def _grid_cells(grid: dict) -> dict[str, list[str]]:
     return cells
 
 
+@functools.cache
+def _run_yaml(run: str) -> dict:
+    """A run config file, parsed once: a grid checks every cell against it (parsing it per
+    cell was half of `snakemake -n` on a 1,000-cell grid)."""
+    return yaml.safe_load(Path(run).read_text()) or {}
+
+
 def _check_run(task: str, run: str, overrides: list[str], where: str) -> RunConfig:
     """Apply overrides to the run config as `ncaflow train` will; stop on unknown keys."""
-    path = Path(run)
-    if not path.exists():
+    if not Path(run).exists():
         raise WorkflowError(f"config key 'tasks.{task}.run': {run} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = copy.deepcopy(_run_yaml(run))
     try:
         for item in overrides:
             apply_override(raw, item)
