@@ -59,13 +59,13 @@ def grid_config(values: int) -> dict[str, object]:
     }
 
 
-def timed(cmd: list[str], repeats: int, env: dict[str, str] | None = None) -> tuple[float, str]:
+def timed(cmd: list[str], repeats: int) -> tuple[float, str]:
     """Median wall seconds of ``repeats`` runs of cmd from the repository root, and the last
     run's output; a failing run stops with its output."""
     times, out = [], ""
     for _ in range(repeats):
         start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         times.append(time.perf_counter() - start)
         out = proc.stdout + proc.stderr
         if proc.returncode != 0:
@@ -87,19 +87,18 @@ def main() -> None:
     snakemake, cli = shutil.which("snakemake"), shutil.which("ncaflow")
     if snakemake is None or cli is None:
         raise SystemExit("snakemake and ncaflow must be on PATH (bash scripts/install.sh)")
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / f"grid{args.values}.yaml"
         config.write_text(yaml.safe_dump(grid_config(args.values)))
         dag_s, dry = timed(
-            [snakemake, "-n", "--quiet", "rules", "--configfile", str(config)], args.repeats, env
+            [snakemake, "-n", "--quiet", "rules", "--configfile", str(config)], args.repeats
         )
     jobs = job_counts(dry)
     py = sys.executable
     startup = {
-        "import ncaflow.cli": timed([py, "-c", "import ncaflow.cli"], args.repeats, env)[0],
-        "ncaflow --help": timed([cli, "--help"], args.repeats, env)[0],
-        "import ncaflow.nca": timed([py, "-c", "import ncaflow.nca"], args.repeats, env)[0],
+        "import ncaflow.cli": timed([py, "-c", "import ncaflow.cli"], args.repeats)[0],
+        "ncaflow --help": timed([cli, "--help"], args.repeats)[0],
+        "import ncaflow.nca": timed([py, "-c", "import ncaflow.nca"], args.repeats)[0],
     }
     print(f"snakemake -n, {args.values}^3 grid: {jobs.get('train', 0)} training jobs, "
           f"{jobs.get('total', 0)} in all: {dag_s:.2f} s (median of {args.repeats})")  # fmt: skip

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -252,7 +252,7 @@ def tap_filters(xp: Tensor, taps: Taps, h: int, w: int) -> list[Tensor]:
     return [_tap_sum(xp, t, 0, 0, h, w) for t in taps]
 
 
-def tap_adjoint(grads: list[Tensor], taps: Taps, r: int) -> Tensor:
+def tap_adjoint(grads: Sequence[Tensor], taps: Taps, r: int) -> Tensor:
     """Adjoint of :func:`tap_filters`: the filters' gradients, (B, H, W, C) each, to the
     gradient of the padded state, (B, H+2r, W+2r, C). Taps are grouped by offset (the three
     fixed filters' 13 taps use 9) and each group's weighted sum is padded into place, which
@@ -279,7 +279,7 @@ def _make(plan: Plan, kind: str, h: int, w: int) -> Callable[[Tensor, Tensor], N
         out.copy_(torch.cat([*cols, xp.new_ones(xp.shape[0], h, w, 1)], 3))
 
     def adjoint_into(g5: Tensor, out: Tensor) -> None:  # g5 (B, H, W, K, C)
-        out.copy_(tap_adjoint([g5[:, :, :, j] for j in range(len(taps))], taps, r))
+        out.copy_(tap_adjoint(g5.unbind(3), taps, r))
 
     fn = perceive_into if kind == "perceive" else adjoint_into
     return torch.compile(fn, dynamic=False, fullgraph=True)

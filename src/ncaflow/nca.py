@@ -95,7 +95,12 @@ def perceive(x: Tensor, kernels: Tensor, padding: str) -> Tensor:
 
 
 def _alive(x: Tensor, channel: int, threshold: float) -> Tensor:
-    a = x[:, channel : channel + 1]
+    return _alive_planes(x[:, channel : channel + 1], threshold)
+
+
+def _alive_planes(a: Tensor, threshold: float) -> Tensor:
+    """Per plane of a (B, P, H, W): whether the 3x3 neighbourhood's maximum exceeds the
+    threshold (outside the grid counts as dead)."""
     return F.max_pool2d(a, 3, stride=1, padding=1) > threshold
 
 
@@ -162,7 +167,7 @@ class _Stencil(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
-        return fast.tap_adjoint([g[..., j] for j in range(len(ctx.taps))], ctx.taps, 1), None
+        return fast.tap_adjoint(g.unbind(-1), ctx.taps, 1), None
 
 
 def _alive_cl(before: Tensor, after: Tensor, channel: int, threshold: float) -> Tensor:
@@ -173,8 +178,7 @@ def _alive_cl(before: Tensor, after: Tensor, channel: int, threshold: float) -> 
     over the alpha channel read in place at a stride of C floats (102 µs a step for that
     kernel at batch 256)."""
     b, h, w, _ = before.shape
-    alpha = torch.stack([before[..., channel], after[..., channel]], 1)
-    live = F.max_pool2d(alpha, 3, stride=1, padding=1) > threshold
+    live = _alive_planes(torch.stack([before[..., channel], after[..., channel]], 1), threshold)
     return (live[:, 0] & live[:, 1]).view(b, h, w, 1)
 
 
