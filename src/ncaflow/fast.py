@@ -11,7 +11,8 @@ an ``(N, C)`` matrix (``N = B*H*W``). One step::
 
 On CPU the GEMMs see only the rows whose update can matter (cells that fire and
 lie within two cells of an alive one: the rest are multiplied by zero or masked
-dead anyway, so the result is the same), in row tiles small enough that a tile
+dead anyway, so the result is the same), whose perception rows are computed alone from
+their neighbours (:func:`perceive_rows`), in row tiles small enough that a tile
 of ``h`` stays in cache. Every temporary lives in a :class:`Workspace` allocated
 once per rollout (fresh large allocations cost a page fault per 4 KiB on CPU).
 
@@ -22,6 +23,8 @@ Every op is plain PyTorch, so the path runs on any device.
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import shutil
 import warnings
@@ -113,6 +116,15 @@ class Workspace:
         self.dx = new(self.n, c - plan.input_channels)
         rows = self.n if self.sparse else 0  # rows gathered for the GEMMs (sparse steps)
         self.pa = new(rows, k * c + 1)
+        self.pa[:, -1] = 1.0
+        self.centre = self.offsets = None  # for perceive_rows: see there
+        if self.sparse:
+            hp, wp = h + 2 * r, w + 2 * r
+            cell = torch.arange(self.n, device=x.device).view(b, h, w)
+            bi, yi, xi = cell // (h * w), cell // w % h, cell % w
+            self.centre = ((bi * hp + yi + r) * wp + xi + r).view(-1)
+            d = torch.arange(2 * r + 1, device=x.device) - r
+            self.offsets = (d[:, None] * wp + d[None, :]).view(-1)  # row-major k x k window
         self.dxa = new(rows, c - plan.input_channels)
         self.gpa = new(rows, k * c)
         m = min(self.tile, self.n)
@@ -184,6 +196,38 @@ def perceive(ws: Workspace, xp: Tensor, kern: Tensor | None) -> Tensor:
     return ws.p
 
 
+def perceive_rows(ws: Workspace, xp: Tensor, idx: Tensor, kern: Tensor | None) -> Tensor:
+    """The perception of the cells ``idx`` only: ``perceive(ws, xp, kern)[idx]`` in
+    ``ws.pa[:M]`` (M, K*C + 1), from each cell's k x k neighbours in the padded state,
+    without computing (and writing) the rows that sparse steps skip."""
+    plan, (_, _, _, c) = ws.plan, ws.shape
+    assert ws.centre is not None and ws.offsets is not None
+    m = idx.numel()
+    rows = ws.pa[:m]
+    p5 = rows[:, :-1].view(m, plan.n_filters, c)  # the last column stays 1 (the bias)
+    q = ws.centre[idx]  # (M,) each cell's centre in the flattened padded state
+    xpf = xp.view(-1, c)
+    if ws.compiled and _run_compiled(ws, "rows", xpf, q, *p5.unbind(1)):
+        return rows
+    kk = ws.offsets.numel()
+    nb = xpf.index_select(0, (q[:, None] + ws.offsets).view(-1)).view(m, kk, c)
+    if plan.taps is not None:
+        k = 2 * plan.radius + 1
+        for j, taps in enumerate(plan.taps):
+            out = p5[:, j]
+            for i, (dy, dx, wt) in enumerate(taps):
+                if i == 0:
+                    out.copy_(nb[:, dy * k + dx])
+                    if wt != 1.0:
+                        out.mul_(wt)
+                else:
+                    out.add_(nb[:, dy * k + dx], alpha=wt)
+        return rows
+    assert kern is not None
+    p5.copy_(torch.einsum("mtc,jtc->mjc", nb, kern.reshape(plan.n_filters, kk, c)))
+    return rows
+
+
 def perceive_backward(
     ws: Workspace, gp: Tensor, xp: Tensor, kern: Tensor | None, need_kern: bool
 ) -> tuple[Tensor, Tensor | None]:
@@ -222,7 +266,7 @@ def perceive_backward(
 # from COMPILE_MIN_CELLS cells per step, 1 always tries, 0 never. Any failure to
 # compile (no C++ compiler, unsupported platform) falls back to the eager code.
 
-_COMPILED: dict[tuple[Plan, str, tuple[int, ...]], Callable[[Tensor, Tensor], None]] = {}
+_COMPILED: dict[tuple[Plan, str, tuple[int, ...]], Callable[..., None]] = {}
 _compile_failed = False
 
 
@@ -270,7 +314,7 @@ def tap_adjoint(grads: Sequence[Tensor], taps: Taps, r: int) -> Tensor:
     return total
 
 
-def _make(plan: Plan, kind: str, h: int, w: int) -> Callable[[Tensor, Tensor], None]:
+def _make(plan: Plan, kind: str, h: int, w: int) -> Callable[..., None]:
     taps, r = plan.taps, plan.radius
     assert taps is not None
 
@@ -281,12 +325,22 @@ def _make(plan: Plan, kind: str, h: int, w: int) -> Callable[[Tensor, Tensor], N
     def adjoint_into(g5: Tensor, out: Tensor) -> None:  # g5 (B, H, W, K, C)
         out.copy_(tap_adjoint(g5.unbind(3), taps, r))
 
+    wp = w + 2 * r
+
+    def rows_into(xpf: Tensor, q: Tensor, *outs: Tensor) -> None:  # perceive_rows
+        for out, filt in zip(outs, taps, strict=True):
+            terms = [xpf[q + (dy - r) * wp + dx - r] * wt for dy, dx, wt in filt]
+            out.copy_(functools.reduce(operator.add, terms))
+
+    if kind == "rows":  # as many rows as a step updates: one kernel for any number
+        return torch.compile(rows_into, dynamic=True, fullgraph=True)
     fn = perceive_into if kind == "perceive" else adjoint_into
     return torch.compile(fn, dynamic=False, fullgraph=True)
 
 
-def _run_compiled(ws: Workspace, kind: str, src: Tensor, out: Tensor) -> bool:
-    """Run the compiled kernel ``kind`` into out; False (and eager from now on) if it fails."""
+def _run_compiled(ws: Workspace, kind: str, src: Tensor, *args: Tensor) -> bool:
+    """Run the compiled kernel ``kind`` on src and args (its outputs last); False (and eager
+    from now on) if it fails."""
     global _compile_failed
     _, h, w, _ = ws.shape
     key = (ws.plan, kind, tuple(src.shape))
@@ -294,7 +348,7 @@ def _run_compiled(ws: Workspace, kind: str, src: Tensor, out: Tensor) -> bool:
         fn = _COMPILED.get(key)
         if fn is None:
             fn = _COMPILED[key] = _make(ws.plan, kind, h, w)
-        fn(src, out)
+        fn(src, *args)
         return True
     except Exception as err:  # compilation problems surface here, on the first call
         _compile_failed, ws.compiled = True, False
@@ -382,7 +436,7 @@ def step_cl(
     plan = ws.plan
     b, hh, ww, c = x.shape
     n_in = plan.input_channels
-    p = perceive(ws, ws.pad(x), kern)  # (N, K*C + 1)
+    xp = ws.pad(x)
     active = None if fire is None else fire != 0  # (N, 1)
     pre = None
     if plan.alive_channel is not None:
@@ -391,12 +445,13 @@ def step_cl(
         active = near if active is None else active & near
     idx = _rows(ws, active)
     if idx is None:
+        p = perceive(ws, xp, kern)  # (N, K*C + 1)
         dx = mlp_forward(ws, p, w1a, w2, ws.dx)  # (N, C_upd)
         if fire is not None:
             dx.mul_(fire)
     else:
         m = idx.numel()
-        rows = torch.index_select(p, 0, idx, out=ws.pa[:m])  # (M, K*C + 1)
+        rows = perceive_rows(ws, xp, idx, kern)  # (M, K*C + 1)
         dxa = mlp_forward(ws, rows, w1a, w2, ws.dxa[:m])
         if fire is not None:
             dxa.mul_(fire.index_select(0, idx))
@@ -441,8 +496,7 @@ class StepFn(torch.autograd.Function):
         b, hh, ww, c = x.shape
         g = g.contiguous()
         g_upd = g[:, :, :, n_in:]  # (B, H, W, C_upd): dL/dy before the life mask
-        p = perceive(ws, ws.pad(x), kern)  # (N, K*C + 1)
-        xp = ws.xp
+        xp = ws.pad(x)
         need_p = bool(need_x or need_k)
         active = None if fire is None else fire != 0  # rows with a non-zero gdx
         if life is not None:
@@ -453,10 +507,10 @@ class StepFn(torch.autograd.Function):
         if idx is None:
             gdx = g_upd if life is None else g_upd * life
             gdx = (gdx * fire.view(b, hh, ww, 1) if fire is not None else gdx).reshape(n, -1)
-            gw1a, gw2 = mlp_backward(ws, gdx, p, w1a, w2, gp)
+            gw1a, gw2 = mlp_backward(ws, gdx, perceive(ws, xp, kern), w1a, w2, gp)
         else:  # these rows live (life = 1), so dL/d dx = g * fire there
             m = idx.numel()
-            rows = torch.index_select(p, 0, idx, out=ws.pa[:m])
+            rows = perceive_rows(ws, xp, idx, kern)
             gdx = g.view(n, c).index_select(0, idx)[:, n_in:]
             if fire is not None:
                 gdx = gdx * fire.index_select(0, idx)
