@@ -117,14 +117,11 @@ class Workspace:
         rows = self.n if self.sparse else 0  # rows gathered for the GEMMs (sparse steps)
         self.pa = new(rows, k * c + 1)
         self.pa[:, -1] = 1.0
-        self.centre = self.offsets = None  # for perceive_rows: see there
-        if self.sparse:
-            hp, wp = h + 2 * r, w + 2 * r
-            cell = torch.arange(self.n, device=x.device).view(b, h, w)
-            bi, yi, xi = cell // (h * w), cell // w % h, cell % w
-            self.centre = ((bi * hp + yi + r) * wp + xi + r).view(-1)
-            d = torch.arange(2 * r + 1, device=x.device) - r
-            self.offsets = (d[:, None] * wp + d[None, :]).view(-1)  # row-major k x k window
+        # for perceive_rows: each cell's row in the flattened padded state, and the offsets
+        # of its k x k window (row-major) from there
+        padded = torch.arange(self.xp.numel() // c, device=x.device).view(self.xp.shape[:3])
+        self.centre = padded[:, r : r + h, r : r + w].reshape(-1) if self.sparse else None
+        self.window = (padded[0, : 2 * r + 1, : 2 * r + 1] - padded[0, r, r]).reshape(-1)
         self.dxa = new(rows, c - plan.input_channels)
         self.gpa = new(rows, k * c)
         m = min(self.tile, self.n)
@@ -172,27 +169,8 @@ def perceive(ws: Workspace, xp: Tensor, kern: Tensor | None) -> Tensor:
     """
     plan, p = ws.plan, ws.p5  # p: (B, H, W, K, C) view into ws.p
     b, h, w, _ = ws.shape
-    if ws.compiled and _run_compiled(ws, "perceive", xp, ws.p.view(b, h, w, -1)):
-        return ws.p
-    if plan.taps is not None:
-        for j, taps in enumerate(plan.taps):
-            out = p[:, :, :, j]
-            for i, (dy, dx, wt) in enumerate(taps):
-                s = xp[:, dy : dy + h, dx : dx + w]
-                if i == 0:
-                    out.copy_(s)  # mul(out=strided) would take a slow copying path
-                    if wt != 1.0:
-                        out.mul_(wt)
-                else:
-                    out.add_(s, alpha=wt)
-        return ws.p
-    assert kern is not None
-    k = kern.shape[1]
-    p.zero_()
-    for dy in range(k):
-        for dx in range(k):
-            s = xp[:, dy : dy + h, dx : dx + w].unsqueeze(3)  # (B, H, W, 1, C)
-            p.addcmul_(s, kern[:, dy, dx])
+    if not (ws.compiled and _run_compiled(ws, "perceive", xp, ws.p.view(b, h, w, -1))):
+        _perceive_eager(p, plan, kern, _shifted(xp, h, w))
     return ws.p
 
 
@@ -201,31 +179,46 @@ def perceive_rows(ws: Workspace, xp: Tensor, idx: Tensor, kern: Tensor | None) -
     ``ws.pa[:M]`` (M, K*C + 1), from each cell's k x k neighbours in the padded state,
     without computing (and writing) the rows that sparse steps skip."""
     plan, (_, _, _, c) = ws.plan, ws.shape
-    assert ws.centre is not None and ws.offsets is not None
+    assert ws.centre is not None
     m = idx.numel()
     rows = ws.pa[:m]
     p5 = rows[:, :-1].view(m, plan.n_filters, c)  # the last column stays 1 (the bias)
-    q = ws.centre[idx]  # (M,) each cell's centre in the flattened padded state
+    q = ws.centre[idx]
     xpf = xp.view(-1, c)
-    if ws.compiled and _run_compiled(ws, "rows", xpf, q, *p5.unbind(1)):
-        return rows
-    kk = ws.offsets.numel()
-    nb = xpf.index_select(0, (q[:, None] + ws.offsets).view(-1)).view(m, kk, c)
+    if not (ws.compiled and _run_compiled(ws, "rows", xpf, q, *p5.unbind(1))):
+        k = 2 * plan.radius + 1  # one gather of every window: 2-4x faster than one per tap
+        nb = xpf.index_select(0, (q[:, None] + ws.window).view(-1)).view(m, k * k, c)
+        _perceive_eager(p5, plan, kern, lambda dy, dx: nb[:, dy * k + dx])
+    return rows
+
+
+Shift = Callable[[int, int], Tensor]  # (dy, dx) in the k x k window -> the state moved by it
+
+
+def _shifted(xp: Tensor, h: int, w: int) -> Shift:
+    """Window offsets of a padded (B, H+2r, W+2r, C) state as (B, H, W, C) slices."""
+    return lambda dy, dx: xp[:, dy : dy + h, dx : dx + w]
+
+
+def _perceive_eager(p: Tensor, plan: Plan, kern: Tensor | None, at: Shift) -> None:
+    """p (..., K, C) = the perception of the cells that ``at`` shifts, in place."""
     if plan.taps is not None:
-        k = 2 * plan.radius + 1
         for j, taps in enumerate(plan.taps):
-            out = p5[:, j]
+            out = p.select(-2, j)
             for i, (dy, dx, wt) in enumerate(taps):
                 if i == 0:
-                    out.copy_(nb[:, dy * k + dx])
+                    out.copy_(at(dy, dx))  # mul(out=strided) would take a slow copying path
                     if wt != 1.0:
                         out.mul_(wt)
                 else:
-                    out.add_(nb[:, dy * k + dx], alpha=wt)
-        return rows
+                    out.add_(at(dy, dx), alpha=wt)
+        return
     assert kern is not None
-    p5.copy_(torch.einsum("mtc,jtc->mjc", nb, kern.reshape(plan.n_filters, kk, c)))
-    return rows
+    k = kern.shape[1]
+    p.zero_()
+    for dy in range(k):
+        for dx in range(k):
+            p.addcmul_(at(dy, dx).unsqueeze(-2), kern[:, dy, dx])  # (..., 1, C) x (K, C)
 
 
 def perceive_backward(
@@ -280,20 +273,15 @@ def _want_compile(plan: Plan, cells: int, cpu: bool) -> bool:
     return cpu and cells >= COMPILE_MIN_CELLS and has_cxx
 
 
-def _tap_sum(src: Tensor, taps: tuple[Tap, ...], oy: int, ox: int, h: int, w: int) -> Tensor:
-    """sum over taps of weight * src[:, oy+dy : oy+dy+h, ox+dx : ox+dx+w]."""
-    out = None
-    for dy, dx, wt in taps:
-        term = src[:, oy + dy : oy + dy + h, ox + dx : ox + dx + w] * wt
-        out = term if out is None else out + term
-    assert out is not None
-    return out
+def _tap_sum(taps: tuple[Tap, ...], at: Shift) -> Tensor:
+    """sum over taps of weight * at(dy, dx)."""
+    return functools.reduce(operator.add, [at(dy, dx) * wt for dy, dx, wt in taps])
 
 
 def tap_filters(xp: Tensor, taps: Taps, h: int, w: int) -> list[Tensor]:
     """Fixed filters of a padded (B, H+2r, W+2r, C) state: one (B, H, W, C) per filter, the
     sum of its weighted taps (shifted slices). Written for torch.compile, which fuses them."""
-    return [_tap_sum(xp, t, 0, 0, h, w) for t in taps]
+    return [_tap_sum(t, _shifted(xp, h, w)) for t in taps]
 
 
 def tap_adjoint(grads: Sequence[Tensor], taps: Taps, r: int) -> Tensor:
@@ -325,12 +313,10 @@ def _make(plan: Plan, kind: str, h: int, w: int) -> Callable[..., None]:
     def adjoint_into(g5: Tensor, out: Tensor) -> None:  # g5 (B, H, W, K, C)
         out.copy_(tap_adjoint(g5.unbind(3), taps, r))
 
-    wp = w + 2 * r
-
     def rows_into(xpf: Tensor, q: Tensor, *outs: Tensor) -> None:  # perceive_rows
+        wp = w + 2 * r  # the padded state's row length: (dy, dx) is q + (dy-r) * wp + dx-r
         for out, filt in zip(outs, taps, strict=True):
-            terms = [xpf[q + (dy - r) * wp + dx - r] * wt for dy, dx, wt in filt]
-            out.copy_(functools.reduce(operator.add, terms))
+            out.copy_(_tap_sum(filt, lambda dy, dx: xpf[q + ((dy - r) * wp + dx - r)]))
 
     if kind == "rows":  # as many rows as a step updates: one kernel for any number
         return torch.compile(rows_into, dynamic=True, fullgraph=True)
