@@ -9,6 +9,7 @@ asserted.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,24 @@ def test_workflow_overhead_counts_the_grid_jobs(tmp_path: Path) -> None:
     record = json.loads(path.read_text())
     assert record["jobs"]["train"] == record["jobs"]["evaluate"] == 8
     assert record["dry_run_s"] > 0 and all(s > 0 for s in record["startup_s"].values())
+
+
+def test_cpu_gemm_splits_an_iteration(tmp_path: Path) -> None:
+    """`cpu_gemm.py` counts the rows the MLP saw (all alive: about half the cells fire, each
+    seen once in the forward and once in the backward) and times its GEMMs inside one
+    iteration; the JSON has every GEMM's rate alone."""
+    cmd = [
+        sys.executable, str(REPO / "benchmarks" / "cpu_gemm.py"),
+        "--state", "full", "--iters", "1", "--out", str(tmp_path),
+    ]  # fmt: skip
+    env = {**os.environ, "NCAFLOW_COMPILE": "0"}  # the eager perception: no compile wait
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (path,) = tmp_path.glob("cpu-gemm-full-*.json")
+    record = json.loads(path.read_text())
+    cells_steps = 8 * 72 * 72 * 64
+    for phase in ("forward", "backward"):
+        assert 0.4 < record["mlp_rows_per_iteration"][phase] / cells_steps < 0.6
+        assert 0 < record["mlp_s"][phase] < record["iteration_s"]
+    assert len(record["gemms_alone"]) == 6
+    assert all(r["gflops"] > 0 for r in record["gemms_alone"].values())
