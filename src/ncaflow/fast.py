@@ -119,9 +119,11 @@ class Workspace:
         self.pa[:, -1] = 1.0
         # for perceive_rows: each cell's row in the flattened padded state, and the offsets
         # of its k x k window (row-major) from there
-        padded = torch.arange(self.xp.numel() // c, device=x.device).view(self.xp.shape[:3])
-        self.centre = padded[:, r : r + h, r : r + w].reshape(-1) if self.sparse else None
-        self.window = (padded[0, : 2 * r + 1, : 2 * r + 1] - padded[0, r, r]).reshape(-1)
+        self.centre = self.window = None
+        if self.sparse:
+            padded = torch.arange(self.xp.numel() // c, device=x.device).view(self.xp.shape[:3])
+            self.centre = padded[:, r : r + h, r : r + w].reshape(-1)
+            self.window = (padded[0, : 2 * r + 1, : 2 * r + 1] - padded[0, r, r]).reshape(-1)
         self.dxa = new(rows, c - plan.input_channels)
         self.gpa = new(rows, k * c)
         m = min(self.tile, self.n)
@@ -179,7 +181,7 @@ def perceive_rows(ws: Workspace, xp: Tensor, idx: Tensor, kern: Tensor | None) -
     ``ws.pa[:M]`` (M, K*C + 1), from each cell's k x k neighbours in the padded state,
     without computing (and writing) the rows that sparse steps skip."""
     plan, (_, _, _, c) = ws.plan, ws.shape
-    assert ws.centre is not None
+    assert ws.centre is not None and ws.window is not None
     m = idx.numel()
     rows = ws.pa[:m]
     p5 = rows[:, :-1].view(m, plan.n_filters, c)  # the last column stays 1 (the bias)
