@@ -38,7 +38,14 @@ GROUPS: tuple[tuple[str, Callable[[str], bool]], ...] = (
     ("MLP backward kernel (mlp_bwd)", lambda name: name == "mlp_bwd"),
     ("MLP forward kernel (mlp_fwd)", lambda name: name == "mlp_fwd"),
     ("perception and its adjoint (Inductor kernels)", lambda name: _is_perception(name)),
+    ("row selection for the MLP (cumulative sum, row_order)", lambda name: _is_selection(name)),
 )
+
+
+def _is_selection(name: str) -> bool:
+    """The kernels that order the rows for the fused MLP (ncaflow.fused._order_op): CUB's
+    scan of the cumulative sum, and row_order."""
+    return name == "row_order" or "DeviceScan" in name
 
 
 def _is_perception(name: str) -> bool:
@@ -71,7 +78,7 @@ def profile_iteration(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = args.impl.endswith("-tf32")
     model = build(args.impl, device)
-    x0 = torch.from_numpy(protocol.seed_state("grown", args.batch, 72)).to(device)
+    x0 = torch.from_numpy(protocol.seed_state(args.state, args.batch, 72)).to(device)
     tgt = torch.from_numpy(protocol.target(args.batch, 72)).to(device)
     gen = torch.Generator(device=device).manual_seed(0)
     lr = torch.tensor(1e-3, device=device)
@@ -108,6 +115,7 @@ def profile_iteration(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "impl": args.impl,
         "batch": args.batch,
+        "state": args.state,
         "steps": args.steps,
         "device": torch.cuda.get_device_name(),
         "torch": torch.__version__,
@@ -122,6 +130,7 @@ def main() -> None:
     p.add_argument("--impl", default="graph-fused")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=64)
+    p.add_argument("--state", default="grown", choices=("seed", "grown", "full"))
     p.add_argument("--iters", type=int, default=3, help="profiled iterations")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--out", type=Path, default=None)
@@ -134,7 +143,7 @@ def main() -> None:
         return
     record = profile_iteration(args)
     graph_us, total, steps = record["graph_us"], record["kernels_us"], record["steps"]
-    print(f"{args.impl} batch {args.batch}, {steps} steps, {record['device']}")
+    print(f"{args.impl} batch {args.batch}, {args.state}, {steps} steps, {record['device']}")
     print(f"graph replay {graph_us:9.0f} us/iteration ({1e6 / graph_us:.1f} it/s)")
     print(f"kernels      {total:9.0f} us/iteration (eager, summed)  idle {graph_us - total:.0f}")
     print(f"{'us/step':>9} {'share':>6} {'launches/step':>13}  kernel")
@@ -145,7 +154,7 @@ def main() -> None:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        path = args.out / f"profile-{args.impl}-b{args.batch}-{stamp}.json"
+        path = args.out / f"profile-{args.impl}-b{args.batch}-{args.state}-{stamp}.json"
         path.write_text(json.dumps(record, indent=1))
         print(f"wrote {path}")
 

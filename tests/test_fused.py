@@ -35,19 +35,28 @@ def fused(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[object, str]]:
     yield ncaflow.fused, device
 
 
+@pytest.mark.parametrize("kept", [None, 0.5, 0.0, 1.0])
 @pytest.mark.parametrize(
     ("n", "k_in", "hidden", "k_out"),
     [(300, 48, 128, 16), (97, 60, 96, 24), (10, 15, 24, 5)],
 )
-def test_fused_mlp_equals_torch(fused, n: int, k_in: int, hidden: int, k_out: int) -> None:  # type: ignore[no-untyped-def]
+def test_fused_mlp_equals_torch(  # type: ignore[no-untyped-def]
+    fused, n: int, k_in: int, hidden: int, k_out: int, kept: float | None
+) -> None:
+    """Forward and gradients; with a keep mask (the fire mask's role) of about half, none
+    or all of the rows, the kernels gather the kept rows and zero the others."""
     module, device = fused
     gen = torch.Generator().manual_seed(n)
     p, w1, b1, w2 = (
         torch.randn(*shape, generator=gen).to(device).requires_grad_()
         for shape in ((n, k_in), (hidden, k_in), (hidden,), (k_out, hidden))
     )
-    got = module.fused_mlp(p, w1, b1, w2)
+    keep = None if kept is None else (torch.rand(n, generator=gen) < kept).float().to(device)
+    got = module.fused_mlp(p, w1, b1, w2, keep)
     ref = torch.relu(p @ w1.t() + b1) @ w2.t()
+    if keep is not None:
+        ref = ref * keep[:, None]
+        assert 0 < keep.sum() < n if kept == 0.5 else keep.sum() == n * kept
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)
     g = torch.randn(n, k_out, generator=gen).to(device)
     for a, b in zip(
@@ -69,8 +78,10 @@ def test_partial_sums_over_many_programs_add_up(fused, monkeypatch: pytest.Monke
         torch.randn(*shape, generator=gen).to(device).requires_grad_()
         for shape in ((320, 20), (40, 20), (40,), (6, 40))
     )
-    got = torch.autograd.grad(module.fused_mlp(p, w1, b1, w2).sum(), [w1, b1, w2])
-    ref = torch.autograd.grad((torch.relu(p @ w1.t() + b1) @ w2.t()).sum(), [w1, b1, w2])
+    keep = (torch.rand(320, generator=gen) < 0.7).float().to(device)  # gathered rows too
+    got = torch.autograd.grad(module.fused_mlp(p, w1, b1, w2, keep).sum(), [w1, b1, w2])
+    ref_out = (torch.relu(p @ w1.t() + b1) @ w2.t()) * keep[:, None]
+    ref = torch.autograd.grad(ref_out.sum(), [w1, b1, w2])
     for a, b in zip(got, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
 

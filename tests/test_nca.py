@@ -195,6 +195,37 @@ def test_channels_last_alive_mask_is_max_pool() -> None:
     assert torch.equal(got.permute(0, 3, 1, 2), expected)
 
 
+@pytest.mark.parametrize("fire_rate", [0.5, 1.0])
+def test_rows_that_matter_are_the_only_ones_that_can(fire_rate: float) -> None:
+    """The fused MLP skips cells outside _rows_that_matter: any update there, even one that
+    crosses the alive threshold, leaves the step's result unchanged. The live region is a
+    small blob in a larger grid, so there are dead cells at distance 1, 2 and beyond."""
+    cfg = ModelConfig(output_channels=4, hidden_channels=4, hidden_width=16, alive_channel=3)
+    nca = randomised(cfg)
+    x = torch.zeros(2, cfg.channels, 12, 12)
+    x[:, 3:, 5:7, 5:8] = torch.rand(2, cfg.channels - 3, 2, 3) + 0.2
+    fire = (torch.rand(2, 1, 12, 12) < fire_rate).float() if fire_rate < 1 else None
+    cl = x.permute(0, 2, 3, 1)
+    keep = nca_module._rows_that_matter(cl, fire, (3, 0.1))
+    assert keep is not None
+    keep = keep.unsqueeze(1)  # (B, 1, H, W)
+    kept = int(keep.sum())
+    assert 0 < kept < 0.5 * keep.numel()  # most cells are skipped here
+    true_update = nca.update
+    expected = nca.step_reference(x, fire)
+    for garbage in (5.0, -5.0):  # alpha updates far beyond the threshold, both signs
+        nca.update = lambda v, g=garbage: true_update(v) * keep + g * (1 - keep)  # type: ignore[method-assign]
+        torch.testing.assert_close(nca.step_reference(x, fire), expected, rtol=0, atol=0)
+    # ... while the ring beyond the alive neighbourhoods does matter: when the live cells'
+    # alpha falls, a neighbour two cells away that comes alive keeps one of them alive
+    near1 = nca_module._alive(x, 3, 0.1).float()
+    results = []
+    for outside in (-5.0, 5.0):
+        nca.update = lambda v, o=outside: -5.0 * near1 + o * (1 - near1)  # type: ignore[method-assign]
+        results.append(nca.step_reference(x, None))
+    assert not torch.equal(*results)
+
+
 @pytest.mark.parametrize("perception", ["sobel", "sobel_laplace", "learned"])
 @pytest.mark.parametrize("padding", ["zeros", "circular", "reflect", "replicate"])
 @pytest.mark.parametrize("inputs", [0, 2])

@@ -99,6 +99,7 @@ def _kernels() -> types.ModuleType:
 # sum_partials: entries per program, and at most this many partials per load (an H200 has
 # 132 SMs, so one load there: the sum is short, and latency is what it costs)
 _SUM_BLOCK, _SUM_ROWS = 32, 256
+_ORDER_BLOCK = 1024  # row_order: rows per program
 
 
 def _sizes(p: Tensor, w1: Tensor, w2: Tensor) -> dict[str, int]:
@@ -113,7 +114,7 @@ def supports(k_in: int, hidden: int, k_out: int) -> bool:
     return _pow2(k_in) * _pow2(hidden) <= 64 * 128 and _pow2(k_out) <= 64
 
 
-def _check(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> None:
+def _check(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, keep: Tensor | None) -> None:
     if not available(p.device):
         raise RuntimeError(
             "the fused NCA kernels need triton and a CUDA device (or TRITON_INTERPRET=1 "
@@ -127,29 +128,69 @@ def _check(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> None:
             f"the fused NCA kernels take padded K_in x hidden <= 8192 and K_out <= 64; got "
             f"{p.shape[1]} -> {w1.shape[0]} -> {w2.shape[0]} (check fused.supports first)"
         )
+    if keep is not None and keep.numel() != p.shape[0]:
+        raise ValueError(f"keep must hold one value per row: {keep.numel()} for {p.shape[0]} rows")
+
+
+@torch.library.custom_op("ncaflow::row_order", mutates_args=())
+def _order_op(keep: Tensor) -> tuple[Tensor, Tensor]:
+    """The kept rows of a (N,) 0/1 mask first: (order (N,), pos (N,)), int32, where pos is
+    the running count of kept rows, so pos[-1] rows are kept (read by the kernels on the
+    device: nothing waits for it, and CUDA graphs capture it)."""
+    keep = keep.reshape(-1).to(torch.float32)
+    n = keep.shape[0]
+    pos = torch.cumsum(keep, 0, dtype=torch.int32)
+    order = torch.empty(n, device=keep.device, dtype=torch.int32)
+    _kernels().row_order[(_cdiv(n, _ORDER_BLOCK),)](keep, pos, order, n, BLOCK=_ORDER_BLOCK)
+    return order, pos
+
+
+@_order_op.register_fake
+def _order_fake(keep: Tensor) -> tuple[Tensor, Tensor]:
+    n = keep.numel()
+    return keep.new_empty(n, dtype=torch.int32), keep.new_empty(n, dtype=torch.int32)
+
+
+def _rows(p: Tensor, order: Tensor | None, pos: Tensor | None) -> dict[str, Any]:
+    """The row arguments of the MLP kernels: gathered through order, or all rows in order
+    (the kernels then never read the two pointers, which are p)."""
+    if order is None or pos is None:
+        return {"ORDER": p, "POS": p, "GATHER": False}
+    return {"ORDER": order, "POS": pos, "GATHER": True}
 
 
 @torch.library.custom_op("ncaflow::fused_mlp", mutates_args=())
-def _mlp_op(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
+def _mlp_op(
+    p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, order: Tensor | None, pos: Tensor | None
+) -> Tensor:
     p, w1, b1, w2 = p.contiguous(), w1.contiguous(), b1.contiguous(), w2.contiguous()
     n, k_in = p.shape
     hid, k_out = w1.shape[0], w2.shape[0]
     out = torch.empty(n, k_out, device=p.device, dtype=p.dtype)
     _kernels().mlp_fwd[(_cdiv(n, LAUNCH.block_fwd),)](
-        p, w1, b1, w2, out, n, k_in, hid, k_out, **_sizes(p, w1, w2),
-        BLOCK=LAUNCH.block_fwd, PREC=_precision(), num_warps=LAUNCH.warps_fwd,
+        p, w1, b1, w2, out, N=n, K_IN=k_in, HID=hid, K_OUT=k_out, **_sizes(p, w1, w2),
+        **_rows(p, order, pos), BLOCK=LAUNCH.block_fwd, PREC=_precision(),
+        num_warps=LAUNCH.warps_fwd,
     )  # fmt: skip
     return out
 
 
 @_mlp_op.register_fake
-def _mlp_fake(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
+def _mlp_fake(
+    p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, order: Tensor | None, pos: Tensor | None
+) -> Tensor:
     return p.new_empty(p.shape[0], w2.shape[0])
 
 
 @torch.library.custom_op("ncaflow::fused_mlp_backward", mutates_args=())
 def _mlp_backward_op(
-    p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, g: Tensor
+    p: Tensor,
+    w1: Tensor,
+    b1: Tensor,
+    w2: Tensor,
+    order: Tensor | None,
+    pos: Tensor | None,
+    g: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     p, w1, b1, w2, g = (t.contiguous() for t in (p, w1, b1, w2, g))
     n, k_in = p.shape
@@ -162,8 +203,9 @@ def _mlp_backward_op(
     part = torch.empty(programs, kp * hp + hp * op + hp, device=p.device, dtype=torch.float32)
     kernels = _kernels()
     kernels.mlp_bwd[(programs,)](
-        p, w1, b1, w2, g, gp, part, n, k_in, hid, k_out, tiles, **sizes,
-        BLOCK=LAUNCH.block_bwd, PREC=_precision(), num_warps=LAUNCH.warps_bwd,
+        p, w1, b1, w2, g, gp, part, N=n, K_IN=k_in, HID=hid, K_OUT=k_out, TILES=tiles,
+        **sizes, **_rows(p, order, pos), BLOCK=LAUNCH.block_bwd, PREC=_precision(),
+        num_warps=LAUNCH.warps_bwd,
     )  # fmt: skip
     gw1, gb1, gw2 = torch.empty_like(w1), torch.empty_like(b1), torch.empty_like(w2)
     kernels.sum_partials[(_cdiv(part.shape[1], _SUM_BLOCK),)](
@@ -175,30 +217,42 @@ def _mlp_backward_op(
 
 @_mlp_backward_op.register_fake
 def _mlp_backward_fake(
-    p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, g: Tensor
+    p: Tensor,
+    w1: Tensor,
+    b1: Tensor,
+    w2: Tensor,
+    order: Tensor | None,
+    pos: Tensor | None,
+    g: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return torch.empty_like(p), torch.empty_like(w1), torch.empty_like(b1), torch.empty_like(w2)
 
 
-def _setup_context(ctx: Any, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+def _setup_context(ctx: Any, inputs: tuple[Tensor | None, ...], output: Tensor) -> None:
     ctx.save_for_backward(*inputs)
 
 
-def _backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
     grads: tuple[Tensor, Tensor, Tensor, Tensor] = _mlp_backward_op(*ctx.saved_tensors, g)
-    return grads
+    return (*grads, None, None)  # order and pos: integers, no gradient
 
 
 _mlp_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def fused_mlp(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
+def fused_mlp(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, keep: Tensor | None = None) -> Tensor:
     """``relu(p @ w1.T + b1) @ w2.T`` for p (N, K_in), w1 (H, K_in), b1 (H,), w2 (K_out, H),
     differentiable in all four, without storing the hidden layer.
+
+    keep: optional 0/1 mask of the N rows (any shape of N elements, e.g. the fire mask):
+    rows where it is 0 get zero outputs and zero gradients, and the kernels skip them
+    (gathering the kept rows through :func:`_order_op`'s order), so a fire rate of 0.5
+    halves the work. The result equals the unmasked one times ``keep``.
 
     A custom operator (``torch.ops.ncaflow.fused_mlp``), so ``torch.compile`` keeps it whole
     and fuses the element-wise work around it (:meth:`ncaflow.nca.NCA.step_gemm`)."""
     if not torch.compiler.is_compiling():  # checked when traced eagerly; dynamo cannot
-        _check(p, w1, b1, w2)
-    out: Tensor = _mlp_op(p, w1, b1, w2)
+        _check(p, w1, b1, w2, keep)
+    order, pos = _order_op(keep) if keep is not None else (None, None)
+    out: Tensor = _mlp_op(p, w1, b1, w2, order, pos)
     return out

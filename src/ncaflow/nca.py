@@ -136,7 +136,9 @@ def _gemm_step(
         p = _Stencil.apply(_pad_edges(s, padding, dims=(1, 2)), taps)  # (B, H, W, C, K)
     rows = p.reshape(b * h * w, -1)
     if triton_mlp:
-        out = fused.fused_mlp(rows, w1, b1, w2)
+        keep = _rows_that_matter(s, fire, alive)
+        out = fused.fused_mlp(rows, w1, b1, w2, keep)  # zero where keep is 0: fire applied
+        fire = None if keep is not None else fire
     else:
         out = F.linear(F.relu(F.linear(rows, w1, b1)), w2)
     dx = out.view(b, h, w, -1)
@@ -147,6 +149,22 @@ def _gemm_step(
         full = torch.cat([s[..., :n_in], y], -1) if n_in else y
         y = y * _alive_cl(s, full, *alive).to(y.dtype)
     return (torch.cat([s[..., :n_in], y], -1) if n_in else y).permute(0, 3, 1, 2)
+
+
+def _rows_that_matter(
+    s: Tensor, fire: Tensor | None, alive: tuple[int, float] | None
+) -> Tensor | None:
+    """(B, H, W) 0/1 mask of the cells whose update can change the step's result, for the
+    fused MLP to skip the others (None: every cell): cells that fire and, with alive
+    masking, lie within two cells of an alive one. Farther cells and their neighbours are
+    dead before the step, so the alive mask zeroes them whatever their update (the rule of
+    the CPU fast path, :func:`ncaflow.fast.step_cl`). s is the (B, H, W, C) state."""
+    keep = None if fire is None else fire.view(fire.shape[0], *fire.shape[2:])
+    if alive is None:
+        return keep
+    channel, threshold = alive
+    near = F.max_pool2d(s[..., channel], 5, stride=1, padding=2) > threshold  # 3x3 twice
+    return near.to(s.dtype) if keep is None else keep * near
 
 
 class _Stencil(torch.autograd.Function):
