@@ -90,9 +90,11 @@ def main() -> None:
     ap.add_argument("--state", choices=["seed", "grown", "full"], default="full")
     ap.add_argument("--iters", type=int, default=5, help="timed iterations after the first two")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tile", type=int, default=fast.TILE_ROWS, help="rows per GEMM tile")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    fast.TILE_ROWS = args.tile  # read when the model's workspace is made
     size, batch, steps = 72, 8, 64
     model = worker.build("ncaflow", torch.device("cpu"))
     x0 = torch.from_numpy(protocol.seed_state(args.state, batch, size))
@@ -131,6 +133,7 @@ def main() -> None:
     record = {
         "state": args.state,
         "threads": args.threads,
+        "tile_rows": fast.TILE_ROWS,
         "first_iteration_s": first,
         "iteration_s": iteration,
         "mlp_s": mlp,

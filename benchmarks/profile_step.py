@@ -38,14 +38,15 @@ GROUPS: tuple[tuple[str, Callable[[str], bool]], ...] = (
     ("MLP backward kernel (mlp_bwd)", lambda name: name == "mlp_bwd"),
     ("MLP forward kernel (mlp_fwd)", lambda name: name == "mlp_fwd"),
     ("perception and its adjoint (Inductor kernels)", lambda name: _is_perception(name)),
-    ("row selection for the MLP (cumulative sum, row_order)", lambda name: _is_selection(name)),
+    ("rows for the MLP (near-life mask, cumulative sum, row_order)", lambda n: _is_selection(n)),
 )
 
 
 def _is_selection(name: str) -> bool:
-    """The kernels that order the rows for the fused MLP (ncaflow.fused._order_op): CUB's
-    scan of the cumulative sum, and row_order."""
-    return name == "row_order" or "DeviceScan" in name
+    """The kernels that choose and order the rows for the fused MLP: Inductor's kernel of the
+    near-life mask (named after row_order, which reads it), CUB's scan of the cumulative
+    sum, and row_order itself (ncaflow.fused._order_op)."""
+    return "row_order" in name or "DeviceScan" in name
 
 
 def _is_perception(name: str) -> bool:

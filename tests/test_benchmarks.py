@@ -64,25 +64,39 @@ def test_runner_prints_the_table_and_writes_json(tmp_path: Path) -> None:
 
 
 # channels-first (before), channels-last, the two earlier channels-last calls the README cites
-# (alive mask by max_pool2d; Inductor's defaults), main's step since (max_pool2d with the
-# training limits) and the reverted kernels with the fixed filters inside (-stencil)
-@pytest.mark.parametrize(
-    "layout", ["", "-cl", "-cl-maxpool", "-cl-defaults", "-cl-maxpool-limits", "-stencil"]
-)
-@pytest.mark.parametrize("batch", [8, 256])
-def test_profile_summary_accounts_for_every_kernel(batch: int, layout: str) -> None:
+# (alive mask by max_pool2d; Inductor's defaults), the step with the training limits, the
+# reverted kernels with the fixed filters inside (-stencil), and the grown and full states
+# before and after the fused MLP skipped the rows that cannot matter (-nokeep, -keep)
+PROFILES = [
+    f"b{batch}-20261202-h200{layout}"
+    for batch in (8, 256)
+    for layout in ("", "-cl", "-cl-maxpool", "-cl-defaults", "-cl-maxpool-limits", "-stencil")
+] + [
+    "b8-grown-20261202-h200-nokeep",
+    "b8-grown-20261202-h200-keep",
+    "b256-grown-20261202-h200-nokeep",
+    "b256-grown-20261202-h200-keep",
+    "b256-full-20261202-h200-keep",
+]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profile_summary_accounts_for_every_kernel(profile: str) -> None:
     """profile_step's grouping (the README's table) of a stored H200 profile: every kernel in
-    exactly one group, none of the named groups empty, the rows adding up to the step."""
+    exactly one group, none of the named groups empty (the row selection only where the MLP
+    skips rows), the rows adding up to the step."""
     from profile_step import GROUPS, summary
 
-    name = f"profile-graph-fused-b{batch}-20261202-h200{layout}.json"
-    path = REPO / "benchmarks/reference" / name
+    path = REPO / "benchmarks/reference" / f"profile-graph-fused-{profile}.json"
     record = json.loads(path.read_text())
     for kernel in record["kernels"]:
         assert sum(member(kernel["name"]) for _, member in GROUPS) <= 1, kernel["name"]
     rows = [line.split(maxsplit=2) for line in summary(record).splitlines()[1:]]
     per_step = [float(row[0]) for row in rows]
-    assert all(int(row[1]) > 0 for row in rows[: len(GROUPS)])
+    counts = {label: int(row[1]) for (label, _), row in zip(GROUPS, rows, strict=False)}
+    selection = counts.pop(next(label for label in counts if label.startswith("rows for")))
+    assert all(n > 0 for n in counts.values())
+    assert (selection > 0) == profile.endswith("-keep")
     grouped, idle, step = sum(per_step[:-2]), per_step[-2], per_step[-1]
     assert grouped == pytest.approx(record["kernels_us"] / record["steps"], abs=0.3)
     assert grouped + idle == pytest.approx(step, abs=0.3)

@@ -12,7 +12,13 @@ hidden layer lives only in registers:
   persistent grid of one program per SM, one partial sum each), which a second
   kernel adds up and writes in the weights' layouts.
 
-Both are custom operators, so ``torch.compile`` treats them as single nodes and
+Given a keep mask (the cells that fire and lie near life:
+:func:`ncaflow.nca._rows_that_matter`), both kernels gather only the kept rows (ordered
+first by a running count on the device, so CUDA graphs capture it) and write zeros for
+the rest: at a fire rate of 0.5 that halves the MLP's work, more where the grid is mostly
+dead.
+
+The kernels are custom operators, so ``torch.compile`` treats them as single nodes and
 fuses the perception, fire mask and alive mask around them (``NCA(impl="fused")``).
 
 Sizes are padded to powers of two inside the kernels (zero weights, so padded
