@@ -191,3 +191,20 @@ def test_fused_rollout_checkpointed_equals_stored(fused, monkeypatch: pytest.Mon
     assert counts == [5, 10]  # checkpointed: every step runs again in backward
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_operators_pass_torch_opcheck(fused) -> None:  # type: ignore[no-untyped-def]
+    """The custom operators' schemas, autograd registration and fake kernels (what
+    torch.compile traces on a GPU, where the compiled step uses them) agree with the real
+    kernels: torch.library.opcheck, with and without a keep mask."""
+    module, device = fused
+    gen = torch.Generator().manual_seed(7)
+    p, w1, b1, w2 = (
+        torch.randn(*shape, generator=gen).to(device).requires_grad_()
+        for shape in ((40, 20), (24, 20), (24,), (6, 24))
+    )
+    keep = (torch.rand(40, generator=gen) < 0.5).float().to(device)
+    torch.library.opcheck(module._order_op, (keep,))
+    order, pos = module._order_op(keep)
+    torch.library.opcheck(module._mlp_op, (p, w1, b1, w2, order, pos))
+    torch.library.opcheck(module._mlp_op, (p, w1, b1, w2, None, None))

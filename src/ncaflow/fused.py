@@ -221,17 +221,11 @@ def _mlp_backward_op(
     return gp, gw1, gb1, gw2
 
 
-@_mlp_backward_op.register_fake
-def _mlp_backward_fake(
-    p: Tensor,
-    w1: Tensor,
-    b1: Tensor,
-    w2: Tensor,
-    order: Tensor | None,
-    pos: Tensor | None,
-    g: Tensor,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return torch.empty_like(p), torch.empty_like(w1), torch.empty_like(b1), torch.empty_like(w2)
+# what torch.compile traces with: outputs shaped like p and the weights (a lambda, so that the
+# operator's seven-argument signature is written once)
+_mlp_backward_op.register_fake(
+    lambda p, w1, b1, w2, *_: tuple(torch.empty_like(t) for t in (p, w1, b1, w2))
+)
 
 
 def _setup_context(ctx: Any, inputs: tuple[Tensor | None, ...], output: Tensor) -> None:
