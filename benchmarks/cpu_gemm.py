@@ -85,12 +85,34 @@ def gemm_rates(rows: int, k: int, hidden: int, out: int) -> dict[str, dict[str, 
     return result
 
 
+def gemms_in_situ(
+    iteration: Callable[[], object], rows: dict[str, float], rates: dict[str, dict[str, float]]
+) -> dict[str, float]:
+    """One iteration under torch.profiler: the self time of every aten::mm and aten::addmm_
+    (all of them are the MLP's), their FLOPs from the rows the MLP saw, and the rate."""
+    from torch.profiler import ProfilerActivity, profile
+
+    macs = {name: r["macs_per_row"] for name, r in rates.items()}
+    fwd = macs["p @ w1a.T"] + macs["h @ w2.T"]
+    bwd = sum(macs.values()) - macs["h @ w2.T"]  # the hidden layer recomputed, then 4 GEMMs
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        iteration()
+    spent = sum(
+        e.self_cpu_time_total for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm_")
+    )
+    gflop = 2 * (rows["forward"] * fwd + rows["backward"] * bwd) / 1e9
+    return {"s": spent / 1e6, "gflop": gflop, "gflops": gflop / (spent / 1e6)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--state", choices=["seed", "grown", "full"], default="full")
     ap.add_argument("--iters", type=int, default=5, help="timed iterations after the first two")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tile", type=int, default=fast.TILE_ROWS, help="rows per GEMM tile")
+    ap.add_argument(
+        "--profile", action="store_true", help="also profile one iteration: GEMM rate in situ"
+    )
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -130,6 +152,7 @@ def main() -> None:
         "backward": rows["backward"] / fast.TILE_ROWS * bwd_us / 1e6,
     }
     iteration = statistics.median(iters)
+    in_situ = gemms_in_situ(lambda: step(steps, x0), rows, rates) if args.profile else None
     record = {
         "state": args.state,
         "threads": args.threads,
@@ -140,6 +163,7 @@ def main() -> None:
         "mlp_rows_per_iteration": rows,
         "gemms_alone": rates,
         "mlp_s_at_those_rates": ideal,
+        "gemms_in_situ": in_situ,
         "torch": torch.__version__,
     }
     total = sum(mlp.values())
@@ -150,6 +174,11 @@ def main() -> None:
     )
     for name, r in rates.items():
         print(f"  {name:18} {r['us']:7.0f} us  {r['gflops']:6.1f} GFLOP/s  ({fast.TILE_ROWS} rows)")
+    if in_situ is not None:
+        print(
+            f"in situ (torch.profiler, one iteration): aten::mm + aten::addmm_ {in_situ['s']:.3f} s"
+            f" for {in_situ['gflop']:.1f} GFLOP = {in_situ['gflops']:.0f} GFLOP/s"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"cpu-gemm-{args.state}-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps(record, indent=1))

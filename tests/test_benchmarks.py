@@ -122,10 +122,11 @@ def test_workflow_overhead_counts_the_grid_jobs(tmp_path: Path) -> None:
 def test_cpu_gemm_splits_an_iteration(tmp_path: Path) -> None:
     """`cpu_gemm.py` counts the rows the MLP saw (all alive: about half the cells fire, each
     seen once in the forward and once in the backward) and times its GEMMs inside one
-    iteration; the JSON has every GEMM's rate alone."""
+    iteration; the JSON has every GEMM's rate alone, and with --profile their time and rate
+    inside a profiled iteration (82.5 GFLOP for about half of the cells)."""
     cmd = [
         sys.executable, str(REPO / "benchmarks" / "cpu_gemm.py"),
-        "--state", "full", "--iters", "1", "--out", str(tmp_path),
+        "--state", "full", "--iters", "1", "--profile", "--out", str(tmp_path),
     ]  # fmt: skip
     env = {**os.environ, "NCAFLOW_COMPILE": "0"}  # the eager perception: no compile wait
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, check=False)
@@ -138,3 +139,7 @@ def test_cpu_gemm_splits_an_iteration(tmp_path: Path) -> None:
         assert 0 < record["mlp_s"][phase] < record["iteration_s"]
     assert len(record["gemms_alone"]) == 6
     assert all(r["gflops"] > 0 for r in record["gemms_alone"].values())
+    in_situ = record["gemms_in_situ"]
+    assert 0 < in_situ["s"] < record["iteration_s"] * 2  # the profiler's overhead included
+    assert 70 < in_situ["gflop"] < 95  # 62,208 FLOP per row seen (forward + backward)
+    assert in_situ["gflops"] == pytest.approx(in_situ["gflop"] / in_situ["s"])

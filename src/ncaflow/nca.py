@@ -120,9 +120,10 @@ def _gemm_step(
     """One step of :meth:`NCA.step_reference` written for a compiler: fixed filters (taps) as
     shifted slices, one fused stencil instead of a depthwise convolution, and the 1x1
     convolutions as row-major GEMMs over the cells (or the Triton MLP, which computes only
-    the rows of :func:`_rows_that_matter`). Same function, different rounding. It works on the state channels-last, (B, H, W, C) in memory, so that
-    the cells are the GEMM's rows with no transposing copy; the result is (B, C, H, W) with
-    channels-last strides, and a rollout keeps the state so (:meth:`NCA._forward_reference`).
+    the rows of :func:`_rows_that_matter`). Same function, different rounding. It works on
+    the state channels-last, (B, H, W, C) in memory, so that the cells are the GEMM's rows
+    with no transposing copy; the result is (B, C, H, W) with channels-last strides, and a
+    rollout keeps the state so (:meth:`NCA._forward_reference`).
 
     A free function of tensors and plain constants, so that models of one structure share
     its compiled graphs (:func:`_gemm_step_compiled`).
