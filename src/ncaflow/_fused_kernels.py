@@ -5,8 +5,9 @@ W2 (K_OUT, HID), OUT and G (N, K_OUT). KP, HP, OP are K_IN, HID, K_OUT padded to
 powers of two (masked loads fill the padding with zeros, which changes nothing).
 
 With GATHER, the MLP runs only on the rows that matter (:func:`row_order`): ORDER (N,)
-lists them first, COUNT of them, then the others, whose outputs and gradients are zero.
-Tiles of ORDER then gather their rows; without it, ORDER is the identity and COUNT = N.
+lists them first (COUNT = POS[N - 1] of them, POS being their running count), then the
+others, whose outputs and gradients are zero. Tiles of ORDER then gather their rows;
+without GATHER, ORDER is the identity and COUNT = N.
 """
 
 import triton
@@ -70,7 +71,8 @@ def mlp_fwd(
     KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
     BLOCK: tl.constexpr, PREC: tl.constexpr, GATHER: tl.constexpr,
 ):  # fmt: skip
-    """OUT = relu(P @ W1.T + B1) @ W2.T for BLOCK rows per program; zero beyond COUNT."""
+    """OUT = relu(P @ W1.T + B1) @ W2.T for BLOCK rows per program; zeros for the rows
+    beyond the kept ones (with GATHER)."""
     rows, at = tile_rows(ORDER, tl.program_id(0), N, BLOCK, GATHER)
     count = row_count(POS, N, GATHER)
     out = tl.arange(0, OP)
