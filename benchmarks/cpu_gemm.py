@@ -88,25 +88,28 @@ def gemm_rates(rows: int, k: int, hidden: int, out: int) -> dict[str, dict[str, 
 def gemms_in_situ(
     iteration: Callable[[], object], rows: dict[str, float], rates: dict[str, dict[str, float]]
 ) -> dict[str, float]:
-    """One iteration under torch.profiler: the self time of every aten::mm and aten::addmm_
-    (all of them are the MLP's), their FLOPs from the rows the MLP saw, and the rate."""
+    """One iteration under torch.profiler: its wall time, the self time of every aten::mm
+    and aten::addmm_ (all of them are the MLP's), their FLOPs from the rows the MLP saw, and
+    the rate."""
     from torch.profiler import ProfilerActivity, profile
 
     macs = {name: r["macs_per_row"] for name, r in rates.items()}
     fwd = macs["p @ w1a.T"] + macs["h @ w2.T"]
     bwd = sum(macs.values()) - macs["h @ w2.T"]  # the hidden layer recomputed, then 4 GEMMs
     with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
         iteration()
+        wall = time.perf_counter() - start
     spent = sum(
         e.self_cpu_time_total for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm_")
     )
     gflop = 2 * (rows["forward"] * fwd + rows["backward"] * bwd) / 1e9
-    return {"s": spent / 1e6, "gflop": gflop, "gflops": gflop / (spent / 1e6)}
+    return {"iteration_s": wall, "s": spent / 1e6, "gflop": gflop, "gflops": gflop / (spent / 1e6)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--state", choices=["seed", "grown", "full"], default="full")
+    ap.add_argument("--state", choices=protocol.STATES, default="full")
     ap.add_argument("--iters", type=int, default=5, help="timed iterations after the first two")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tile", type=int, default=fast.TILE_ROWS, help="rows per GEMM tile")

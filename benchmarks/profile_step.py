@@ -131,7 +131,7 @@ def main() -> None:
     p.add_argument("--impl", default="graph-fused")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=64)
-    p.add_argument("--state", default="grown", choices=("seed", "grown", "full"))
+    p.add_argument("--state", default="grown", choices=protocol.STATES)
     p.add_argument("--iters", type=int, default=3, help="profiled iterations")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--out", type=Path, default=None)

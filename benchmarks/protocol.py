@@ -28,12 +28,13 @@ ALPHA = 3  # the alive channel (CAX keeps it last: its workers move it there)
 HIDDEN = 128
 FIRE_RATE = 0.5
 ALIVE_THRESHOLD = 0.1
+STATES = ("seed", "grown", "full")  # the start states of seed_state
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--mode", choices=["train", "infer"], default="train")
-    p.add_argument("--state", choices=["seed", "grown", "full"], default="grown")
+    p.add_argument("--state", choices=STATES, default="grown")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=72)
     p.add_argument("--steps", type=int, default=64)

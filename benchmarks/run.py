@@ -29,6 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from protocol import STATES
+
 HERE = Path(__file__).resolve().parent
 GPU_ONLY = (
     "graph",
@@ -43,7 +45,6 @@ PEERS = {
     "ncalab": (HERE / ".venv-ncalab" / "bin" / "python", HERE / "peers" / "ncalab_bench.py"),
     "cax": (HERE / ".venv-cax" / "bin" / "python", HERE / "peers" / "cax_bench.py"),
 }
-STATES = ("seed", "grown", "full")
 
 
 @dataclass

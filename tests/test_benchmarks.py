@@ -140,6 +140,5 @@ def test_cpu_gemm_splits_an_iteration(tmp_path: Path) -> None:
     assert len(record["gemms_alone"]) == 6
     assert all(r["gflops"] > 0 for r in record["gemms_alone"].values())
     in_situ = record["gemms_in_situ"]
-    assert 0 < in_situ["s"] < record["iteration_s"] * 2  # the profiler's overhead included
+    assert 0 < in_situ["s"] < in_situ["iteration_s"]  # inside the iteration profiled
     assert 70 < in_situ["gflop"] < 95  # 62,208 FLOP per row seen (forward + backward)
-    assert in_situ["gflops"] == pytest.approx(in_situ["gflop"] / in_situ["s"])

@@ -137,9 +137,8 @@ def _gemm_step(
         p = _Stencil.apply(_pad_edges(s, padding, dims=(1, 2)), taps)  # (B, H, W, C, K)
     rows = p.reshape(b * h * w, -1)
     if triton_mlp:
-        keep = _rows_that_matter(s, fire, alive)
-        out = fused.fused_mlp(rows, w1, b1, w2, keep)  # zero where keep is 0: fire applied
-        fire = None if keep is not None else fire
+        out = fused.fused_mlp(rows, w1, b1, w2, _rows_that_matter(s, fire, alive))
+        fire = None  # applied: the kernels give zero to every cell that does not fire
     else:
         out = F.linear(F.relu(F.linear(rows, w1, b1)), w2)
     dx = out.view(b, h, w, -1)
