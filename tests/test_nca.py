@@ -265,6 +265,47 @@ def test_compiled_rollout_equals_reference() -> None:
     assert_same_rollout(ref, comp, x, 6, rtol=1e-5, atol=1e-6)
 
 
+def test_each_structure_compiles_with_its_own_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second model structure in one process compiles with its sizes as constants: no
+    automatic-dynamic state carried over from the first (which made the grouped
+    convolution's groups symbolic and broke Inductor's CUDA layout heuristic)."""
+    import torch._dynamo
+
+    graphs: list[torch.fx.GraphModule] = []
+
+    def record(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):  # type: ignore[no-untyped-def]
+        graphs.append(gm)
+        return gm.forward
+
+    plain_compile = torch.compile
+    monkeypatch.setattr(
+        torch, "compile", lambda fn, options=None, **kw: plain_compile(fn, backend=record, **kw)
+    )
+    nca_module._gemm_step_compiled.cache_clear()
+    torch._dynamo.reset()
+    try:
+        for inputs, perception in [(0, "sobel"), (1, "learned")]:
+            cfg = ModelConfig(
+                input_channels=inputs,
+                output_channels=4,
+                hidden_channels=8,
+                hidden_width=16,
+                perception=perception,  # type: ignore[arg-type]
+                alive_channel=None if inputs else 3,
+            )
+            nca = randomised(cfg)
+            nca.impl = "compiled"
+            with torch.no_grad():
+                nca(torch.rand(2, cfg.channels, 6, 6), 2)
+    finally:
+        nca_module._gemm_step_compiled.cache_clear()
+        torch._dynamo.reset()
+    convs = [n for n in graphs[-1].graph.nodes if n.target is F.conv2d]
+    assert convs and all(type(n.kwargs["groups"]) is int for n in convs)
+    placeholders = [n for n in graphs[-1].graph.nodes if n.op == "placeholder"]
+    assert not [n for n in placeholders if isinstance(n.meta.get("example_value"), torch.SymInt)]
+
+
 def test_compiled_step_survives_many_models_and_shapes() -> None:
     """Dynamo allows a code object only so many compiled graphs (recompile_limit, 8) and
     with fullgraph fails beyond it; a process that builds many models (a grid search, k-fold)

@@ -22,6 +22,7 @@ The two agree to float rounding; tests/test_nca_fast.py checks it.
 from __future__ import annotations
 
 import functools
+import itertools
 import types
 import warnings
 from collections.abc import Callable, Hashable
@@ -116,14 +117,15 @@ def _gemm_step(
     n_in: int,
     alive: tuple[int, float] | None,
     triton_mlp: bool,
+    skip_rows: bool,
 ) -> Tensor:
     """One step of :meth:`NCA.step_reference` written for a compiler: fixed filters (taps) as
     shifted slices, one fused stencil instead of a depthwise convolution, and the 1x1
-    convolutions as row-major GEMMs over the cells (or the Triton MLP, which computes only
-    the rows of :func:`_rows_that_matter`). Same function, different rounding. It works on
-    the state channels-last, (B, H, W, C) in memory, so that the cells are the GEMM's rows
-    with no transposing copy; the result is (B, C, H, W) with channels-last strides, and a
-    rollout keeps the state so (:meth:`NCA._forward_reference`).
+    convolutions as row-major GEMMs over the cells (or the Triton MLP; with skip_rows it
+    computes only the rows of :func:`_rows_that_matter`). Same function, different
+    rounding. It works on the state channels-last, (B, H, W, C) in memory, so that the
+    cells are the GEMM's rows with no transposing copy; the result is (B, C, H, W) with
+    channels-last strides, and a rollout keeps the state so (:meth:`NCA._forward_reference`).
 
     A free function of tensors and plain constants, so that models of one structure share
     its compiled graphs (:func:`_gemm_step_compiled`).
@@ -136,9 +138,11 @@ def _gemm_step(
     else:
         p = _Stencil.apply(_pad_edges(s, padding, dims=(1, 2)), taps)  # (B, H, W, C, K)
     rows = p.reshape(b * h * w, -1)
-    if triton_mlp:
+    if triton_mlp and skip_rows:
         out = fused.fused_mlp(rows, w1, b1, w2, _rows_that_matter(s, fire, alive))
         fire = None  # applied: the kernels give zero to every cell that does not fire
+    elif triton_mlp:
+        out = fused.fused_mlp(rows, w1, b1, w2)
     else:
         out = F.linear(F.relu(F.linear(rows, w1, b1)), w2)
     dx = out.view(b, h, w, -1)
@@ -200,6 +204,9 @@ def _alive_cl(before: Tensor, after: Tensor, channel: int, threshold: float) -> 
     return (live[:, 0] & live[:, 1]).view(b, h, w, 1)
 
 
+_STRUCTURES = itertools.count()  # numbers the copies of _gemm_step's code
+
+
 @functools.cache
 def _gemm_step_compiled(structure: Hashable, training: bool) -> Callable[..., Tensor]:
     """:func:`_gemm_step` through torch.compile for one model structure (its ModelConfig and
@@ -211,10 +218,16 @@ def _gemm_step_compiled(structure: Hashable, training: bool) -> Callable[..., Te
     which ``fullgraph`` fails: compiling the bound method ``step_gemm`` failed at the ninth
     model size of the GPU tests. One code object per structure gives each its own budget, so
     a process may build any number of models (a grid search, k-fold), and each compiles once
-    per input shape, then once for all shapes (``dynamic=None``)."""
+    per input shape, then once for all shapes (``dynamic=None``).
+
+    Each copy also gets its own name: Dynamo's automatic-dynamic state is keyed by file, line
+    and name, so copies with one name shared it, and a second structure's first compile had
+    its channel count and input channels symbolic (a grouped convolution's groups too, which
+    made Inductor's CUDA layout heuristic fail on learned filters, torch 2.11)."""
     del structure  # the key: one copy of the code per structure
-    code = _gemm_step.__code__.replace()  # a distinct code object with the same body
-    fn = types.FunctionType(code, _gemm_step.__globals__, _gemm_step.__name__)
+    name = f"_gemm_step_{next(_STRUCTURES)}"
+    code = _gemm_step.__code__.replace(co_name=name, co_qualname=name)  # same body
+    fn = types.FunctionType(code, _gemm_step.__globals__, name)
     return torch.compile(fn, fullgraph=True, options=TRAINING_INDUCTOR_OPTIONS if training else {})
 
 
@@ -358,10 +371,15 @@ class NCA(nn.Module):
 
     def step_gemm(self, x: Tensor, fire: Tensor | None) -> Tensor:
         """:meth:`step_reference` written for a compiler (see :func:`_gemm_step`)."""
-        return _gemm_step(x, fire, *self._gemm_args())
+        return _gemm_step(x, fire, *self._gemm_args(self._needs_grad(x)))
 
-    def _gemm_args(self) -> tuple[Any, ...]:
-        """The weights and constants of :func:`_gemm_step`, after ``x`` and ``fire``."""
+    def _gemm_args(self, training: bool) -> tuple[Any, ...]:
+        """The weights and constants of :func:`_gemm_step`, after ``x`` and ``fire``.
+
+        The Triton MLP skips rows only when training: there the backward, twice the
+        forward's work, gains most. In inference choosing the rows cost more than it saved
+        (H200, graph-fused, grown state, alternating processes: batch 8 411-414 it/s with
+        the skipping against 472-474 without, batch 256 29.1-29.3 against 29.4-29.5)."""
         cfg = self.config
         kernels = self.kernels() if self._plan.taps is None else None
         w1, b1, w2 = self.fc1.weight.flatten(1), self.fc1.bias, self.fc2.weight.flatten(1)
@@ -376,6 +394,7 @@ class NCA(nn.Module):
             cfg.input_channels,
             alive,
             self._triton_mlp,
+            training,
         )
 
     def _step_plain(self, x: Tensor, fire: Tensor | None) -> Tensor:
@@ -385,8 +404,9 @@ class NCA(nn.Module):
             return self.step_gemm(x, fire)  # Triton's interpreter: no compiler to fuse for
         if self.impl not in ("compiled", "fused"):
             return self.step_reference(x, fire)
-        step = _gemm_step_compiled(self._structure, self._needs_grad(x))
-        return step(x, fire, *self._gemm_args())
+        training = self._needs_grad(x)
+        step = _gemm_step_compiled(self._structure, training)
+        return step(x, fire, *self._gemm_args(training))
 
     # -- rollout ----------------------------------------------------------------
 
