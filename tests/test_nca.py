@@ -195,6 +195,22 @@ def test_channels_last_alive_mask_is_max_pool() -> None:
     assert torch.equal(got.permute(0, 3, 1, 2), expected)
 
 
+def test_rows_that_matter_are_the_cells_that_fire_near_life() -> None:
+    """_rows_that_matter's separable maximum (1 x 5, then 5 x 1) is the 5 x 5 neighbourhood
+    of cells above the threshold, the grid's edges included, times the fire mask."""
+    torch.manual_seed(3)
+    alpha = torch.where(torch.rand(3, 1, 17, 13) < 0.04, 0.5, 0.05)
+    alpha[0, 0, 0, 12] = alpha[1, 0, 16, 0] = 0.5  # live corners
+    x = torch.cat([torch.rand(3, 3, 17, 13), alpha], 1)
+    fire = (torch.rand(3, 1, 17, 13) < 0.5).float()
+    near = (F.max_pool2d(alpha, 5, stride=1, padding=2) > 0.1).float()
+    for f, expected in ((fire, fire * near), (None, near)):
+        keep = nca_module._rows_that_matter(x.permute(0, 2, 3, 1), f, (3, 0.1))
+        assert keep is not None
+        assert torch.equal(keep, expected[:, 0])
+    assert 0 < int(near.sum()) < near.numel()
+
+
 @pytest.mark.parametrize("fire_rate", [0.5, 1.0])
 def test_rows_that_matter_are_the_only_ones_that_can(fire_rate: float) -> None:
     """The fused MLP skips cells outside _rows_that_matter: any update there, even one that
