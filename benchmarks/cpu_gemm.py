@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import protocol
 import worker
 
-from ncaflow import fast
+from ncaflow.backends import fast
 
 
 def timed(

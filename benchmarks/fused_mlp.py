@@ -1,4 +1,4 @@
-"""Time the update MLP alone: ncaflow.fused's Triton kernels against PyTorch's GEMMs.
+"""Time the update MLP alone: ncaflow.backends.fused's Triton kernels against PyTorch's GEMMs.
 
     python benchmarks/fused_mlp.py [--out DIR]      # CUDA only
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ncaflow import fused
+from ncaflow.backends import fused
 
 SHAPE = (48, 128, 16)  # the growing config's MLP: K_in -> hidden -> K_out
 

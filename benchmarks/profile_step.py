@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import protocol
 from worker import build, train_iteration
 
-from ncaflow.graphs import GraphedIteration
+from ncaflow.backends.graphs import GraphedIteration
 from ncaflow.train import ROLLOUT_CHUNK
 
 # The README's rows, by kernel name (Inductor names a kernel after the ops it fuses)
@@ -45,7 +45,7 @@ GROUPS: tuple[tuple[str, Callable[[str], bool]], ...] = (
 def _is_selection(name: str) -> bool:
     """The kernels that choose and order the rows for the fused MLP: Inductor's kernel of the
     near-life mask (named after row_order, which reads it), CUB's scan of the cumulative
-    sum, and row_order itself (ncaflow.fused._order_op)."""
+    sum, and row_order itself (ncaflow.backends.fused._order_op)."""
     return "row_order" in name or "DeviceScan" in name
 
 

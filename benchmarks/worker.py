@@ -4,7 +4,7 @@
 --impl reference  ncaflow's NCA(impl="reference") (the plain formulation it keeps)
 --impl ncaflow    ncaflow's NCA (impl="auto": the fast path on CPU and large GPU grids)
 --impl graph      CUDA only: NCA(impl="reference") with every iteration replayed as one
-                  CUDA graph (ncaflow.graphs.GraphedIteration, as train.cuda_graphs does)
+                  CUDA graph (ncaflow.backends.graphs.GraphedIteration, as train.cuda_graphs does)
 --impl graph-fast CUDA only: the same with the fast path (NCA(impl="fast"))
 --impl graph-compiled       CUDA only: the same with NCA(impl="compiled") (torch.compile)
 --impl graph-compiled-tf32  and TF32 matmuls (cuDNN's 1x1 convolutions in the others
@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import protocol
 from baseline import DistillNCA
 
+from ncaflow.backends.graphs import GraphedIteration, graphs_supported
 from ncaflow.config import ModelConfig
-from ncaflow.graphs import GraphedIteration, graphs_supported
 from ncaflow.nca import NCA
 from ncaflow.train import ROLLOUT_CHUNK
 

@@ -11,7 +11,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 if not torch.cuda.is_available():
-    # Triton kernels (ncaflow.fused) run in Triton's CPU interpreter; read when triton is
+    # Triton kernels (ncaflow.backends.fused) run in Triton's CPU interpreter; read when triton is
     # first imported, so it is set before any test module imports it
     os.environ.setdefault("TRITON_INTERPRET", "1")
 

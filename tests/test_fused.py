@@ -1,4 +1,4 @@
-"""ncaflow.fused: the update MLP as Triton kernels equals the PyTorch formulation.
+"""ncaflow.backends.fused: the update MLP as Triton kernels equals the PyTorch formulation.
 
 Without a GPU the kernels run in Triton's interpreter (conftest.py sets
 TRITON_INTERPRET=1 before triton is imported); on a CUDA machine the same checks
@@ -17,7 +17,7 @@ pytest.importorskip("triton")
 
 from helpers import assert_same_rollout
 
-import ncaflow.fused
+import ncaflow.backends.fused
 from ncaflow.config import ModelConfig
 from ncaflow.nca import NCA
 
@@ -30,9 +30,9 @@ def fused(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[object, str]]:
     # the reference's convolutions in full fp32 too (cuDNN allows TF32 by default): with
     # both in fp32 an H200 gave differences of 1e-7 in the state, 1e-6 in the gradients
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    if not ncaflow.fused.available(device):
+    if not ncaflow.backends.fused.available(device):
         pytest.skip("triton cannot run here (no GPU, TRITON_INTERPRET unset)")
-    yield ncaflow.fused, device
+    yield ncaflow.backends.fused, device
 
 
 @pytest.mark.parametrize("kept", [None, 0.5, 0.0, 1.0])
@@ -144,7 +144,7 @@ def test_fused_needs_a_gpu_or_the_interpreter(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     x = torch.zeros(4, 3)
     with pytest.raises(RuntimeError, match="need triton and a CUDA device"):
-        ncaflow.fused.fused_mlp(x, torch.zeros(5, 3), torch.zeros(5), torch.zeros(2, 5))
+        ncaflow.backends.fused.fused_mlp(x, torch.zeros(5, 3), torch.zeros(5), torch.zeros(2, 5))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")

@@ -1,4 +1,4 @@
-"""CUDA-graph training iterations (ncaflow.graphs): same results as eager execution.
+"""CUDA-graph training iterations (ncaflow.backends.graphs): same results as eager execution.
 
 The CUDA tests run wherever a GPU is present (the project's GPU checks); on a CPU
 only the fallback is checked, which is what CI exercises.
@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from helpers import digits_config
 
+from ncaflow.backends.graphs import GraphedIteration, graphs_supported
 from ncaflow.config import ModelConfig, RunConfig, from_dict
-from ncaflow.graphs import GraphedIteration, graphs_supported
 from ncaflow.nca import NCA
 from ncaflow.train import train
 
@@ -207,18 +207,18 @@ def test_auto_resolves_to_the_fused_kernels_only_on_cuda_where_they_fit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """train's 'auto': the fused kernels on a CUDA device with Triton, for MLPs they take."""
-    import ncaflow.fused
+    import ncaflow.backends.fused
     from ncaflow.train import resolve_impl
 
     cfg = digits_config()
     cuda_dev, cpu = torch.device("cuda"), torch.device("cpu")
-    monkeypatch.setattr(ncaflow.fused, "available", lambda device: True)
+    monkeypatch.setattr(ncaflow.backends.fused, "available", lambda device: True)
     assert resolve_impl("auto", cfg, cuda_dev) == "fused"
     assert resolve_impl("auto", cfg, cpu) == "auto"  # the CPU fast path
     assert resolve_impl("reference", cfg, cuda_dev) == "reference"  # asked for: kept
     wide = replace(cfg, model=replace(cfg.model, hidden_width=160))  # padded 64 x 256
     assert resolve_impl("auto", wide, cuda_dev) == "auto"  # beyond the kernels
-    monkeypatch.setattr(ncaflow.fused, "available", lambda device: False)  # no triton
+    monkeypatch.setattr(ncaflow.backends.fused, "available", lambda device: False)  # no triton
     assert resolve_impl("auto", cfg, cuda_dev) == "auto"
 
 

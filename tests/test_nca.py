@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 from helpers import assert_same_rollout
 
-import ncaflow.nca as nca_module
+from ncaflow import perception
+from ncaflow.backends import gemm
 from ncaflow.config import ModelConfig
-from ncaflow.nca import NCA, fixed_filters, perceive
+from ncaflow.nca import NCA
+from ncaflow.perception import fixed_filters, perceive
 
 
 def randomised(cfg: ModelConfig, seed: int = 0) -> NCA:
@@ -168,12 +170,12 @@ def test_pad_edges_is_f_pad(padding: str, radius: int) -> None:
     x = torch.rand(2, 3, 6, 7)
     mode = "constant" if padding == "zeros" else padding
     expected = F.pad(x, (radius,) * 4, mode=mode)
-    assert torch.equal(nca_module._pad_edges(x, padding, radius), expected)
+    assert torch.equal(perception.pad_edges(x, padding, radius), expected)
     # the slices the compiler sees, and the channels-last (B, H, W, C) state the compiled
     # step reads (slices, eager too)
     if padding != "zeros":  # zeros is F.pad everywhere
-        assert torch.equal(nca_module._pad_by_slices(x, padding, radius, (2, 3)), expected)
-    cl = nca_module._pad_edges(x.permute(0, 2, 3, 1), padding, radius, dims=(1, 2))
+        assert torch.equal(perception.pad_by_slices(x, padding, radius, (2, 3)), expected)
+    cl = perception.pad_edges(x.permute(0, 2, 3, 1), padding, radius, dims=(1, 2))
     assert torch.equal(cl.permute(0, 3, 1, 2), expected)
 
 
@@ -186,10 +188,13 @@ def test_channels_last_alive_mask_is_max_pool() -> None:
     after[1] = -1.0
     after[2, 3] = -1.0  # alive only around one corner cell after the step
     after[2, 3, 0, 0] = 1.0
-    pre, post = nca_module._alive(before, 3, 0.1), nca_module._alive(after, 3, 0.1)
+    pre, post = (
+        perception.alive_planes(before[:, 3:4], 0.1),
+        perception.alive_planes(after[:, 3:4], 0.1),
+    )
     expected = pre & post
     cl = (t.permute(0, 2, 3, 1) for t in (before, after))
-    got = nca_module._alive_cl(*cl, 3, 0.1)
+    got = gemm._alive_cl(*cl, 3, 0.1)
     assert expected.any() and not expected.all() and not expected[:2].any()
     assert (pre[2] != post[2]).any()  # cells where only one of the two is alive
     assert torch.equal(got.permute(0, 3, 1, 2), expected)
@@ -205,7 +210,7 @@ def test_rows_that_matter_are_the_cells_that_fire_near_life() -> None:
     fire = (torch.rand(3, 1, 17, 13) < 0.5).float()
     near = (F.max_pool2d(alpha, 5, stride=1, padding=2) > 0.1).float()
     for f, expected in ((fire, fire * near), (None, near)):
-        keep = nca_module._rows_that_matter(x.permute(0, 2, 3, 1), f, (3, 0.1))
+        keep = gemm.rows_that_matter(x.permute(0, 2, 3, 1), f, (3, 0.1))
         assert keep is not None
         assert torch.equal(keep, expected[:, 0])
     assert 0 < int(near.sum()) < near.numel()
@@ -222,7 +227,7 @@ def test_rows_that_matter_are_the_only_ones_that_can(fire_rate: float) -> None:
     x[:, 3:, 5:7, 5:8] = torch.rand(2, cfg.channels - 3, 2, 3) + 0.2
     fire = (torch.rand(2, 1, 12, 12) < fire_rate).float() if fire_rate < 1 else None
     cl = x.permute(0, 2, 3, 1)
-    keep = nca_module._rows_that_matter(cl, fire, (3, 0.1))
+    keep = gemm.rows_that_matter(cl, fire, (3, 0.1))
     assert keep is not None
     keep = keep.unsqueeze(1)  # (B, 1, H, W)
     kept = int(keep.sum())
@@ -234,7 +239,7 @@ def test_rows_that_matter_are_the_only_ones_that_can(fire_rate: float) -> None:
         torch.testing.assert_close(nca.step_reference(x, fire), expected, rtol=0, atol=0)
     # ... while the ring beyond the alive neighbourhoods does matter: when the live cells'
     # alpha falls, a neighbour two cells away that comes alive keeps one of them alive
-    near1 = nca_module._alive(x, 3, 0.1).float()
+    near1 = perception.alive_planes(x[:, 3:4], 0.1).float()
     results = []
     for outside in (-5.0, 5.0):
         nca.update = lambda v, o=outside: -5.0 * near1 + o * (1 - near1)  # type: ignore[method-assign]
@@ -297,7 +302,7 @@ def test_each_structure_compiles_with_its_own_shapes(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(
         torch, "compile", lambda fn, options=None, **kw: plain_compile(fn, backend=record, **kw)
     )
-    nca_module._gemm_step_compiled.cache_clear()
+    gemm.gemm_step_compiled.cache_clear()
     torch._dynamo.reset()
     try:
         for inputs, perception in [(0, "sobel"), (1, "learned")]:
@@ -314,7 +319,7 @@ def test_each_structure_compiles_with_its_own_shapes(monkeypatch: pytest.MonkeyP
             with torch.no_grad():
                 nca(torch.rand(2, cfg.channels, 6, 6), 2)
     finally:
-        nca_module._gemm_step_compiled.cache_clear()
+        gemm.gemm_step_compiled.cache_clear()
         torch._dynamo.reset()
     convs = [n for n in graphs[-1].graph.nodes if n.target is F.conv2d]
     assert convs and all(type(n.kwargs["groups"]) is int for n in convs)

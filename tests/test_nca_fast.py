@@ -1,4 +1,4 @@
-"""The fast rollout (ncaflow.fast) equals the reference formulation, forward and backward."""
+"""The fast rollout (ncaflow.backends.fast) equals the reference formulation, in both passes."""
 
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def test_bad_impl() -> None:
 
 def test_tiled_and_dense_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     """Several GEMM tiles (and the dense path, when nearly every cell fires) agree too."""
-    from ncaflow import fast as fast_module
+    from ncaflow.backends import fast as fast_module
 
     monkeypatch.setattr(fast_module, "TILE_ROWS", 64)
     for rate, alive in [(0.5, 3), (0.97, None), (1.0, None)]:

@@ -134,7 +134,9 @@ class TrainConfig:
     grad_clip: float | None = None
     grad_norm: bool = False  # Distill: normalise each parameter's gradient to unit L2
     gradient_checkpointing: bool = False
-    cuda_graphs: bool = True  # CUDA + Adam/AdamW: replay iterations as graphs (ncaflow.graphs)
+    cuda_graphs: bool = (
+        True  # CUDA + Adam/AdamW: replay iterations as graphs (ncaflow.backends.graphs)
+    )
     eval_every: int = 100
     checkpoint_every: int = 100
     log_images_every: int = 500

@@ -13,19 +13,17 @@ One step::
 
 Nothing here knows about tasks.
 
-``forward`` runs the fast path of :mod:`ncaflow.fast` (channels-last state, GEMMs,
-a hand-written backward that stores little per step) and falls back to the
-reference formulation below, which stays the definition (``impl="reference"``).
-The two agree to float rounding; tests/test_nca_fast.py checks it.
+``forward`` runs the CPU fast path of :mod:`ncaflow.backends.fast` (channels-last
+state, GEMMs, a hand-written backward that stores little per step), or on a GPU the
+compiled or Triton-fused step of :mod:`ncaflow.backends.gemm`; the plain formulation
+below stays the definition (``impl="reference"``). All agree to float rounding
+(tests/test_nca_fast.py, tests/test_fused.py).
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
-import types
 import warnings
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -33,230 +31,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ncaflow import fast, fused
+from ncaflow.backends import fast, fused
+from ncaflow.backends.gemm import gemm_step, gemm_step_compiled
 from ncaflow.config import ModelConfig
+from ncaflow.perception import alive_planes, filter_bank, n_filters, perceive, taps
 
-__all__ = ["NCA", "Impl", "fixed_filters", "perceive"]
+__all__ = ["NCA", "Impl", "mlp_sizes"]
 
 Impl = Literal["auto", "fast", "reference", "compiled", "fused"]
-
-_SOBEL_X = [[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]
-_LAPLACE = [[1.0, 2.0, 1.0], [2.0, -12.0, 2.0], [1.0, 2.0, 1.0]]
-
-
-def fixed_filters(laplace: bool = False) -> Tensor:
-    """Identity, Sobel x/8, Sobel y/8 (and Laplace/16) as a ``(K, 3, 3)`` bank."""
-    ident = torch.zeros(3, 3)
-    ident[1, 1] = 1.0
-    sx = torch.tensor(_SOBEL_X) / 8.0
-    bank = [ident, sx, sx.T]
-    if laplace:
-        bank.append(torch.tensor(_LAPLACE) / 16.0)
-    return torch.stack(bank)
-
-
-def _pad_edges(x: Tensor, padding: str, r: int = 1, dims: tuple[int, int] = (2, 3)) -> Tensor:
-    """Pad the two spatial dims of x (``dims``: (2, 3) for (B, C, H, W), (1, 2) for
-    (B, H, W, C)) by r on both sides, as ``F.pad(x, (r, r, r, r), mode)`` does: F.pad itself
-    where it can (eager, the last two dims), else :func:`_pad_by_slices`."""
-    last_two = dims == (x.dim() - 2, x.dim() - 1)
-    if padding == "zeros" or (last_two and not torch.compiler.is_compiling()):
-        pad = (0, 0) * (x.dim() - 1 - dims[1]) + (r, r, r, r)
-        return F.pad(x, pad, mode="constant" if padding == "zeros" else padding)
-    return _pad_by_slices(x, padding, r, dims)
-
-
-def _pad_by_slices(x: Tensor, padding: str, r: int, dims: tuple[int, int]) -> Tensor:
-    """:func:`_pad_edges` (bit for bit) as slices and concatenations, for any dims and the
-    circular, reflect and replicate modes (zeros is F.pad everywhere), which
-    torch.compile lowers for every padding: Inductor (PyTorch 2.11, CUDA) failed on F.pad's
-    replicate mode with "The argument '((-19)) + 1' is not comparable". Eager, F.pad is faster
-    (2 CPU threads, 8 x 16 x 72 x 72: 60-78 µs against 171-200 µs for the three modes)."""
-    for dim in dims:
-        n = x.shape[dim]
-        if padding == "circular":
-            first, last = x.narrow(dim, n - r, r), x.narrow(dim, 0, r)
-        elif padding == "reflect":
-            first, last = x.narrow(dim, 1, r).flip(dim), x.narrow(dim, n - 1 - r, r).flip(dim)
-        else:  # replicate
-            first = x.narrow(dim, 0, 1).repeat_interleave(r, dim)
-            last = x.narrow(dim, n - 1, 1).repeat_interleave(r, dim)
-        x = torch.cat([first, x, last], dim)
-    return x
-
-
-def perceive(x: Tensor, kernels: Tensor, padding: str) -> Tensor:
-    """Depthwise-convolve every channel with every kernel.
-
-    x: (B, C, H, W), kernels: (C*K, 1, k, k) -> (B, C*K, H, W); output channel
-    ``c*K + j`` is channel ``c`` seen through kernel ``j``.
-    """
-    x = _pad_edges(x, padding, kernels.shape[-1] // 2)
-    return F.conv2d(x, kernels, groups=x.shape[1])
-
-
-def _alive(x: Tensor, channel: int, threshold: float) -> Tensor:
-    return _alive_planes(x[:, channel : channel + 1], threshold)
-
-
-def _alive_planes(a: Tensor, threshold: float) -> Tensor:
-    """Per plane of a (B, P, H, W): whether the 3x3 neighbourhood's maximum exceeds the
-    threshold (outside the grid counts as dead)."""
-    return F.max_pool2d(a, 3, stride=1, padding=1) > threshold
-
-
-def _gemm_step(
-    x: Tensor,
-    fire: Tensor | None,
-    kernels: Tensor | None,
-    w1: Tensor,
-    b1: Tensor,
-    w2: Tensor,
-    taps: fast.Taps | None,
-    padding: str,
-    n_in: int,
-    alive: tuple[int, float] | None,
-    triton_mlp: bool,
-    skip_rows: bool,
-) -> Tensor:
-    """One step of :meth:`NCA.step_reference` written for a compiler: fixed filters (taps) as
-    shifted slices, one fused stencil instead of a depthwise convolution, and the 1x1
-    convolutions as row-major GEMMs over the cells (or the Triton MLP; with skip_rows it
-    computes only the rows of :func:`_rows_that_matter`). Same function, different
-    rounding. It works on the state channels-last, (B, H, W, C) in memory, so that the
-    cells are the GEMM's rows with no transposing copy; the result is (B, C, H, W) with
-    channels-last strides, and a rollout keeps the state so (:meth:`NCA._forward_reference`).
-
-    A free function of tensors and plain constants, so that models of one structure share
-    its compiled graphs (:func:`_gemm_step_compiled`).
-    """
-    b, _, h, w = x.shape
-    s = x.permute(0, 2, 3, 1)  # (B, H, W, C): a free view of the rollout's channels-last state
-    if taps is None:
-        assert kernels is not None
-        p = perceive(x, kernels, padding).permute(0, 2, 3, 1)  # (B, H, W, C*K)
-    else:
-        p = _Stencil.apply(_pad_edges(s, padding, dims=(1, 2)), taps)  # (B, H, W, C, K)
-    rows = p.reshape(b * h * w, -1)
-    if triton_mlp and skip_rows:
-        out = fused.fused_mlp(rows, w1, b1, w2, _rows_that_matter(s, fire, alive))
-        fire = None  # applied: the kernels give zero to every cell that does not fire
-    elif triton_mlp:
-        out = fused.fused_mlp(rows, w1, b1, w2)
-    else:
-        out = F.linear(F.relu(F.linear(rows, w1, b1)), w2)
-    dx = out.view(b, h, w, -1)
-    if fire is not None:
-        dx = dx * fire.view(b, h, w, 1)
-    y = s[..., n_in:] + dx
-    if alive is not None:
-        full = torch.cat([s[..., :n_in], y], -1) if n_in else y
-        y = y * _alive_cl(s, full, *alive).to(y.dtype)
-    return (torch.cat([s[..., :n_in], y], -1) if n_in else y).permute(0, 3, 1, 2)
-
-
-def _rows_that_matter(
-    s: Tensor, fire: Tensor | None, alive: tuple[int, float] | None
-) -> Tensor | None:
-    """(B, H, W) 0/1 mask of the cells whose update can change the step's result, for the
-    fused MLP to skip the others (None: every cell): cells that fire and, with alive
-    masking, lie within two cells of an alive one. Farther cells and their neighbours are
-    dead before the step, so the alive mask zeroes them whatever their update (the rule of
-    the CPU fast path, :func:`ncaflow.fast.step_cl`). s is the (B, H, W, C) state."""
-    keep = None if fire is None else fire.view(fire.shape[0], *fire.shape[2:])
-    if alive is None:
-        return keep
-    channel, threshold = alive
-    # the 5 x 5 maximum (3 x 3 twice) as 1 x 5 then 5 x 1: Inductor makes a 5 x 5 window a
-    # reduction kernel, 72 µs a step at batch 256 on an H200 against 5 µs for the two
-    across = F.max_pool2d(s[..., channel], (1, 5), stride=1, padding=(0, 2))
-    near = F.max_pool2d(across, (5, 1), stride=1, padding=(2, 0)) > threshold
-    return near.to(s.dtype) if keep is None else keep * near
-
-
-class _Stencil(torch.autograd.Function):
-    """The fixed filters of a padded (B, H+2, W+2, C) state as (B, H, W, C, K), channel
-    c*K + j as :func:`perceive` orders them, with the adjoint written out
-    (:func:`ncaflow.fast.tap_adjoint`, which the CPU fast path compiles too). On an H200 at
-    batch 256 (growing config) Inductor's kernels for that adjoint took 184 µs a step against
-    242 µs for autograd's slice backwards (two kernels each), and 135 µs in one kernel with
-    :data:`TRAINING_INDUCTOR_OPTIONS`."""
-
-    @staticmethod
-    def forward(sp: Tensor, taps: fast.Taps) -> Tensor:
-        return torch.stack(fast.tap_filters(sp, taps, sp.shape[1] - 2, sp.shape[2] - 2), -1)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        ctx.taps = inputs[1]
-
-    @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
-        return fast.tap_adjoint(g.unbind(-1), ctx.taps, 1), None
-
-
-def _alive_cl(before: Tensor, after: Tensor, channel: int, threshold: float) -> Tensor:
-    """:func:`_alive` of two (B, H, W, C) states, both alive, as (B, H, W, 1): the alpha
-    planes are stacked into one contiguous (B, 2, H, W) tensor for a single 3x3 maximum.
-    On an H200 (graph-fused training, growing config) that took the step from 85.7-86.4 to
-    79.1-79.5 µs at batch 8 and from 1,548 to 1,472 µs at batch 256, against two maxima
-    over the alpha channel read in place at a stride of C floats (102 µs a step for that
-    kernel at batch 256)."""
-    b, h, w, _ = before.shape
-    live = _alive_planes(torch.stack([before[..., channel], after[..., channel]], 1), threshold)
-    return (live[:, 0] & live[:, 1]).view(b, h, w, 1)
-
-
-_STRUCTURES = itertools.count()  # numbers the copies of _gemm_step's code
-
-
-@functools.cache
-def _gemm_step_compiled(structure: Hashable, training: bool) -> Callable[..., Tensor]:
-    """:func:`_gemm_step` through torch.compile for one model structure (its ModelConfig and
-    whether the MLP runs on Triton, which fix every constant and weight shape), made on first
-    use: importing the compiler costs start-up time that no other implementation needs.
-    Training steps (gradients needed) compile with :data:`TRAINING_INDUCTOR_OPTIONS`.
-
-    Dynamo keeps its compiled graphs on the code object and allows eight of them, after
-    which ``fullgraph`` fails: compiling the bound method ``step_gemm`` failed at the ninth
-    model size of the GPU tests. One code object per structure gives each its own budget, so
-    a process may build any number of models (a grid search, k-fold), and each compiles once
-    per input shape, then once for all shapes (``dynamic=None``).
-
-    Each copy also gets its own name: Dynamo's automatic-dynamic state is keyed by file, line
-    and name, so copies with one name shared it, and a second structure's first compile had
-    its channel count and input channels symbolic (a grouped convolution's groups too, which
-    made Inductor's CUDA layout heuristic fail on learned filters, torch 2.11)."""
-    del structure  # the key: one copy of the code per structure
-    name = f"_gemm_step_{next(_STRUCTURES)}"
-    code = _gemm_step.__code__.replace(co_name=name, co_qualname=name)  # same body
-    fn = types.FunctionType(code, _gemm_step.__globals__, name)
-    return torch.compile(fn, fullgraph=True, options=TRAINING_INDUCTOR_OPTIONS if training else {})
-
-
-# Inductor stores an intermediate once it is read more than realize_reads_threshold (4)
-# times: each Sobel filter's six shifted reads made it write the filter to memory and read it
-# back in another kernel (so the kernels' names say), splitting the step's perception and its
-# adjoint into more kernels.
-# Higher limits keep each in one kernel, which recomputes the cheap sums instead. Measured on
-# an H200 (graph-fused, batch 8): training 166 -> 182 it/s, but inference 372 -> 224 it/s, so
-# inference keeps the defaults.
-TRAINING_INDUCTOR_OPTIONS: dict[str, Any] = {
-    "realize_reads_threshold": 64,
-    "realize_acc_reads_threshold": 64,
-    "realize_opcount_threshold": 200,
-}
 
 
 def mlp_sizes(config: ModelConfig) -> tuple[int, int, int]:
     """The update MLP's (inputs, hidden, outputs): the perception channels, hidden_width and
     the updated channels."""
-    if config.perception == "learned":
-        n_filters = 1 + config.learned_filters  # the identity and the learned filters
-    else:
-        n_filters = fixed_filters(laplace=config.perception == "sobel_laplace").shape[0]
+    k = n_filters(config.perception, config.learned_filters)
     updated = config.output_channels + config.hidden_channels
-    return config.channels * n_filters, config.hidden_width, updated
+    return config.channels * k, config.hidden_width, updated
 
 
 class NCA(nn.Module):
@@ -265,7 +55,7 @@ class NCA(nn.Module):
     impl: "auto" (fast path on CPU and for large GPU grids, see _use_fast), "fast",
     "reference" (the plain formulation, kept as the definition and for tests),
     "compiled" (:meth:`step_gemm` through torch.compile: fused kernels for GPUs) or
-    "fused" (:meth:`step_gemm` with the MLP as Triton kernels, :mod:`ncaflow.fused`, where
+    "fused" (:meth:`step_gemm` with the MLP as Triton kernels, :mod:`ncaflow.backends.fused`, where
     its sizes fit them, and on a GPU the rest of the step through torch.compile).
     All give the same results up to float rounding and draw the same masks.
     """
@@ -282,12 +72,12 @@ class NCA(nn.Module):
         c = config.channels
         sizes = mlp_sizes(config)  # (C*K perception channels, hidden_width, C_upd)
         self.n_filters, self.updated = sizes[0] // c, sizes[2]
-        if config.perception == "learned":
+        bank = filter_bank(config.perception)  # (K, 3, 3), or None: learned filters
+        if bank is None:
             k = config.kernel_size
             learned = torch.randn(c * config.learned_filters, 1, k, k) * (1.0 / k)
             self.filters = nn.Parameter(learned)
         else:
-            bank = fixed_filters(laplace=config.perception == "sobel_laplace")
             self.register_buffer("bank", bank.repeat(c, 1, 1).unsqueeze(1), persistent=False)
         self.fc1 = nn.Conv2d(sizes[0], sizes[1], 1)
         self.fc2 = nn.Conv2d(sizes[1], self.updated, 1, bias=False)
@@ -300,23 +90,13 @@ class NCA(nn.Module):
                 "kernels (fused.supports); it runs as compiled GEMMs".format(*sizes),
                 stacklevel=2,
             )
-        # what the compiled step's graphs depend on besides input shapes (_gemm_step_compiled)
+        # what the compiled step's graphs depend on besides input shapes (gemm_step_compiled)
         self._structure = (config, self._triton_mlp)
 
     def _make_plan(self) -> fast.Plan:
         cfg = self.config
-        taps = None
-        if cfg.perception != "learned":
-            taps = tuple(
-                tuple(
-                    (dy, dx, float(f[dy, dx]))
-                    for dy in range(3)
-                    for dx in range(3)
-                    if f[dy, dx] != 0
-                )
-                for f in fixed_filters(laplace=cfg.perception == "sobel_laplace")
-            )
-        k = cfg.kernel_size if cfg.perception == "learned" else 3
+        bank = filter_bank(cfg.perception)
+        k = cfg.kernel_size if bank is None else 3
         return fast.Plan(
             input_channels=cfg.input_channels,
             n_filters=self.n_filters,
@@ -324,14 +104,14 @@ class NCA(nn.Module):
             padding=cfg.padding,
             alive_channel=cfg.alive_channel,
             alive_threshold=cfg.alive_threshold,
-            taps=taps,
+            taps=None if bank is None else taps(bank),
         )
 
     # -- one step ---------------------------------------------------------------
 
     def kernels(self) -> Tensor:
         """The perception bank as ``(C*K, 1, k, k)`` depthwise weights."""
-        if self.config.perception != "learned":
+        if self._plan.taps is not None:  # a fixed bank
             bank: Tensor = self.bank  # type: ignore[assignment]
             return bank
         c, n, k = self.config.channels, self.config.learned_filters, self.config.kernel_size
@@ -343,7 +123,8 @@ class NCA(nn.Module):
     def alive(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, 1, H, W) bool: some 3x3 neighbour's alpha exceeds the threshold."""
         assert self.config.alive_channel is not None
-        return _alive(x, self.config.alive_channel, self.config.alive_threshold)
+        channel = self.config.alive_channel
+        return alive_planes(x[:, channel : channel + 1], self.config.alive_threshold)
 
     def update(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, C_upd, H, W): the residual proposed for every updatable channel."""
@@ -373,11 +154,11 @@ class NCA(nn.Module):
         return torch.cat([x[:, :n_in], y], 1) if n_in else y
 
     def step_gemm(self, x: Tensor, fire: Tensor | None) -> Tensor:
-        """:meth:`step_reference` written for a compiler (see :func:`_gemm_step`)."""
-        return _gemm_step(x, fire, *self._gemm_args(self._needs_grad(x)))
+        """:meth:`step_reference` written for a compiler (see :func:`gemm_step`)."""
+        return gemm_step(x, fire, *self._gemm_args(self._needs_grad(x)))
 
     def _gemm_args(self, training: bool) -> tuple[Any, ...]:
-        """The weights and constants of :func:`_gemm_step`, after ``x`` and ``fire``.
+        """The weights and constants of :func:`~ncaflow.backends.gemm.gemm_step` after x, fire.
 
         The Triton MLP skips rows only when training: there the backward, twice the
         forward's work, gains most. In inference choosing the rows cost more than it saved
@@ -408,7 +189,7 @@ class NCA(nn.Module):
         if self.impl not in ("compiled", "fused"):
             return self.step_reference(x, fire)
         training = self._needs_grad(x)
-        step = _gemm_step_compiled(self._structure, training)
+        step = gemm_step_compiled(self._structure, training)
         return step(x, fire, *self._gemm_args(training))
 
     # -- rollout ----------------------------------------------------------------
@@ -506,7 +287,7 @@ class NCA(nn.Module):
         checkpoint_every: int,
         callback: Callable[[int, Tensor], None] | None,
     ) -> Tensor:
-        """The rollout of :mod:`ncaflow.fast`: masks drawn in the same chunks and order
+        """The rollout of :mod:`ncaflow.backends.fast`: masks drawn in the same chunks and order
         as the reference; checkpoint_every > 0 keeps only the state per step."""
         weights, grad = self._fast_weights(), self._needs_grad(x)
         s = x.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C)
@@ -547,7 +328,7 @@ class NCA(nn.Module):
         weights: tuple[Tensor, Tensor, Tensor | None],
         grad: bool,
     ) -> Tensor:
-        """One step of :mod:`ncaflow.fast` on a (B, H, W, C) state; fire (B, 1, H, W) or None."""
+        """One fast-path step on a (B, H, W, C) state; fire (B, 1, H, W) or None."""
         b, h, w, _ = s.shape
         f = None if fire is None else fire.to(s.dtype).reshape(b * h * w, 1)
         ws = self._workspace(s)

@@ -9,7 +9,7 @@
     checkpoint.pt                   resumable state while running; removed on success
 
 On a CUDA device each iteration (rollout, loss, backward, optimiser step) is
-replayed as a CUDA graph, see :mod:`ncaflow.graphs` (``train.cuda_graphs``).
+replayed as a CUDA graph, see :mod:`ncaflow.backends.graphs` (``train.cuda_graphs``).
 
 A run killed at any point and started again with the same arguments resumes
 from ``checkpoint.pt`` (model, optimiser, scheduler, RNG states, sample pool,
@@ -32,10 +32,10 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ncaflow import fused
+from ncaflow.backends import fused
+from ncaflow.backends.graphs import GraphedIteration, graphs_supported
 from ncaflow.cascade import build_model
 from ncaflow.config import ConfigError, RunConfig, TrainConfig
-from ncaflow.graphs import GraphedIteration, graphs_supported
 from ncaflow.io import atomic_write, load, save
 from ncaflow.nca import Impl, mlp_sizes
 from ncaflow.tasks import Batch, Task, get_task

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ncaflow.config import ConfigError, ModelConfig
-from ncaflow.nca import fixed_filters
+from ncaflow.perception import filter_bank
 
 __all__ = ["READOUTS", "ExportError", "ModelSpec", "Readout", "model_spec"]
 
@@ -119,14 +119,15 @@ def model_spec(
         )
     state = model.state_dict()
     c, hw = config.channels, config.hidden_width
-    if config.perception == "learned":
+    bank = filter_bank(config.perception)  # (K, 3, 3), or None: learned filters
+    if bank is None:
         n, k = config.learned_filters, config.kernel_size
         learned = _array(state, "filters", (c, n, k, k))
         ident = np.zeros((c, 1, k, k), np.float32)
         ident[:, :, k // 2, k // 2] = 1.0
         kernels = np.concatenate([ident, learned], axis=1)  # (C, 1+n, k, k)
     else:
-        kernels = fixed_filters(laplace=config.perception == "sobel_laplace").numpy()[None]
+        kernels = bank.numpy()[None]
     n_filters = kernels.shape[1]
     upd = config.output_channels + config.hidden_channels
     readout = READOUTS[task]

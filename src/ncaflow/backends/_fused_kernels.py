@@ -1,4 +1,4 @@
-"""Triton kernels of :mod:`ncaflow.fused` (imported only when they are first used).
+"""Triton kernels of :mod:`ncaflow.backends.fused` (imported only when they are first used).
 
 Shapes, all row-major: P (N, K_IN) perception rows, W1 (HID, K_IN), B1 (HID,),
 W2 (K_OUT, HID), OUT and G (N, K_OUT). KP, HP, OP are K_IN, HID, K_OUT padded to

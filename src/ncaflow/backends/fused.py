@@ -13,7 +13,7 @@ hidden layer lives only in registers:
   kernel adds up and writes in the weights' layouts.
 
 Given a keep mask (the cells that fire and lie near life:
-:func:`ncaflow.nca._rows_that_matter`), both kernels gather only the kept rows (ordered
+:func:`ncaflow.backends.gemm.rows_that_matter`), both kernels gather only the kept rows (ordered
 first by a running count on the device, so CUDA graphs capture it) and write zeros for
 the rest: at a fire rate of 0.5 that halves the MLP's work, more where the grid is mostly
 dead.
@@ -97,7 +97,7 @@ def _kernels() -> types.ModuleType:
     """The kernels' module, imported on first use: importing triton costs ~0.2 s, which every
     command that builds an NCA would pay otherwise. Triton reads TRITON_INTERPRET at this
     point."""
-    from ncaflow import _fused_kernels
+    from ncaflow.backends import _fused_kernels
 
     return _fused_kernels
 
