@@ -16,10 +16,9 @@ from ncaflow.export.quant import quantization_report
 from ncaflow.export.readout import seed_state
 from ncaflow.export.spec import ExportError, ModelSpec
 from ncaflow.io import atomic_write
+from ncaflow.tasks import get_task
 
 __all__ = ["default_size", "export_with_report", "parse_size"]
-
-_NATURAL = {"selfclass": (28, 28)}  # MNIST
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -35,22 +34,14 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def default_size(model: nn.Module, spec: ModelSpec) -> tuple[int, int]:
-    """The grid the model was trained on, from its run config and metadata."""
+    """The grid the model was trained on, from its run config and metadata (Task.grid_size)."""
     run_config = getattr(model, "run_config", None)
     meta: dict[str, Any] = getattr(model, "meta", None) or {}
     data: dict[str, Any] = dict(getattr(run_config, "data", None) or {})
-    if spec.task == "growing":
-        if "target_shape" in meta:
-            _, h, w = meta["target_shape"]
-            return int(h), int(w)
-        side = int(data.get("size", 40)) + 2 * int(data.get("pad", 16))
-        return side, side
-    if spec.task in _NATURAL:
-        return _NATURAL[spec.task]
-    size = meta.get("size", data.get("size"))
+    size = get_task(spec.task).grid_size(data, meta)
     if size is None:
         raise ExportError(f"no image size known for task {spec.task!r}; pass --size HxW")
-    return int(size), int(size)
+    return size
 
 
 def export_with_report(

@@ -14,18 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ncaflow.config import ConfigError, ModelConfig
+from ncaflow.config import ModelConfig
 from ncaflow.perception import filter_bank
+from ncaflow.tasks import TASKS, get_task
 
-__all__ = ["READOUTS", "ExportError", "ModelSpec", "Readout", "model_spec"]
+__all__ = ["ExportError", "ModelSpec", "Readout", "model_spec"]
 
-Readout = Literal["rgba", "vote", "head", "mask"]
-READOUTS: dict[str, Readout] = {
-    "growing": "rgba",
-    "selfclass": "vote",
-    "classification": "vote",  # "head" when the model has head.weight / head.bias
-    "segmentation": "mask",
-}
+Readout = Literal["rgba", "vote", "head", "mask"]  # a task's readout (Task.readout), or "head"
 
 
 class ExportError(ValueError):
@@ -112,11 +107,13 @@ def model_spec(
             "model has no ModelConfig in .config; pass an ncaflow NCA or a saved model"
         )
     task = task or getattr(run_config, "task", None)
-    if task not in READOUTS:
+    if task not in TASKS:
         raise ExportError(
-            f"unknown task {task!r}: pass task= one of {sorted(READOUTS)} "
+            f"unknown task {task!r}: pass task= one of {sorted(TASKS)} "
             "(a model loaded from disk knows its task)"
         )
+    kind = get_task(task)
+    kind.export_check(config)
     state = model.state_dict()
     c, hw = config.channels, config.hidden_width
     bank = filter_bank(config.perception)  # (K, 3, 3), or None: learned filters
@@ -130,13 +127,14 @@ def model_spec(
         kernels = bank.numpy()[None]
     n_filters = kernels.shape[1]
     upd = config.output_channels + config.hidden_channels
-    readout = READOUTS[task]
+    readout: Readout = kind.readout  # type: ignore[assignment]
     head_w = head_b = None
     wants_head = int(getattr(config, "head", 0) or 0) > 0
     if "head.weight" in state or wants_head:
-        if task != "classification":
+        if readout != "vote":
             raise ExportError(
-                f"a linear head is only exported for task 'classification', not {task!r}"
+                f"a linear head is only exported for the vote readout of classification, "
+                f"not for task {task!r}"
             )
         head_w = _array(state, "head.weight", tuple(state["head.weight"].shape))
         head_b = _array(state, "head.bias", (head_w.shape[0],))
@@ -146,16 +144,8 @@ def model_spec(
                 f"hidden_channels={config.hidden_channels})"
             )
         readout = "head"
-    if task == "growing" and (config.input_channels != 0 or config.output_channels < 4):
-        raise ConfigError("key 'model': growing needs input_channels 0 and output_channels >= 4")
-    if task == "segmentation" and config.output_channels < 1:
-        raise ConfigError("key 'model.output_channels': segmentation needs >= 1 (the mask logit)")
-    if task == "selfclass" and config.input_channels < 1:
-        raise ConfigError("key 'model.input_channels': selfclass needs the digit in channel 0")
-    if task == "selfclass":
-        threshold = float(meta.get("threshold", 0.1) if threshold is None else threshold)
-    else:
-        threshold = None
+    default = kind.vote_threshold(meta)  # None: the task's vote counts every cell
+    threshold = None if default is None else float(default if threshold is None else threshold)
     return ModelSpec(
         config=config,
         task=task,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ncaflow.config import ConfigError, RunConfig, check, from_dict
+from ncaflow.config import ConfigError, ModelConfig, RunConfig, check, from_dict
 
 __all__ = ["PALETTE", "Batch", "CommonData", "Task", "batches"]
 
@@ -60,6 +60,26 @@ class Task(ABC):
     Data: ClassVar[type[CommonData]] = CommonData
     select_metric: ClassVar[str] = "val_loss"
     select_mode: ClassVar[str] = "min"
+    # How a final state is read (the C export implements each): "rgba" the image in channels
+    # 0-3, "vote" the majority of per-cell class logits, "mask" the sign of the first output
+    # channel; a classification model with a linear head reads it out instead ("head").
+    readout: ClassVar[str] = "vote"
+    figures: ClassVar[tuple[str, ...]] = ()  # per-model workflow figures: "growth", "overlay"
+
+    @classmethod
+    def export_check(cls, model: ModelConfig) -> None:
+        """Raise ConfigError when a model of this config cannot be exported for this task."""
+
+    @classmethod
+    def vote_threshold(cls, meta: dict[str, Any]) -> float | None:
+        """ "vote" readout: count only cells whose channel 0 exceeds this (None: every cell)."""
+        return None
+
+    @classmethod
+    def grid_size(cls, data: dict[str, Any], meta: dict[str, Any]) -> tuple[int, int] | None:
+        """The grid a model was trained on, from its ``data:`` config and saved metadata."""
+        size = meta.get("size", data.get("size"))
+        return None if size is None else (int(size), int(size))
 
     def __init__(self, *, config: RunConfig, device: torch.device | str = "cpu") -> None:
         self.config = config

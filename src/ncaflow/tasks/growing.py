@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ncaflow.config import ModelConfig, check
 from ncaflow.data import load_emoji
 from ncaflow.tasks.base import Batch, CommonData, Task
 
@@ -44,7 +45,23 @@ class Growing(Task):
     name = "growing"
     Data = GrowingData
     select_metric = "val_loss"
+    readout = "rgba"
+    figures = ("growth",)
     data: GrowingData
+
+    @classmethod
+    def export_check(cls, model: ModelConfig) -> None:
+        ok = model.input_channels == 0 and model.output_channels >= 4
+        check(ok, "model", "growing needs input_channels 0 and output_channels >= 4")
+
+    @classmethod
+    def grid_size(cls, data: dict[str, Any], meta: dict[str, Any]) -> tuple[int, int]:
+        if "target_shape" in meta:
+            _, h, w = meta["target_shape"]
+            return int(h), int(w)
+        defaults = GrowingData()
+        side = int(data.get("size", defaults.size)) + 2 * int(data.get("pad", defaults.pad))
+        return side, side
 
     def check_model(self) -> None:
         m = self.config.model

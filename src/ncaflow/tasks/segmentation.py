@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ncaflow.config import ModelConfig, check
 from ncaflow.data import load_kvasir
 from ncaflow.tasks.base import Batch, CommonData, Task, batches
 from ncaflow.tasks.classification import augment
@@ -64,7 +65,14 @@ class Segmentation(Task):
     Data = SegmentationData
     select_metric = "val_dice"
     select_mode = "max"
+    readout = "mask"
+    figures = ("overlay",)
     data: SegmentationData
+
+    @classmethod
+    def export_check(cls, model: ModelConfig) -> None:
+        ok = model.output_channels >= 1
+        check(ok, "model.output_channels", "segmentation needs >= 1 (the mask logit)")
 
     def check_model(self) -> None:
         m = self.config.model

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ncaflow.config import ModelConfig, check
 from ncaflow.data import load_digits, load_mnist
 from ncaflow.tasks.base import PALETTE, Batch, CommonData, Task, batches
 
@@ -60,6 +61,19 @@ class SelfClassification(Task):
     select_metric = "val_acc"
     select_mode = "max"
     data: SelfClassificationData
+
+    @classmethod
+    def export_check(cls, model: ModelConfig) -> None:
+        ok = model.input_channels >= 1
+        check(ok, "model.input_channels", "selfclass needs the digit in channel 0")
+
+    @classmethod
+    def vote_threshold(cls, meta: dict[str, Any]) -> float:
+        return float(meta.get("threshold", 0.1))
+
+    @classmethod
+    def grid_size(cls, data: dict[str, Any], meta: dict[str, Any]) -> tuple[int, int]:
+        return 28, 28  # MNIST
 
     def check_model(self) -> None:
         m = self.config.model
