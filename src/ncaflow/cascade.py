@@ -9,7 +9,7 @@ output has the seed's resolution and the cascade is a drop-in for :class:`NCA`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -44,15 +44,21 @@ class Cascade(nn.Module):
         steps: int | None = None,
         *,
         generator: torch.Generator | None = None,
-        fire_masks: Tensor | None = None,
+        fire_masks: Sequence[Tensor] | None = None,
         checkpoint_every: int = 0,
         callback: Callable[[int, Tensor], None] | None = None,
     ) -> Tensor:
         """x: (B, C, H, W) seed -> (B, C, H, W). The step counts come from the cascade
-        config; ``steps`` is accepted for interface parity with :class:`NCA` and ignored."""
+        config; ``steps`` is accepted for interface parity with :class:`NCA` and ignored.
+
+        fire_masks: one (steps[i], B, 1, H/s, W/s) tensor per scale instead of sampling
+        (the C export's tests share them, :func:`ncaflow.export.c_fire_masks`)."""
         del steps
-        if fire_masks is not None:
-            raise ValueError("a cascade samples its own fire masks; fire_masks is not supported")
+        if fire_masks is not None and len(fire_masks) != len(self.cascade.scales):
+            raise ValueError(
+                f"fire_masks: one tensor per scale ({len(self.cascade.scales)}), "
+                f"got {len(fire_masks)}"
+            )
         n_in = self.config.input_channels
         h, w = x.shape[-2:]
         image = x[:, :n_in]
@@ -75,7 +81,12 @@ class Cascade(nn.Module):
                     callback(offset + t, F.interpolate(s, size=(h, w), mode="nearest"))
 
             state = nca(
-                state, n, generator=generator, checkpoint_every=checkpoint_every, callback=level_cb
+                state,
+                n,
+                generator=generator,
+                fire_masks=None if fire_masks is None else fire_masks[i],
+                checkpoint_every=checkpoint_every,
+                callback=level_cb,
             )
             done += n
         assert state is not None

@@ -6,12 +6,19 @@
 
 from __future__ import annotations
 
-from ncaflow.export.c import CExport, c_fire_masks, export_c, render_header
-from ncaflow.export.footprint import Footprint, footprint, format_footprint
+from ncaflow.export.c import (
+    CExport,
+    c_cascade_fire_masks,
+    c_fire_masks,
+    export_c,
+    render_cascade_header,
+    render_header,
+)
+from ncaflow.export.footprint import Footprint, cascade_footprint, footprint, format_footprint
 from ncaflow.export.quant import QuantReport, dequantized_model, quantization_report, quantize
 from ncaflow.export.readout import predict, seed_state
 from ncaflow.export.report import default_size, export_with_report, parse_size
-from ncaflow.export.spec import ExportError, ModelSpec, model_spec
+from ncaflow.export.spec import ExportError, ModelSpec, cascade_specs, model_spec
 
 __all__ = [
     "CExport",
@@ -19,7 +26,10 @@ __all__ = [
     "Footprint",
     "ModelSpec",
     "QuantReport",
+    "c_cascade_fire_masks",
     "c_fire_masks",
+    "cascade_footprint",
+    "cascade_specs",
     "default_size",
     "dequantized_model",
     "export_c",
@@ -31,6 +41,7 @@ __all__ = [
     "predict",
     "quantization_report",
     "quantize",
+    "render_cascade_header",
     "render_header",
     "seed_state",
 ]

@@ -7,6 +7,7 @@ padding, alive masking, int8 and the readout with the preprocessor.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -20,10 +21,17 @@ from torch import Tensor, nn
 from ncaflow import __version__
 from ncaflow.export.footprint import footprint, stack_bytes
 from ncaflow.export.quant import quantize_spec
-from ncaflow.export.spec import ExportError, ModelSpec, model_spec
+from ncaflow.export.spec import ExportError, ModelSpec, cascade_specs, model_spec
 from ncaflow.io import atomic_write
 
-__all__ = ["CExport", "c_fire_masks", "export_c", "render_header"]
+__all__ = [
+    "CExport",
+    "c_cascade_fire_masks",
+    "c_fire_masks",
+    "export_c",
+    "render_cascade_header",
+    "render_header",
+]
 
 _READOUT_ID = {"rgba": 0, "vote": 1, "head": 2, "mask": 3}
 _API = {
@@ -62,10 +70,11 @@ class CExport:
     """What :func:`export_c` wrote."""
 
     path: Path
-    spec: ModelSpec
+    spec: ModelSpec  # a cascade's: its last level, which reads the result out
     name: str
     int8: bool
-    steps: int
+    steps: int  # a cascade's: the sum over its scales
+    levels: tuple[ModelSpec, ...] = ()  # a cascade's specs, one per weight set
 
 
 def _literal(v: float) -> str:
@@ -158,6 +167,95 @@ def render_header(
     return Template(template).substitute(values)
 
 
+_READOUT_CALL = {
+    "rgba": ("void ${p}_rgba(const float *state, int h, int w, float *rgba)", "rgba"),
+    "mask": ("void ${p}_mask(const float *state, int h, int w, unsigned char *mask)", "mask"),
+    "vote": ("int ${p}_classify(const float *state, int h, int w, float *scores)", "classify"),
+    "head": ("int ${p}_classify(const float *state, int h, int w, float *scores)", "classify"),
+}
+
+
+def render_cascade_header(
+    specs: list[ModelSpec],
+    *,
+    scales: list[int],
+    steps: list[int],
+    name: str = "nca",
+    int8: bool = False,
+) -> str:
+    """One C header for a cascade: a single-scale header per weight set (``<name>_l0``, ...;
+    one when the scales share weights) and a driver with the single-scale API (see
+    ``cascade.h.in``) that runs the scales as :class:`ncaflow.cascade.Cascade` does."""
+    if not _NAME.match(name):
+        raise ExportError(f"name {name!r} is not a C identifier; use letters, digits and '_'")
+    if scales[-1] != 1 or any(a % b for a, b in itertools.pairwise(scales)):
+        raise ExportError(
+            f"cascade.scales {scales}: the C export needs every scale a multiple of the next "
+            "and the last 1 (e.g. [4, 2, 1]), so that the blocks nest"
+        )
+    p, big = name.lower(), name.upper()
+    level_names = [f"{name}_l{i}" for i in range(len(specs))]
+    levels = [
+        render_header(spec, name=level, int8=int8, steps=n)
+        for spec, level, n in zip(specs, level_names, steps, strict=False)
+    ]
+    last, spec = level_names[-1].lower(), specs[-1]
+    cases = []
+    for i, n in enumerate(steps):
+        lv = level_names[0 if len(specs) == 1 else i].lower()
+        cases.append(
+            f"    case {i}: {{\n"
+            f"        {lv}_rng r;\n"
+            f"        r.s = rng ? rng->s : 0u;\n"
+            f"        out = {lv}_run(a, b, h, w, {n}, masks, rng ? &r : 0, scratch);\n"
+            f"        if (rng) rng->s = r.s;\n"
+            f"        break;\n"
+            f"    }}"
+        )
+    signature, verb = _READOUT_CALL[spec.readout]
+    signature = Template(signature).substitute(p=p)
+    args = signature[signature.index("(") + 1 : -1].split(", ")
+    call = f"{last}_{verb}({', '.join(a.split()[-1].lstrip('*') for a in args)})"
+    body = f"return {call};" if signature.startswith("int") else f"{call};"
+    api, decl = _API[spec.readout]
+    c = spec.config
+    values = {
+        "name": name,
+        "version": __version__,
+        "task": spec.task,
+        "readout": spec.readout,
+        "weights_kind": _INT8_KIND if int8 else "float32",
+        "scales_text": ", ".join(map(str, scales)),
+        "steps_text": ", ".join(map(str, steps)),
+        "n_levels": len(specs),
+        "api_readout": Template(api).substitute(p=p, P=big),
+        "decl_readout": Template(decl).substitute(p=p, P=big),
+        "level_implementation": "\n".join(
+            f"#ifndef {lv.upper()}_IMPLEMENTATION\n#define {lv.upper()}_IMPLEMENTATION\n#endif"
+            for lv in level_names
+        ),
+        "levels": "\n".join(levels),
+        "channels": c.channels,
+        "input_channels": c.input_channels,
+        "output_channels": c.output_channels,
+        "hidden_channels": c.hidden_channels,
+        "n_scales": len(scales),
+        "coarsest": scales[0],
+        "readout_id": _READOUT_ID[spec.readout],
+        "n_classes": spec.n_classes if spec.readout in ("vote", "head") else 0,
+        "total_steps": sum(steps),
+        "scales": ", ".join(map(str, scales)),
+        "steps": ", ".join(map(str, steps)),
+        "first": level_names[0].lower(),
+        "level_cases": "\n".join(cases),
+        "readout_wrapper": f"{signature}\n{{\n    {body}\n}}",
+        "p": p,
+        "P": big,
+    }
+    template = resources.files("ncaflow.export").joinpath("cascade.h.in").read_text()
+    return Template(template).substitute(values)
+
+
 def export_c(
     model_or_path: nn.Module | str | Path,
     out_path: str | Path,
@@ -180,15 +278,29 @@ def export_c(
         from ncaflow.io import load
 
         model_or_path = load(model_or_path)
-    spec = model_spec(model_or_path, task=task, threshold=threshold)
-    if steps is None:
-        run_config = getattr(model_or_path, "run_config", None)
-        steps = int(run_config.train.steps[-1]) if run_config is not None else 64
-    text = render_header(spec, name=name, int8=int8, steps=steps)
+    model = model_or_path
+    levels: tuple[ModelSpec, ...] = ()
+    cascade = getattr(model, "cascade", None)
+    if cascade is not None:  # a Cascade: its own step counts, one header per weight set
+        levels = tuple(cascade_specs(model, task=task, threshold=threshold))
+        spec, steps = levels[-1], sum(cascade.steps)
+        text = render_cascade_header(
+            list(levels),
+            scales=list(cascade.scales),
+            steps=list(cascade.steps),
+            name=name,
+            int8=int8,
+        )
+    else:
+        spec = model_spec(model, task=task, threshold=threshold)
+        if steps is None:
+            run_config = getattr(model, "run_config", None)
+            steps = int(run_config.train.steps[-1]) if run_config is not None else 64
+        text = render_header(spec, name=name, int8=int8, steps=steps)
     out = Path(out_path)
     atomic_write(out, lambda tmp: tmp.write_text(text))
     out.chmod(0o644)  # mkstemp makes it private; a header is for sharing
-    return CExport(path=out, spec=spec, name=name, int8=int8, steps=steps)
+    return CExport(path=out, spec=spec, name=name, int8=int8, steps=steps, levels=levels)
 
 
 def c_fire_masks(seed: int, steps: int, height: int, width: int, rate: float) -> Tensor:
@@ -196,16 +308,31 @@ def c_fire_masks(seed: int, steps: int, height: int, width: int, rate: float) ->
 
     Feed them to ``model(x, steps, fire_masks=...)`` to reproduce a C run in PyTorch.
     """
+    return _xorshift_masks(seed, [(steps, height, width)], rate)[0]
+
+
+def c_cascade_fire_masks(
+    seed: int, scales: list[int], steps: list[int], height: int, width: int, rate: float
+) -> list[Tensor]:
+    """The masks a cascade header's PRNG draws, one (steps[i], 1, 1, H/s, W/s) tensor per
+    scale, for ``cascade(x, fire_masks=...)``."""
+    sizes = [(n, height // s, width // s) for s, n in zip(scales, steps, strict=True)]
+    return _xorshift_masks(seed, sizes, rate)
+
+
+def _xorshift_masks(seed: int, sizes: list[tuple[int, int, int]], rate: float) -> list[Tensor]:
+    """One (steps, 1, 1, H, W) mask per (steps, H, W), drawn in turn from one xorshift32."""
     thr = fire_threshold(rate)
-    out = np.ones((steps, height * width), np.float32)
-    if thr >= 1 << 24:
-        return torch.from_numpy(out).view(steps, 1, 1, height, width)
     s = seed & 0xFFFFFFFF or 0x9E3779B9
-    for t in range(steps):
-        row = out[t]
-        for i in range(height * width):
-            s ^= (s << 13) & 0xFFFFFFFF
-            s ^= s >> 17
-            s ^= (s << 5) & 0xFFFFFFFF
-            row[i] = float((s >> 8) < thr)
-    return torch.from_numpy(out).view(steps, 1, 1, height, width)
+    masks = []
+    for steps, height, width in sizes:
+        out = np.ones((steps, height * width), np.float32)
+        for t in range(steps if thr < 1 << 24 else 0):
+            row = out[t]
+            for i in range(height * width):
+                s ^= (s << 13) & 0xFFFFFFFF
+                s ^= s >> 17
+                s ^= (s << 5) & 0xFFFFFFFF
+                row[i] = float((s >> 8) < thr)
+        masks.append(torch.from_numpy(out).view(steps, 1, 1, height, width))
+    return masks

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from ncaflow.export.spec import ModelSpec
 
-__all__ = ["Footprint", "footprint", "format_footprint", "stack_bytes"]
+__all__ = ["Footprint", "cascade_footprint", "footprint", "format_footprint", "stack_bytes"]
 
 F32 = 4
 
@@ -68,6 +69,37 @@ def footprint(spec: ModelSpec, *, height: int, width: int, steps: int) -> Footpr
         macs_per_cell=int(macs_cell),
         macs_per_step=int(macs_cell * cells),
         macs_per_inference=int(macs_cell * cells * steps),
+    )
+
+
+def cascade_footprint(
+    levels: Sequence[ModelSpec], *, scales: list[int], steps: list[int], height: int, width: int
+) -> Footprint:
+    """Footprint of a cascade header: every level's weights, two full-size states, the scratch
+    that keeps the image (and the alive mask), and each scale's steps on its own grid
+    (macs_per_step: their mean over all steps)."""
+    per = [footprint(spec, height=height, width=width, steps=1) for spec in levels]
+    c = levels[-1].config
+    cells = height * width
+    macs = sum(
+        per[0].macs_per_cell * (cells // s**2) * n for s, n in zip(scales, steps, strict=True)
+    )
+    state, stack = per[0].ram_state_bytes, max(fp.ram_stack_bytes for fp in per)
+    scratch = cells * (F32 * c.input_channels + 1)
+    return Footprint(
+        height=height,
+        width=width,
+        steps=sum(steps),
+        parameters=sum(fp.parameters for fp in per),
+        flash_float_bytes=sum(fp.flash_float_bytes for fp in per),
+        flash_int8_bytes=sum(fp.flash_int8_bytes for fp in per),
+        ram_state_bytes=state,
+        ram_scratch_bytes=scratch,
+        ram_stack_bytes=stack,
+        ram_total_bytes=state + scratch + stack,
+        macs_per_cell=per[0].macs_per_cell,
+        macs_per_step=macs // sum(steps),
+        macs_per_inference=macs,
     )
 
 

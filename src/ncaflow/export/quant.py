@@ -44,13 +44,14 @@ def dequantized_model(model: nn.Module) -> nn.Module:
     """
     out = copy.deepcopy(model)
     with torch.no_grad():
-        for name in ("fc1", "fc2"):
-            layer = getattr(out, name)
-            w = layer.weight.detach().cpu().float().numpy()
-            flat = w.reshape(w.shape[0], -1)
-            q, s = quantize(flat)
-            deq = (q.astype(np.float32) * s[:, None]).reshape(w.shape)
-            layer.weight.copy_(torch.from_numpy(deq))
+        for nca in getattr(out, "levels", [out]):  # a cascade's every level
+            for name in ("fc1", "fc2"):
+                layer = getattr(nca, name)
+                w = layer.weight.detach().cpu().float().numpy()
+                flat = w.reshape(w.shape[0], -1)
+                q, s = quantize(flat)
+                deq = (q.astype(np.float32) * s[:, None]).reshape(w.shape)
+                layer.weight.copy_(torch.from_numpy(deq))
     return out
 
 
@@ -72,11 +73,12 @@ def quantization_report(
     seed: Tensor,
     steps: int,
     *,
-    fire_masks: Tensor | None = None,
+    fire_masks: Tensor | list[Tensor] | None = None,
 ) -> QuantReport:
     """Roll ``seed`` (B, C, H, W) out with float and with int8 weights and compare.
 
-    fire_masks: (steps, B, 1, H, W), shared by both runs; default: every cell fires.
+    fire_masks: (steps, B, 1, H, W), shared by both runs (a cascade: one per scale, see
+    :meth:`ncaflow.cascade.Cascade.forward`); default: every cell fires.
     """
     if fire_masks is None:
         b, _, h, w = seed.shape

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from ncaflow.config import CascadeConfig
 from ncaflow.export.c import export_c
-from ncaflow.export.footprint import footprint, format_footprint
+from ncaflow.export.footprint import cascade_footprint, footprint, format_footprint
 from ncaflow.export.quant import quantization_report
 from ncaflow.export.readout import seed_state
 from ncaflow.export.spec import ExportError, ModelSpec
@@ -68,13 +69,27 @@ def export_with_report(
     result = export_c(model, out_path, name=name, int8=int8, steps=steps)
     spec = result.spec
     h, w = size or default_size(model, spec)
-    fp = footprint(spec, height=h, width=w, steps=result.steps)
     g = torch.Generator().manual_seed(0)
     n = 1 if spec.readout == "rgba" else samples
-    c_in = spec.config.input_channels
+    c_in, rate = spec.config.input_channels, spec.config.fire_rate
     images = torch.rand(n, c_in, h, w, generator=g) if c_in else None
     seed = seed_state(spec, images, size=(h, w))
-    masks = (torch.rand(result.steps, n, 1, h, w, generator=g) < spec.config.fire_rate).float()
+    masks: Tensor | list[Tensor]
+    if result.levels:  # a cascade: its scales' grids and steps
+        schedule = cast(CascadeConfig, model.cascade)
+        scales, per_scale = list(schedule.scales), list(schedule.steps)
+        if h % scales[0] or w % scales[0]:
+            raise ExportError(
+                f"--size {h}x{w}: a cascade with scales {scales} needs multiples of {scales[0]}"
+            )
+        fp = cascade_footprint(result.levels, scales=scales, steps=per_scale, height=h, width=w)
+        masks = [
+            (torch.rand(k, n, 1, h // s, w // s, generator=g) < rate).float()
+            for s, k in zip(scales, per_scale, strict=True)
+        ]
+    else:
+        fp = footprint(spec, height=h, width=w, steps=result.steps)
+        masks = (torch.rand(result.steps, n, 1, h, w, generator=g) < rate).float()
     quant = quantization_report(model, spec, seed, result.steps, fire_masks=masks)
     report = {
         "header": str(Path(out_path).name),

@@ -18,7 +18,7 @@ from ncaflow.config import ModelConfig
 from ncaflow.perception import filter_bank
 from ncaflow.tasks import TASKS, get_task
 
-__all__ = ["ExportError", "ModelSpec", "Readout", "model_spec"]
+__all__ = ["ExportError", "ModelSpec", "Readout", "cascade_specs", "model_spec"]
 
 Readout = Literal["rgba", "vote", "head", "mask"]  # a task's readout (Task.readout), or "head"
 
@@ -77,6 +77,14 @@ def _array(state: dict[str, torch.Tensor], key: str, shape: tuple[int, ...]) -> 
     return arr
 
 
+def _loaded(model_or_path: nn.Module | str | Path) -> nn.Module:
+    if isinstance(model_or_path, str | Path):
+        from ncaflow.io import load
+
+        return load(model_or_path)
+    return model_or_path
+
+
 def model_spec(
     model_or_path: nn.Module | str | Path,
     *,
@@ -86,35 +94,68 @@ def model_spec(
     """Read a saved model (path) or an in-memory NCA into a :class:`ModelSpec`.
 
     ``task`` defaults to ``model.run_config.task``; ``threshold`` (selfclass)
-    to ``model.meta["threshold"]``, else 0.1.
+    to ``model.meta["threshold"]``, else 0.1. A cascade has one spec per level:
+    :func:`cascade_specs`.
     """
-    if isinstance(model_or_path, str | Path):
-        from ncaflow.io import load
-
-        model = load(model_or_path)
-    else:
-        model = model_or_path
-    run_config = getattr(model, "run_config", None)
+    model = _loaded(model_or_path)
+    if hasattr(model, "levels"):
+        raise ExportError("a cascade has one spec per level: use cascade_specs(model)")
     meta: dict[str, Any] = getattr(model, "meta", None) or {}
-    if getattr(run_config, "cascade", None) is not None or hasattr(model, "levels"):
-        raise ExportError(
-            "exporting a cascade is not supported; export a single-scale model "
-            "(a run config without a 'cascade:' section)"
-        )
-    config = getattr(model, "config", None)
-    if not isinstance(config, ModelConfig):
-        raise ExportError(
-            "model has no ModelConfig in .config; pass an ncaflow NCA or a saved model"
-        )
+    return _spec(model, model.state_dict(), _task_of(model, task), meta, threshold)
+
+
+def cascade_specs(
+    model_or_path: nn.Module | str | Path,
+    *,
+    task: str | None = None,
+    threshold: float | None = None,
+) -> list[ModelSpec]:
+    """One :class:`ModelSpec` per level of a :class:`~ncaflow.cascade.Cascade` (one in all
+    when its levels share weights); a linear head goes with the last level, which reads out."""
+    model = _loaded(model_or_path)
+    levels = list(getattr(model, "levels", ()))
+    if not levels:
+        raise ExportError("not a cascade (no .levels); use model_spec(model)")
+    meta: dict[str, Any] = getattr(model, "meta", None) or {}
+    task = _task_of(model, task)
+    head_state = {k: v for k, v in model.state_dict().items() if k.startswith("head.")}
+    specs = []
+    for i, level in enumerate(levels):
+        state = {**level.state_dict(), **(head_state if i == len(levels) - 1 else {})}
+        last = i == len(levels) - 1
+        specs.append(_spec(level, state, task, meta, threshold, head=last))
+    return specs
+
+
+def _task_of(model: nn.Module, task: str | None) -> str:
+    run_config = getattr(model, "run_config", None)
     task = task or getattr(run_config, "task", None)
     if task not in TASKS:
         raise ExportError(
             f"unknown task {task!r}: pass task= one of {sorted(TASKS)} "
             "(a model loaded from disk knows its task)"
         )
+    return task
+
+
+def _spec(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    task: str,
+    meta: dict[str, Any],
+    threshold: float | None,
+    *,
+    head: bool = True,
+) -> ModelSpec:
+    """The spec of one single-scale NCA from its (possibly extended) state_dict; ``head``:
+    whether the config's linear head (``model.head > 0``) reads this NCA out."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise ExportError(
+            "model has no ModelConfig in .config; pass an ncaflow NCA or a saved model"
+        )
     kind = get_task(task)
     kind.export_check(config)
-    state = model.state_dict()
     c, hw = config.channels, config.hidden_width
     bank = filter_bank(config.perception)  # (K, 3, 3), or None: learned filters
     if bank is None:
@@ -129,8 +170,7 @@ def model_spec(
     upd = config.output_channels + config.hidden_channels
     readout: Readout = kind.readout  # type: ignore[assignment]
     head_w = head_b = None
-    wants_head = int(getattr(config, "head", 0) or 0) > 0
-    if "head.weight" in state or wants_head:
+    if (head and int(getattr(config, "head", 0) or 0) > 0) or "head.weight" in state:
         if readout != "vote":
             raise ExportError(
                 f"a linear head is only exported for the vote readout of classification, "
