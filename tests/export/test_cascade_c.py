@@ -111,7 +111,9 @@ def test_saved_cascade_exports_with_report(tmp_path: Path) -> None:
     fp = report["footprint"]
     assert fp["steps"] == sum(steps) and (fp["height"], fp["width"]) == (16, 16)
     per_level = fp["macs_per_cell"] * 16 * 16
-    assert fp["macs_per_inference"] == sum(per_level // s**2 * k for s, k in zip(scales, steps))
+    assert fp["macs_per_inference"] == sum(
+        per_level // s**2 * k for s, k in zip(scales, steps, strict=True)
+    )
     assert 0.5 <= report["int8_vs_float"]["agreement"] <= 1.0
     assert "readout mask" in summary
     exe = compile_driver(tmp_path / "seg.h", tmp_path / "driver")  # the int8 header compiles
@@ -127,15 +129,15 @@ def test_sizes_that_do_not_nest_are_refused(tmp_path: Path) -> None:
 
 
 def test_run_refuses_a_grid_the_coarsest_scale_does_not_divide(tmp_path: Path) -> None:
-    """nca_run returns NULL (the driver then crashes on fwrite: a non-zero exit) for 14x14
-    with scale 4; a driver checks the pointer, as the header says."""
+    """nca_run returns NULL for a 14x14 grid when the coarsest scale is 4, as documented."""
     model = _cascade(*CASES["segmentation-4-2-1"][:4])
     result = export_c(model, tmp_path / "c.h")
     probe = tmp_path / "probe.c"
     probe.write_text(
         '#define NCA_IMPLEMENTATION\n#include "c.h"\n#include <stdlib.h>\n'
         "int main(void) {\n"
-        "    float *a = calloc(NCA_STATE_FLOATS(14, 14), 4), *b = calloc(NCA_STATE_FLOATS(14, 14), 4);\n"
+        "    float *a = calloc(NCA_STATE_FLOATS(14, 14), 4);\n"
+        "    float *b = calloc(NCA_STATE_FLOATS(14, 14), 4);\n"
         "    unsigned char *s = malloc(NCA_SCRATCH_BYTES(14, 14));\n"
         "    return nca_run(a, b, 14, 14, 0, 0, 0, s) == 0 ? 0 : 1;\n}\n"
     )
