@@ -8,16 +8,14 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
+from ncaflow.data.images import read_pairs
 from ncaflow.data.sources import SOURCES, DataError, fetch, mirror_dir
 
 __all__ = ["load_kvasir"]
 
 _FOLDER = "kvasir-seg"  # mirror and cache layout: kvasir-seg/images/*.jpg, kvasir-seg/masks/*.jpg
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def _has_layout(folder: Path) -> bool:
@@ -69,6 +67,11 @@ def load_kvasir(
     as grey, resized with bilinear filtering, then thresholded at 127 (value > 127 is
     foreground), which also removes JPEG ringing.
 
+    A pair whose mask differs in size from its image is an error, not a warning: it
+    means the files do not belong together (resizing both would hide misaligned
+    targets). So are an image without a mask, a mask without an image, and an
+    unreadable file; each error names the file.
+
     Returns:
         images: float32 ``(N, 3, size, size)`` in [0, 1]; masks: float32
         ``(N, 1, size, size)`` in {0, 1}; ids: sorted file stems, one per image.
@@ -76,26 +79,11 @@ def load_kvasir(
     if size < 1:
         raise DataError(f"Kvasir-SEG size must be >= 1, got {size}")
     folder = _kvasir_folder(cache_dir, mirror)
-    image_files = sorted(
-        p for p in (folder / "images").iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES
+    images, masks, ids = read_pairs(
+        folder / "images",
+        folder / "masks",
+        size=(size, size),
+        channels=3,
+        keys=("Kvasir-SEG images", "Kvasir-SEG masks"),
     )
-    if not image_files:
-        raise DataError(f"no images (*.jpg, *.png) in {folder / 'images'}")
-    masks = {p.stem: p for p in (folder / "masks").iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES}
-
-    ids, images, targets = [], [], []
-    for image_file in image_files:
-        mask_file = masks.get(image_file.stem)
-        if mask_file is None:
-            raise DataError(
-                f"Kvasir-SEG image {image_file} has no mask; expected "
-                f"{folder / 'masks' / image_file.name}"
-            )
-        with Image.open(image_file) as im:
-            rgb = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-        with Image.open(mask_file) as im:
-            grey = im.convert("L").resize((size, size), Image.Resampling.BILINEAR)
-        ids.append(image_file.stem)
-        images.append(np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0)  # (3, S, S)
-        targets.append((np.asarray(grey) > 127).astype(np.float32)[None])  # (1, S, S)
-    return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(targets)), ids
+    return torch.from_numpy(images), torch.from_numpy(masks), ids
