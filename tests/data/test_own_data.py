@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from own_folders import (
     classification_run,
     segmentation_run,
@@ -55,3 +56,19 @@ def test_segmentation_folder_runs_every_stage(tmp_path: Path) -> None:
     metrics = json.loads(out.read_text())
     assert 0.0 <= metrics["test_dice"] <= 1.0 and "val_dice" in metrics
     assert load_config_of(model)[1]["dataset"] == "folder"
+
+
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
+def test_shipped_examples_prepare_a_folder(tmp_path: Path, task: str) -> None:
+    """config/runs/own-*.yaml work as documented once data.images (and masks/labels) exist."""
+    if task == "classification":
+        folder = write_classification_folder(tmp_path / "own", n=10)
+        targets = f"data.labels={folder / 'labels.csv'}"
+    else:
+        folder = write_segmentation_folder(tmp_path / "own", n=10)
+        targets = f"data.masks={folder / 'masks'}"
+    run = Path(__file__).resolve().parents[2] / "config" / "runs" / f"own-{task}.yaml"
+    folds = tmp_path / "folds.json"
+    images = f"data.images={folder / 'images'}"
+    _ncaflow("prepare", "--config", run, "--out", folds, "--set", images, "--set", targets)
+    assert json.loads(folds.read_text())["k"] == 5

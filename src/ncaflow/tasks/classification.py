@@ -58,6 +58,10 @@ class ClassificationData(CommonData):
         check_folder_keys(self, targets="labels", default="medmnist")
         if self.dataset == "medmnist":
             check(self.size in (28, 64, 128, 224), "data.size", "MedMNIST has 28, 64, 128, 224")
+        elif isinstance(self.size, list) and self.size[0] != self.size[-1]:
+            check(
+                self.augment in (False, "hflip"), "data.augment", "use hflip for non-square sizes"
+            )
         check(self.augment_shift >= 0, "data.augment_shift", "must be >= 0")
         check(self.eval_rollouts >= 1, "data.eval_rollouts", "must be >= 1")
 
