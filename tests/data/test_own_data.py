@@ -37,7 +37,9 @@ def test_classification_folder_learns_bright_vs_dark(tmp_path: Path) -> None:
     assert load_config_of(model)[1]["labels"] == {"0": "bright", "1": "dark"}
 
 
-def test_segmentation_folder_runs_every_stage(tmp_path: Path) -> None:
+def test_segmentation_folder_runs_every_stage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = write_segmentation_folder(tmp_path / "own", n=8)
     test = write_segmentation_folder(tmp_path / "test", n=3, seed=1)
     run = segmentation_run(
@@ -56,6 +58,9 @@ def test_segmentation_folder_runs_every_stage(tmp_path: Path) -> None:
     metrics = json.loads(out.read_text())
     assert 0.0 <= metrics["test_dice"] <= 1.0 and "val_dice" in metrics
     assert load_config_of(model)[1]["dataset"] == "folder"
+    capsys.readouterr()
+    _ncaflow("export", "c", model, "--out", tmp_path / "nca.h")  # the grid: data.size [H, W]
+    assert "2 states at 16x12" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("task", ["classification", "segmentation"])

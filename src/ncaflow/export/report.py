@@ -50,6 +50,8 @@ def default_size(model: nn.Module, spec: ModelSpec) -> tuple[int, int]:
     size = meta.get("size", data.get("size"))
     if size is None:
         raise ExportError(f"no image size known for task {spec.task!r}; pass --size HxW")
+    if isinstance(size, list):  # own data (data.dataset: folder) may give [H, W]
+        return int(size[0]), int(size[-1])
     return int(size), int(size)
 
 
