@@ -7,6 +7,7 @@ naming the file (and key) and what to do, and no folds file or model written.
 
 from __future__ import annotations
 
+import gzip
 import io
 import urllib.error
 import urllib.request
@@ -134,6 +135,65 @@ def test_download_with_wrong_checksum_keeps_nothing(
     outcome = cli("prepare", "--config", run, "--out", folds)
     outcome.fails_cleanly("wrong checksum", f"expected {BREAST_MD5}", absent=[folds])
     assert not (tmp_path / "cache" / "breastmnist.npz").exists()
+
+
+def _idx(path: Path, data: np.ndarray, *, cut: int = 0) -> None:
+    """Write `data` (uint8) as a gzip IDX file; `cut` > 0 truncates the gzip stream."""
+    header = bytes([0, 0, 8, data.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in data.shape)
+    blob = gzip.compress(header + data.astype(np.uint8).tobytes())
+    path.write_bytes(blob[:-cut] if cut else blob)
+
+
+MNIST_CASES: dict[str, tuple[int, int, tuple[str, ...]]] = {  # (cut, bad label, needles)
+    "truncated-gzip": (40, 3, ("t10k-images-idx3-ubyte.gz is a broken or truncated gzip",)),
+    "label-not-a-digit": (0, 12, ("t10k-labels-idx1-ubyte.gz: label 12 at row 5",)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MNIST_CASES))
+def test_bad_mnist_files(cli, tmp_path: Path, case: str) -> None:
+    cut, label, needles = MNIST_CASES[case]
+    mirror = tmp_path / "m" / "mnist"
+    mirror.mkdir(parents=True)
+    labels = np.arange(20) % 10
+    labels[5] = label
+    _idx(mirror / "t10k-images-idx3-ubyte.gz", np.zeros((20, 28, 28), np.uint8), cut=cut)
+    _idx(mirror / "t10k-labels-idx1-ubyte.gz", labels)
+    raw = {
+        "task": "selfclass",
+        "model": {
+            "input_channels": 1,
+            "output_channels": 10,
+            "hidden_channels": 4,
+            "alive_channel": 0,
+        },
+        "data": {
+            "mirror": str(tmp_path / "m"),
+            "root": str(tmp_path / "cache"),
+            "test_size": 4,
+            "val_size": 4,
+        },
+        "train": {"iterations": 2, "batch_size": 2, "steps": [2], "progress": False},
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(raw))
+    folds = tmp_path / "folds.json"
+    outcome = cli("prepare", "--config", tmp_path / "run.yaml", "--out", folds, "--k", "2")
+    outcome.fails_cleanly(*needles, f"the mirror file {mirror}", "replace", absent=[folds])
+
+
+def test_kvasir_zip_that_is_not_a_zip(cli, tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "kvasir-seg.zip").write_bytes(b"PK\x03\x04 cut short")
+    raw = {
+        "task": "segmentation",
+        "model": {"input_channels": 3, "output_channels": 1, "hidden_channels": 4},
+        "data": {"mirror": str(tmp_path / "m"), "root": str(tmp_path / "cache"), "size": 8},
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(raw))
+    folds = tmp_path / "folds.json"
+    outcome = cli("prepare", "--config", tmp_path / "run.yaml", "--out", folds)
+    outcome.fails_cleanly("cannot extract", "kvasir-seg.zip", "https://", absent=[folds])
+    assert not (tmp_path / "cache" / "kvasir-seg").exists()  # no half-extracted folder
 
 
 # -- own folders: segmentation (images + masks) ----------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ncaflow.data.images import read_pairs
-from ncaflow.data.sources import SOURCES, DataError, fetch, mirror_dir
+from ncaflow.data.sources import SOURCES, DataError, fetch, mirror_dir, refetch_hint
 
 __all__ = ["load_kvasir"]
 
@@ -22,7 +22,7 @@ def _has_layout(folder: Path) -> bool:
     return (folder / "images").is_dir() and (folder / "masks").is_dir()
 
 
-def _extract(zip_path: Path, dest: Path) -> None:
+def _extract(zip_path: Path, dest: Path, hint: str) -> None:
     """Extract the Kvasir-SEG zip into `dest` atomically (temp folder, then rename)."""
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     try:
@@ -30,12 +30,10 @@ def _extract(zip_path: Path, dest: Path) -> None:
             with zipfile.ZipFile(zip_path) as zf:
                 zf.extractall(tmp)  # zipfile drops absolute paths and '..' parts
         except (zipfile.BadZipFile, OSError) as exc:
-            raise DataError(
-                f"cannot extract {zip_path} ({exc}); delete it and fetch again"
-            ) from exc
+            raise DataError(f"cannot extract {zip_path} ({exc}); {hint}") from exc
         roots = sorted({p.parent for p in tmp.rglob("images") if _has_layout(p.parent)})
         if not roots:
-            raise DataError(f"{zip_path} has no folder with images/ and masks/ inside")
+            raise DataError(f"{zip_path} has no folder with images/ and masks/ inside; {hint}")
         try:
             os.rename(roots[0], dest)
         except OSError:
@@ -52,7 +50,7 @@ def _kvasir_folder(cache_dir: str | Path, mirror: str | Path | None) -> Path:
     cached = Path(cache_dir) / _FOLDER
     if not _has_layout(cached):
         zip_path = fetch(SOURCES["kvasir-seg"], cache_dir=cache_dir, mirror=mirror)
-        _extract(zip_path, cached)
+        _extract(zip_path, cached, refetch_hint(SOURCES["kvasir-seg"], zip_path, mirror))
     return cached
 
 
