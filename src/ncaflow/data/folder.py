@@ -181,7 +181,7 @@ def _labelled(
 
 
 def _size(size: int | list[int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (size[0], size[1])
+    return (size, size) if isinstance(size, int) else (size[0], size[-1])
 
 
 def load_own_classification(

@@ -108,19 +108,19 @@ def image_array(im: Image.Image, *, channels: int, size: tuple[int, int]) -> np.
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def mask_array(im: Image.Image, *, size: tuple[int, int]) -> np.ndarray:
+def mask_array(im: Image.Image, *, size: tuple[int, int], zero_one: bool = True) -> np.ndarray:
     """A binary mask, resized to ``size = (H, W)``.
 
-    The mask is read as grey; a mask whose values are only 0 and 1 is scaled to 0/255
-    first. It is resized with bilinear filtering and thresholded: > 127 is foreground
-    (which also removes JPEG ringing).
+    The mask is read as grey; with `zero_one` (lossless files) a mask whose largest value
+    is 1 is a 0/1 mask, scaled to 0/255 first. It is resized with bilinear filtering and
+    thresholded: > 127 is foreground (which also removes JPEG ringing).
 
     Returns:
         float32 ``(1, H, W)`` in {0, 1}.
     """
     h, w = size
     grey = im.convert("L")
-    if int(np.asarray(grey).max()) == 1:  # a 0/1 label image
+    if zero_one and int(np.asarray(grey).max()) == 1:  # a 0/1 label image
         grey = Image.fromarray(np.asarray(grey) * np.uint8(255))
     resized = grey.resize((w, h), Image.Resampling.BILINEAR)
     return (np.asarray(resized) > 127).astype(np.float32)[None]
@@ -183,5 +183,6 @@ def read_pairs(
                 "size: re-export it, or remove the pair"
             )
         xs.append(image_array(im, channels=c, size=size))  # (C, H, W)
-        ys.append(mask_array(mask, size=size))  # (1, H, W)
+        lossy = mask_file.suffix.lower() in (".jpg", ".jpeg")  # ringing may reach 1
+        ys.append(mask_array(mask, size=size, zero_one=not lossy))  # (1, H, W)
     return np.stack(xs), np.stack(ys), [p.stem for p in image_list]

@@ -163,7 +163,8 @@ def _warn_unverified(
 ) -> None:
     """Warn that `target` is used with md5 `actual`, pointing at fetch's caller."""
     if source.md5:
-        why = f"has md5 {actual}, not the official {source.md5}"
+        url = f" of {source.urls[0]}" if source.urls else ""
+        why = f"has md5 {actual}, not the official {source.md5}{url}"
     else:
         why = f"has md5 {actual} (no official checksum is known)"
     warnings.warn(
