@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from own_folders import (
     classification_run,
     segmentation_run,
     write_classification_folder,
     write_segmentation_folder,
 )
+from PIL import Image
 
 from ncaflow.cli import main
 from ncaflow.io import load_config_of
@@ -77,3 +79,15 @@ def test_shipped_examples_prepare_a_folder(tmp_path: Path, task: str) -> None:
     images = f"data.images={folder / 'images'}"
     _ncaflow("prepare", "--config", run, "--out", folds, "--set", images, "--set", targets)
     assert json.loads(folds.read_text())["k"] == 5
+
+
+def test_grey_segmentation_images_train_with_one_input_channel(tmp_path: Path) -> None:
+    folder = write_segmentation_folder(tmp_path / "own", n=6)
+    for image in (folder / "images").iterdir():
+        Image.open(image).convert("L").save(image)
+    run = segmentation_run(tmp_path / "run.yaml", folder, train={"log_images_every": 1})
+    raw = yaml.safe_load(run.read_text())
+    raw["model"]["input_channels"] = 1
+    run.write_text(yaml.safe_dump(raw))
+    _ncaflow("train", "--config", run, "--out", tmp_path / "model")  # previews grey as RGB
+    assert load_config_of(tmp_path / "model")[1]["input"] == "grey image in [0, 1]"
