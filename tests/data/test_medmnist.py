@@ -97,3 +97,12 @@ def test_medmnist_info() -> None:
         False,
     )
     assert medmnist_info("pathmnist")["n_channels"] == 3
+
+
+def test_multi_label_values_must_be_zero_or_one(tmp_path: Path) -> None:
+    path = _write_npz(tmp_path / "m", "chestmnist.npz", image_shape=(28, 28), label_shape=(14,))
+    arrays = dict(np.load(path))
+    arrays["val_labels"][2, 5] = 3  # one class of sample 2 is neither 0 nor 1
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=r"\[val_labels\]: row 2 has label 3, outside 0\.\.1"):
+        _load(flag="chestmnist", split="val", cache_dir=tmp_path / "c", mirror=tmp_path / "m")

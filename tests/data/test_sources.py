@@ -81,7 +81,8 @@ def test_mirror_mismatch_warns_once_and_records_md5(tmp_path: Path) -> None:
     (mirror / "sub" / "thing.bin").write_bytes(b"mirror copy")
     src = _source(_md5(b"official"))
 
-    with pytest.warns(DataWarning, match=_md5(b"mirror copy")):
+    official = f"not the official {_md5(b'official')} of https://example.invalid/a/thing.bin"
+    with pytest.warns(DataWarning, match=f"{_md5(b'mirror copy')}, {official}"):
         path = fetch(src, cache_dir=cache, mirror=mirror)
     assert path == cache / "thing.bin" and path.read_bytes() == b"mirror copy"
     assert (cache / "thing.bin.md5").read_text().split()[0] == _md5(b"mirror copy")

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ncaflow.data.images import open_image
 from ncaflow.data.sources import DataError, Source, emoji_source, fetch
 
 __all__ = ["load_emoji"]
@@ -60,11 +61,9 @@ def load_emoji(
     if size < 1 or pad < 0:
         raise DataError(f"emoji size must be >= 1 and pad >= 0, got size={size}, pad={pad}")
     path = _resolve(target, cache_dir=cache_dir, mirror=mirror)
-    try:
-        with Image.open(path) as im:
-            img = im.convert("RGBA")
-    except OSError as exc:
-        raise DataError(f"cannot read {path} as an image ({exc}); check or replace it") from exc
+    img = open_image(path, fix="replace it with a PNG").convert(
+        "RGBA"
+    )  # a broken file: DataError naming it
     scale = size / max(img.size)
     w, h = (max(1, round(d * scale)) for d in img.size)
     img = img.resize((w, h), Image.Resampling.LANCZOS)

@@ -8,23 +8,21 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
-from ncaflow.data.sources import SOURCES, DataError, fetch, mirror_dir
+from ncaflow.data.images import read_pairs
+from ncaflow.data.sources import SOURCES, DataError, fetch, mirror_dir, refetch_hint
 
 __all__ = ["load_kvasir"]
 
 _FOLDER = "kvasir-seg"  # mirror and cache layout: kvasir-seg/images/*.jpg, kvasir-seg/masks/*.jpg
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def _has_layout(folder: Path) -> bool:
     return (folder / "images").is_dir() and (folder / "masks").is_dir()
 
 
-def _extract(zip_path: Path, dest: Path) -> None:
+def _extract(zip_path: Path, dest: Path, hint: str) -> None:
     """Extract the Kvasir-SEG zip into `dest` atomically (temp folder, then rename)."""
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     try:
@@ -32,12 +30,10 @@ def _extract(zip_path: Path, dest: Path) -> None:
             with zipfile.ZipFile(zip_path) as zf:
                 zf.extractall(tmp)  # zipfile drops absolute paths and '..' parts
         except (zipfile.BadZipFile, OSError) as exc:
-            raise DataError(
-                f"cannot extract {zip_path} ({exc}); delete it and fetch again"
-            ) from exc
+            raise DataError(f"cannot extract {zip_path} ({exc}); {hint}") from exc
         roots = sorted({p.parent for p in tmp.rglob("images") if _has_layout(p.parent)})
         if not roots:
-            raise DataError(f"{zip_path} has no folder with images/ and masks/ inside")
+            raise DataError(f"{zip_path} has no folder with images/ and masks/ inside; {hint}")
         try:
             os.rename(roots[0], dest)
         except OSError:
@@ -54,7 +50,7 @@ def _kvasir_folder(cache_dir: str | Path, mirror: str | Path | None) -> Path:
     cached = Path(cache_dir) / _FOLDER
     if not _has_layout(cached):
         zip_path = fetch(SOURCES["kvasir-seg"], cache_dir=cache_dir, mirror=mirror)
-        _extract(zip_path, cached)
+        _extract(zip_path, cached, refetch_hint(SOURCES["kvasir-seg"], zip_path, mirror))
     return cached
 
 
@@ -69,6 +65,11 @@ def load_kvasir(
     as grey, resized with bilinear filtering, then thresholded at 127 (value > 127 is
     foreground), which also removes JPEG ringing.
 
+    A pair whose mask differs in size from its image is an error, not a warning: it
+    means the files do not belong together (resizing both would hide misaligned
+    targets). So are an image without a mask, a mask without an image, and an
+    unreadable file; each error names the file.
+
     Returns:
         images: float32 ``(N, 3, size, size)`` in [0, 1]; masks: float32
         ``(N, 1, size, size)`` in {0, 1}; ids: sorted file stems, one per image.
@@ -76,26 +77,11 @@ def load_kvasir(
     if size < 1:
         raise DataError(f"Kvasir-SEG size must be >= 1, got {size}")
     folder = _kvasir_folder(cache_dir, mirror)
-    image_files = sorted(
-        p for p in (folder / "images").iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES
+    images, masks, ids = read_pairs(
+        folder / "images",
+        folder / "masks",
+        size=(size, size),
+        channels=3,
+        keys=("Kvasir-SEG images", "Kvasir-SEG masks"),
     )
-    if not image_files:
-        raise DataError(f"no images (*.jpg, *.png) in {folder / 'images'}")
-    masks = {p.stem: p for p in (folder / "masks").iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES}
-
-    ids, images, targets = [], [], []
-    for image_file in image_files:
-        mask_file = masks.get(image_file.stem)
-        if mask_file is None:
-            raise DataError(
-                f"Kvasir-SEG image {image_file} has no mask; expected "
-                f"{folder / 'masks' / image_file.name}"
-            )
-        with Image.open(image_file) as im:
-            rgb = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-        with Image.open(mask_file) as im:
-            grey = im.convert("L").resize((size, size), Image.Resampling.BILINEAR)
-        ids.append(image_file.stem)
-        images.append(np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0)  # (3, S, S)
-        targets.append((np.asarray(grey) > 127).astype(np.float32)[None])  # (1, S, S)
-    return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(targets)), ids
+    return torch.from_numpy(images), torch.from_numpy(masks), ids

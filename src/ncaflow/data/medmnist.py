@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +15,7 @@ from ncaflow.data.sources import (
     _medmnist_info,
     fetch,
     medmnist_source,
+    refetch_hint,
 )
 
 __all__ = ["load_medmnist", "medmnist_info"]
@@ -76,19 +79,26 @@ def load_medmnist(
     meta = medmnist_info(flag)
     if split not in _SPLITS:
         raise DataError(f"MedMNIST split must be one of {list(_SPLITS)}, not {split!r}")
-    path = fetch(medmnist_source(flag, size), cache_dir=cache_dir, mirror=mirror)
+    source = medmnist_source(flag, size)
+    path = fetch(source, cache_dir=cache_dir, mirror=mirror)
 
     import medmnist
 
     dataset_cls = getattr(medmnist, meta["python_class"])
     try:
         ds = dataset_cls(split=split, root=str(path.parent), size=size, download=False)
-    except (KeyError, ValueError, OSError) as exc:
+        imgs, labels = np.asarray(ds.imgs), np.asarray(ds.labels)  # read (and check) here
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        if path.stat().st_size == 0:
+            why = "the file is empty"
+        elif isinstance(exc, KeyError):
+            why = f"an array is missing: {exc}"
+        else:
+            why = f"truncated or damaged: {exc}"
         raise DataError(
-            f"{path} is not a readable MedMNIST npz with '{split}_images'/'{split}_labels' "
-            f"({exc}); delete it and fetch it again"
+            f"{path} is not a readable MedMNIST npz with '{split}_images' and "
+            f"'{split}_labels' ({why}); {refetch_hint(source, path, mirror)}"
         ) from exc
-    imgs, labels = np.asarray(ds.imgs), np.asarray(ds.labels)
 
     if imgs.ndim == 3:  # (N, H, W) grey
         imgs = imgs[:, None]
@@ -112,4 +122,13 @@ def load_medmnist(
         labels = labels[:, 0]  # official files store (N, 1)
     elif labels.ndim != 1:
         raise DataError(f"{path} [{split}]: labels must be (N,) or (N, 1), found {labels.shape}")
+    top = 2 if meta["multi_label"] else meta["n_classes"]  # multi-label: 0/1 per class
+    bad = np.flatnonzero((labels < 0) | (labels >= top)) if labels.size else np.array([])
+    if len(bad):
+        row = int(bad[0]) // (labels.shape[1] if labels.ndim == 2 else 1)
+        raise DataError(
+            f"{path} [{split}_labels]: row {row} has label {labels.flat[bad[0]]}, outside "
+            f"0..{top - 1} ({flag} has {meta['n_classes']} classes); "
+            f"{refetch_hint(source, path, mirror)}"
+        )
     return images, labels.astype(np.int64)

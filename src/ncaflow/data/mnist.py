@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from ncaflow.data.sources import SOURCES, DataError, fetch
+from ncaflow.data.sources import SOURCES, DataError, fetch, refetch_hint
 
 __all__ = ["load_digits", "load_mnist", "read_idx"]
 
@@ -24,14 +24,15 @@ _IDX_DTYPES: dict[int, np.dtype] = {
 }
 
 
-def read_idx(path: str | Path) -> np.ndarray:
+def read_idx(path: str | Path, *, hint: str | None = None) -> np.ndarray:
     """Read an IDX file (gzip-compressed or raw) into a native-endian array of its shape.
 
     Raises:
-        DataError: the file is not IDX (bad magic), is truncated, or is a broken gzip.
+        DataError: the file is not IDX (bad magic), is truncated, or is a broken gzip;
+        the message ends with `hint` (default: delete the file and fetch it again).
     """
     path = Path(path)
-    hint = f"delete {path} and fetch it again"
+    hint = hint or f"delete {path} and fetch it again"
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -69,14 +70,23 @@ def load_mnist(
     """
     if split not in ("train", "test"):
         raise DataError(f"MNIST split must be 'train' or 'test', not {split!r}")
-    images_path = fetch(SOURCES[f"mnist-{split}-images"], cache_dir=cache_dir, mirror=mirror)
-    labels_path = fetch(SOURCES[f"mnist-{split}-labels"], cache_dir=cache_dir, mirror=mirror)
-    images = read_idx(images_path).astype(np.uint8)
-    labels = read_idx(labels_path).astype(np.int64)
+    found = {}
+    for kind in ("images", "labels"):
+        source = SOURCES[f"mnist-{split}-{kind}"]
+        path = fetch(source, cache_dir=cache_dir, mirror=mirror)
+        found[kind] = (path, read_idx(path, hint=refetch_hint(source, path, mirror)))
+    (images_path, raw_images), (labels_path, raw_labels) = found["images"], found["labels"]
+    images, labels = raw_images.astype(np.uint8), raw_labels.astype(np.int64)
     if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
         raise DataError(
             f"MNIST {split}: {images_path} has shape {images.shape} and {labels_path} "
             f"has shape {labels.shape}; expected (N, 28, 28) and (N,)"
+        )
+    bad = np.flatnonzero((labels < 0) | (labels > 9))
+    if len(bad):
+        raise DataError(
+            f"{labels_path}: label {labels[bad[0]]} at row {bad[0]} is not a digit 0..9; "
+            f"{refetch_hint(SOURCES[f'mnist-{split}-labels'], labels_path, mirror)}"
         )
     return images, labels  # (N, 28, 28) uint8, (N,) int64
 

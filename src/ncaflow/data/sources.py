@@ -42,6 +42,7 @@ __all__ = [
     "md5sum",
     "medmnist_source",
     "mirror_dir",
+    "refetch_hint",
 ]
 
 MIRROR_ENV = "NCAFLOW_DATA_MIRROR"
@@ -127,6 +128,25 @@ def fetch(
     return target
 
 
+def refetch_hint(source: Source, path: Path, mirror: str | Path | None = None) -> str:
+    """What to do about a fetched file that turned out unreadable (for an error message).
+
+    A copy of a mirror file is fetched again from the same mirror, so the fix is to
+    replace the mirror file; a cached download is deleted and downloaded again.
+    """
+    mdir = mirror_dir(mirror)
+    official = f"the official file from {source.urls[0]}" if source.urls else "a good copy"
+    if source.md5:
+        official += f" (md5 {source.md5})"
+    if mdir is not None and (mdir / source.mirror_path).is_file():
+        mfile = mdir / source.mirror_path
+        return (
+            f"it is a copy of the mirror file {mfile} (md5 {md5sum(mfile)}): "
+            f"replace that with {official}"
+        )
+    return f"delete {path} so that ncaflow fetches {official} again"
+
+
 def _from_mirror(source: Source, mfile: Path, target: Path, sidecar: Path) -> Path:
     actual = md5sum(mfile)
     if target.is_file() and _read_sidecar(sidecar) == actual and md5sum(target) == actual:
@@ -143,7 +163,8 @@ def _warn_unverified(
 ) -> None:
     """Warn that `target` is used with md5 `actual`, pointing at fetch's caller."""
     if source.md5:
-        why = f"has md5 {actual}, not the official {source.md5}"
+        url = f" of {source.urls[0]}" if source.urls else ""
+        why = f"has md5 {actual}, not the official {source.md5}{url}"
     else:
         why = f"has md5 {actual} (no official checksum is known)"
     warnings.warn(

@@ -79,6 +79,8 @@ class Task(ABC):
     def grid_size(cls, data: dict[str, Any], meta: dict[str, Any]) -> tuple[int, int] | None:
         """The grid a model was trained on, from its ``data:`` config and saved metadata."""
         size = meta.get("size", data.get("size"))
+        if isinstance(size, list | tuple):  # own data (data.dataset: folder) may give [H, W]
+            return int(size[0]), int(size[-1])
         return None if size is None else (int(size), int(size))
 
     def __init__(self, *, config: RunConfig, device: torch.device | str = "cpu") -> None:

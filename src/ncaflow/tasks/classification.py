@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ncaflow.config import check
 from ncaflow.data import load_medmnist, medmnist_info
+from ncaflow.data.folder import OwnImages, check_folder_keys, load_own_classification
 from ncaflow.tasks.base import PALETTE, Batch, CommonData, Task, batches
 
 __all__ = ["Classification", "ClassificationData", "augment"]
@@ -32,7 +33,17 @@ __all__ = ["Classification", "ClassificationData", "augment"]
 @dataclass(frozen=True, kw_only=True)
 class ClassificationData(CommonData):
     flag: str = "breastmnist"
-    size: Literal[28, 64, 128, 224] = 28
+    size: int | list[int] = 28  # MedMNIST: 28, 64, 128 or 224; own data: N or [H, W]
+    # data.dataset: folder reads your own images and a labels CSV (config/OWN_DATA.md)
+    dataset: Literal["medmnist", "folder"] = "medmnist"
+    images: str | None = None
+    labels: str | None = None  # CSV with the columns file,label
+    test_images: str | None = None  # an own test split (else test_fraction of the images)
+    test_labels: str | None = None
+    channels: int | None = None  # 1, 3 or 4; null: 1 if all images are grey, else 3
+    test_fraction: float = 0.2
+    val_fraction: float = 0.2
+    split_seed: int = 0
     readout: Literal["vote", "head"] = "vote"
     balanced: bool = False  # sample every class equally often in training
     # training batches only, per image: "hflip" mirrors left-right; "dihedral" (or true)
@@ -44,6 +55,13 @@ class ClassificationData(CommonData):
     eval_batch: int = 128
 
     def __post_init__(self) -> None:
+        check_folder_keys(self, targets="labels", default="medmnist")
+        if self.dataset == "medmnist":
+            check(self.size in (28, 64, 128, 224), "data.size", "MedMNIST has 28, 64, 128, 224")
+        elif isinstance(self.size, list) and self.size[0] != self.size[-1]:
+            check(
+                self.augment in (False, "hflip"), "data.augment", "use hflip for non-square sizes"
+            )
         check(self.augment_shift >= 0, "data.augment_shift", "must be >= 0")
         check(self.eval_rollouts >= 1, "data.eval_rollouts", "must be >= 1")
 
@@ -83,7 +101,8 @@ class Classification(Task):
 
     def setup(self) -> None:
         d = self.data
-        info = medmnist_info(d.flag)
+        own = self._own_data() if d.dataset == "folder" else None
+        info = own.info() if own is not None else medmnist_info(d.flag)
         self.multilabel = info["task"].startswith("multi-label")
         self.medmnist_task = info["task"]
         self.n_classes = len(info["label"])
@@ -108,18 +127,25 @@ class Classification(Task):
             self.require(
                 m.hidden_channels > 0, "model.hidden_channels", "the head reads hidden channels"
             )
-        load = {
-            s: load_medmnist(
-                flag=d.flag, split=s, size=d.size, cache_dir=self.cache_dir, mirror=d.mirror
+        if own is not None:
+            x, y, parts = own.images, own.targets, own.parts
+        else:
+            load = {
+                s: load_medmnist(
+                    flag=d.flag,
+                    split=s,
+                    size=d.size,  # type: ignore[arg-type]  # an int for MedMNIST (__post_init__)
+                    cache_dir=self.cache_dir,
+                    mirror=d.mirror,
+                )
+                for s in ("train", "val", "test")
+            }
+            x = np.concatenate([load[s][0] for s in ("train", "val", "test")])
+            y = np.concatenate([load[s][1] for s in ("train", "val", "test")])
+            ends = np.cumsum([len(load[s][1]) for s in ("train", "val", "test")])
+            parts = dict(
+                zip(("train", "val", "test"), np.split(np.arange(len(y)), ends[:-1]), strict=True)
             )
-            for s in ("train", "val", "test")
-        }
-        x = np.concatenate([load[s][0] for s in ("train", "val", "test")])
-        y = np.concatenate([load[s][1] for s in ("train", "val", "test")])
-        ends = np.cumsum([len(load[s][1]) for s in ("train", "val", "test")])
-        parts = dict(
-            zip(("train", "val", "test"), np.split(np.arange(len(y)), ends[:-1]), strict=True)
-        )
         parts = self.apply_folds(parts, y, x, y)  # k folds over official train+val
         images, labels = torch.from_numpy(x).float(), torch.from_numpy(y).long()
         self.splits = {
@@ -131,6 +157,40 @@ class Classification(Task):
             if d.balanced and not self.multilabel
             else None
         )
+
+    def _own_data(self) -> OwnImages:
+        """``data.dataset: folder``: the images, labels and splits, checked against the model."""
+        d, m = self.data, self.config.model
+        assert d.images is not None and d.labels is not None  # checked by ClassificationData
+        own = load_own_classification(
+            images=d.images,
+            labels=d.labels,
+            test_images=d.test_images,
+            test_labels=d.test_labels,
+            size=d.size,
+            channels=d.channels,
+            test_fraction=d.test_fraction,
+            val_fraction=d.val_fraction,
+            seed=d.split_seed,
+        )
+        self.own_names = own.names
+        source = f"the {len(own.names)} classes in {d.labels}"
+        self.require(
+            m.input_channels == own.channels,
+            "model.input_channels",
+            f"must be {own.channels}: the images in {d.images} have {own.channels} channel(s) "
+            "(or set data.channels to convert them)",
+        )
+        if d.readout == "vote":
+            key, value = "model.output_channels", m.output_channels
+        else:
+            key, value = "model.head", m.head
+        self.require(
+            value == len(own.names),
+            key,
+            f"must be {len(own.names)} for {source} with data.readout={d.readout}",
+        )
+        return own
 
     def seed(self, images: Tensor) -> Tensor:
         return self.seed_state(images, self.config.model.channels)
@@ -246,6 +306,17 @@ class Classification(Task):
         return 0.5 * image + 0.5 * colour
 
     def meta(self) -> dict[str, Any]:
+        if self.data.dataset == "folder":  # the label mapping: class index -> CSV label
+            names = getattr(self, "own_names", [])
+            labels = {str(i): name for i, name in enumerate(names)}
+            return {
+                "dataset": "folder",
+                "labels": labels,
+                "task": "binary-class" if len(names) == 2 else "multi-class",
+                "size": self.data.size,
+                "readout": self.data.readout,
+                "input": "image in [0, 1]",
+            }
         info = medmnist_info(self.data.flag)
         return {
             "flag": self.data.flag,

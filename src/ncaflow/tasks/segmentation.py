@@ -1,14 +1,16 @@
-"""Binary segmentation (Kvasir-SEG polyps): one logit channel per pixel, Dice + BCE loss.
+"""Binary segmentation: one logit channel per pixel, Dice + BCE loss.
 
-Kvasir-SEG has no official split: a fixed ``test_fraction`` of the images is
-held out by ``split_seed`` and never seen in training; train/val come from the
-rest (or from a folds file over the rest).
+Data: Kvasir-SEG polyps (``data.dataset: kvasir``) or your own folders of images and
+masks (``data.dataset: folder``, see config/OWN_DATA.md). Kvasir-SEG has no official
+split: a fixed ``test_fraction`` of the images is held out by ``split_seed`` and never
+seen in training; train/val come from the rest (or from a folds file over the rest).
+Own data may bring its test split as a second pair of folders instead.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -17,6 +19,7 @@ from torch import Tensor, nn
 
 from ncaflow.config import ModelConfig, check
 from ncaflow.data import load_kvasir
+from ncaflow.data.folder import check_folder_keys, load_own_segmentation
 from ncaflow.tasks.base import Batch, CommonData, Task, batches
 from ncaflow.tasks.classification import augment
 from ncaflow.uncertainty import error_auroc, stochastic_rollouts
@@ -26,7 +29,13 @@ __all__ = ["Segmentation", "SegmentationData", "dice_iou", "fixed_split"]
 
 @dataclass(frozen=True, kw_only=True)
 class SegmentationData(CommonData):
-    size: int = 64
+    dataset: Literal["kvasir", "folder"] = "kvasir"
+    images: str | None = None  # folder: image files (any of .png .jpg .bmp .tif)
+    masks: str | None = None  # folder: one mask per image, same stem, same size
+    test_images: str | None = None  # folder: an own test split (else test_fraction)
+    test_masks: str | None = None
+    channels: int | None = None  # folder: 1, 3 or 4; null: 1 if all images are grey, else 3
+    size: int | list[int] = 64  # N (N x N) or [H, W]
     test_fraction: float = 0.2
     val_fraction: float = 0.2
     split_seed: int = 0
@@ -34,6 +43,9 @@ class SegmentationData(CommonData):
     bce_weight: float = 1.0
     eval_batch: int = 16
     uncertainty_samples: int = 8  # rollouts for the test split's uncertainty AUROC; 0: skip
+
+    def __post_init__(self) -> None:
+        check_folder_keys(self, targets="masks", default="kvasir")
 
 
 def fixed_split(
@@ -75,26 +87,62 @@ class Segmentation(Task):
         check(ok, "model.output_channels", "segmentation needs >= 1 (the mask logit)")
 
     def check_model(self) -> None:
-        m = self.config.model
-        self.require(m.input_channels == 3, "model.input_channels", "must be 3 (RGB image)")
+        m, d = self.config.model, self.data
+        if d.dataset == "kvasir":
+            self.require(m.input_channels == 3, "model.input_channels", "must be 3 (RGB image)")
+        elif d.channels is not None:
+            self.require(
+                m.input_channels == d.channels,
+                "model.input_channels",
+                f"must be {d.channels} (data.channels)",
+            )
         self.require(m.output_channels == 1, "model.output_channels", "must be 1 (mask logit)")
 
     def setup(self) -> None:
         d = self.data
-        images, masks, self.ids = load_kvasir(
-            size=d.size, cache_dir=self.cache_dir, mirror=d.mirror
-        )
-        parts = fixed_split(
-            len(self.ids),
-            test_fraction=d.test_fraction,
-            val_fraction=d.val_fraction,
-            seed=d.split_seed,
-        )
+        if d.dataset == "folder":
+            assert d.images is not None and d.masks is not None  # checked by SegmentationData
+            own = load_own_segmentation(
+                images=d.images,
+                masks=d.masks,
+                test_images=d.test_images,
+                test_masks=d.test_masks,
+                size=d.size,
+                channels=d.channels,
+                test_fraction=d.test_fraction,
+                val_fraction=d.val_fraction,
+                seed=d.split_seed,
+            )
+            self.require(
+                self.config.model.input_channels == own.channels,
+                "model.input_channels",
+                f"must be {own.channels}: the images in {d.images} have {own.channels} "
+                "channel(s) (or set data.channels to convert them)",
+            )
+            images, masks = torch.from_numpy(own.images), torch.from_numpy(own.targets)
+            self.ids, parts = own.ids, own.parts
+        else:
+            images, masks, self.ids = load_kvasir(
+                size=self._kvasir_size(), cache_dir=self.cache_dir, mirror=d.mirror
+            )
+            parts = fixed_split(
+                len(self.ids),
+                test_fraction=d.test_fraction,
+                val_fraction=d.val_fraction,
+                seed=d.split_seed,
+            )
         # k folds over train+val; the held-out test images stay out
         parts = self.apply_folds(parts, None, images.numpy(), masks.numpy())
         self.splits = {
             k: (images[v].to(self.device), masks[v].to(self.device)) for k, v in parts.items()
         }
+
+    def _kvasir_size(self) -> int:
+        size = self.data.size
+        if isinstance(size, list):
+            self.require(size[0] == size[-1], "data.size", "Kvasir-SEG images are square: give N")
+            return size[0]
+        return size
 
     def seed(self, images: Tensor) -> Tensor:
         return self.seed_state(images, self.config.model.channels)
@@ -106,11 +154,13 @@ class Segmentation(Task):
         )
         both = torch.cat([x[idx], y[idx]], 1)  # augment image and mask together
         if self.data.augment:
-            both = augment(both, generator)
-        return Batch(state=self.seed(both[:, :3]), target=both[:, 3:], index=idx)
+            both = augment(both, generator, "dihedral" if x.shape[2] == x.shape[3] else "hflip")
+        c = self.config.model.input_channels
+        return Batch(state=self.seed(both[:, :c]), target=both[:, c:], index=idx)
 
     def logit(self, out: Tensor) -> Tensor:
-        return out[:, 3:4]  # (B, 1, H, W)
+        c = self.config.model.input_channels
+        return out[:, c : c + 1]  # (B, 1, H, W)
 
     def loss_from_logit(self, logit: Tensor, target: Tensor) -> Tensor:
         p = torch.sigmoid(logit)
@@ -158,10 +208,16 @@ class Segmentation(Task):
         return torch.sigmoid(self.logit(out))  # (B, 1, H, W) polyp probability
 
     def preview(self, out: Tensor) -> Tensor:
-        image = out[:, :3].clamp(0, 1)
+        image = out[:, : self.config.model.input_channels][:, :3].clamp(0, 1)
+        image = image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image  # grey
         mask = (self.logit(out) > 0).float()
         tint = torch.tensor([0.0, 1.0, 0.0], device=out.device).view(1, 3, 1, 1)
         return image * (1 - 0.5 * mask) + 0.5 * mask * tint
 
     def meta(self) -> dict[str, Any]:
-        return {"size": self.data.size, "input": "RGB image in [0, 1]", "mask": "logit > 0"}
+        d = self.data
+        kind = {1: "grey", 3: "RGB", 4: "RGBA"}.get(self.config.model.input_channels, "image")
+        meta: dict[str, Any] = {"size": d.size, "input": f"{kind} image in [0, 1]"}
+        if d.dataset == "folder":
+            meta["dataset"] = "folder"
+        return {**meta, "mask": "logit > 0"}
