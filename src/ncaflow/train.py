@@ -354,7 +354,8 @@ def _resume(run: _Run) -> _Progress:
         run.model.load_state_dict(ckpt["best_state"])  # checks its names and shapes too
         run.model.load_state_dict(ckpt["model"])
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
-        raise CheckpointError(path, f"it does not fit this run: {err}") from None
+        why = " ".join(str(err).split())  # torch's messages span lines
+        raise CheckpointError(path, f"it does not fit this run: {why}") from None
     return _Progress(
         iteration=ckpt["iteration"],
         best=float(ckpt["best"]),
