@@ -135,7 +135,7 @@ def test_lock_refuses_a_second_holder_and_is_released(tmp_path: Path) -> None:
 def test_a_lock_file_left_by_a_killed_process_blocks_nobody(tmp_path: Path) -> None:
     code = (
         "import os, sys; from ncaflow.lock import folder_lock; "
-        "lock = folder_lock(sys.argv[1]); lock.__enter__(); os._exit(9)"  # dies holding it, no clean-up
+        "lock = folder_lock(sys.argv[1]); lock.__enter__(); os._exit(9)"  # dies holding it
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, check=False)

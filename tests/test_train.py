@@ -15,9 +15,10 @@ from safetensors.torch import load_file
 
 from ncaflow import train as train_module
 from ncaflow.checkpoint import read_checkpoint, write_checkpoint
-from ncaflow.config import ConfigError
+from ncaflow.config import ConfigError, RunConfig, from_dict
 from ncaflow.io import load, save
 from ncaflow.lock import FolderLocked, folder_lock
+from ncaflow.tasks import get_task
 from ncaflow.tasks.selfclass import SelfClassification
 from ncaflow.train import CHECKPOINT, TrainingError, TrainingInterrupted, train
 
@@ -266,3 +267,43 @@ def test_sigterm_handler_is_restored(tmp_path: Path) -> None:
     before = signal.getsignal(signal.SIGTERM)
     train(digits_config(iterations=2), tmp_path)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_growing_resume_keeps_the_sample_pool(tmp_path: Path) -> None:
+    """The growing task's pool (task state) and an LR schedule go through the checkpoint:
+    a resumed run ends bit-identical, and the checkpoint holds the pool the run had."""
+    from PIL import Image
+
+    Image.new("RGBA", (8, 8), (200, 40, 40, 255)).save(tmp_path / "target.png")
+    cfg = from_dict(
+        RunConfig,
+        {
+            "task": "growing",
+            "model": {"hidden_channels": 4, "hidden_width": 16},
+            "data": {"target": str(tmp_path / "target.png"), "size": 8, "pad": 2, "pool_size": 8},
+            "train": {
+                "iterations": 6,
+                "batch_size": 2,
+                "steps": [3, 5],
+                "eval_every": 2,
+                "checkpoint_every": 2,
+                "scheduler": {"name": "cosine", "warmup": 2},
+                "device": "cpu",
+                "progress": False,
+            },
+        },
+    )
+    train(cfg, tmp_path / "straight")
+    pools = []
+
+    def crash(it: int) -> None:
+        if it == 4:
+            pools.append(task.pool.clone())
+            raise Crash
+
+    task = get_task("growing")(config=cfg, device=torch.device("cpu"))
+    with pytest.raises(Crash):
+        train(cfg, tmp_path / "resumed", task=task, on_iteration=crash)
+    assert torch.equal(read_checkpoint(tmp_path / "resumed" / CHECKPOINT)["task"]["pool"], pools[0])
+    train(cfg, tmp_path / "resumed")
+    _same_weights(tmp_path / "straight", tmp_path / "resumed")

@@ -29,17 +29,26 @@ from torch import Tensor
 
 from ncaflow.io import atomic_write
 
-__all__ = ["FORMAT", "CheckpointError", "changed_keys", "read_checkpoint", "write_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "CheckpointError",
+    "changed_keys",
+    "damaged",
+    "read_checkpoint",
+    "write_checkpoint",
+]
 
 FORMAT = "ncaflow-checkpoint"
 FORMAT_VERSION = 1
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file is damaged, truncated, edited or not an ncaflow checkpoint."""
+    """A checkpoint file cannot be used: damaged, truncated, edited, not ncaflow's."""
 
-    def __init__(self, path: Path, why: str) -> None:
-        super().__init__(f"{path}: damaged checkpoint ({why}); delete it to start over")
+
+def damaged(path: Path, why: str) -> CheckpointError:
+    """The one-line error for a checkpoint that must not be used."""
+    return CheckpointError(f"{path}: damaged checkpoint ({why}); delete it to start over")
 
 
 def _encode(obj: Any, path: str, tensors: dict[str, Tensor]) -> Any:
@@ -122,25 +131,23 @@ def read_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
             tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as err:
         why = "empty file" if path.stat().st_size == 0 else f"unreadable: {err}"
-        raise CheckpointError(path, why) from None
+        raise damaged(path, why) from None
     if meta.get("format") != FORMAT:
-        raise CheckpointError(path, f"not an ncaflow checkpoint, format={meta.get('format')!r}")
+        raise damaged(path, f"not an ncaflow checkpoint, format={meta.get('format')!r}")
     if meta.get("format_version") != str(FORMAT_VERSION):
-        raise CheckpointError(
-            path, f"format version {meta.get('format_version')!r}, this ncaflow reads 1"
-        )
+        raise damaged(path, f"format version {meta.get('format_version')!r}, this ncaflow reads 1")
     state_json = meta.get("state", "")
     if meta.get("sha256") != _digest(state_json, tensors):
-        raise CheckpointError(path, "SHA-256 mismatch: the file was changed after it was written")
+        raise damaged(path, "SHA-256 mismatch: the file was changed after it was written")
     try:
         state = _decode(json.loads(state_json), tensors)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(path, f"cannot decode its state: {err!r}") from None
+        raise damaged(path, f"cannot decode its state: {err!r}") from None
     if not isinstance(state, dict):
-        raise CheckpointError(path, "its state is not a mapping")
+        raise damaged(path, "its state is not a mapping")
     missing = [key for key in required if key not in state]
     if missing:
-        raise CheckpointError(path, f"missing {', '.join(missing)}")
+        raise damaged(path, f"missing {', '.join(missing)}")
     return state
 
 

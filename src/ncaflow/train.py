@@ -14,11 +14,11 @@ replayed as a CUDA graph, see :mod:`ncaflow.graphs` (``train.cuda_graphs``).
 
 A run killed at any point (Ctrl-C, SIGTERM, SIGKILL, a crash) and started again
 with the same arguments resumes from the checkpoint (model, optimiser, scheduler,
-RNG states, sample pool, history; no pickle, see :mod:`ncaflow.checkpoint`) and,
-on CPU, ends bit-identical to an uninterrupted run. Resuming with a changed config
-is refused with the changed keys, except for ``RESUME_SAFE_KEYS``, which do not
-change the result: the old values would make the resumed run another run than
-either config describes.
+RNG states, sample pool, history; no pickle: :mod:`ncaflow.checkpoint`) and, on
+CPU, ends bit-identical to an uninterrupted run. Resuming with a changed config is
+refused with the changed keys, except ``RESUME_SAFE_KEYS`` (:mod:`ncaflow.resume`).
+Ctrl-C and SIGTERM end in :class:`TrainingInterrupted`, a full or read-only disk in
+one :class:`TrainingError` line; neither leaves model.* behind.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +42,21 @@ from tqdm import tqdm
 
 from ncaflow import fused
 from ncaflow.cascade import build_model
-from ncaflow.checkpoint import CheckpointError, changed_keys, read_checkpoint, write_checkpoint
-from ncaflow.config import ConfigError, RunConfig, TrainConfig, to_dict
+from ncaflow.checkpoint import write_checkpoint
+from ncaflow.config import ConfigError, RunConfig, TrainConfig
 from ncaflow.graphs import GraphedIteration, graphs_supported
 from ncaflow.io import atomic_write, load, model_paths, save
 from ncaflow.lock import folder_lock
 from ncaflow.nca import Impl, mlp_sizes
+from ncaflow.resume import (
+    CHECKPOINT,
+    RESUME_SAFE_KEYS,
+    Progress,
+    Run,
+    checkpoint_state,
+    clone,
+    resume,
+)
 from ncaflow.tasks import Batch, Task, get_task
 
 __all__ = [
@@ -62,11 +71,6 @@ __all__ = [
     "train",
 ]
 
-CHECKPOINT = "checkpoint.safetensors"
-OLD_CHECKPOINT = "checkpoint.pt"  # pickle, written by ncaflow before the checkpoint module
-# config keys a resumed run may change: how it shows progress and how many CPU threads it
-# uses; train.device is checked as the device type the checkpoint's generators belong to
-RESUME_SAFE_KEYS = frozenset({"train.progress", "train.threads", "train.device"})
 ROLLOUT_CHUNK = 8  # train.gradient_checkpointing: steps recomputed together in backward
 
 
@@ -135,32 +139,6 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def _rng_state(data_gen: torch.Generator, mask_gen: torch.Generator) -> dict[str, Any]:
-    """Every random generator a run draws from, as tensors and JSON-able lists."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
-    version, internal, gauss_next = random.getstate()
-    return {
-        "data": data_gen.get_state(),
-        "mask": mask_gen.get_state(),
-        "torch": torch.get_rng_state(),
-        "numpy": [name, np.asarray(keys).tolist(), pos, has_gauss, gauss],
-        "python": [version, list(internal), gauss_next],
-    }
-
-
-def _set_rng_state(
-    state: dict[str, Any], data_gen: torch.Generator, mask_gen: torch.Generator
-) -> None:
-    # generator states are CPU byte tensors, whatever device the checkpoint was mapped to
-    data_gen.set_state(state["data"].cpu())
-    mask_gen.set_state(state["mask"].cpu())
-    torch.set_rng_state(state["torch"].cpu())
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-
-
 def _improved(value: float, best: float, mode: str, delta: float) -> bool:
     if math.isnan(best):
         return True
@@ -194,37 +172,6 @@ def resolve_impl(impl: Impl, config: RunConfig, device: torch.device) -> Impl:
     return "fused" if fused.supports(*mlp_sizes(config.model)) else impl
 
 
-@dataclass(kw_only=True)
-class _Run:
-    """What one run trains with: built from the config, then resumed in place."""
-
-    config: RunConfig
-    out: Path
-    device: torch.device
-    model: nn.Module
-    task: Task
-    params: list[nn.Parameter]
-    opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LRScheduler
-    data_gen: torch.Generator
-    mask_gen: torch.Generator
-    use_graphs: bool
-
-
-@dataclass(kw_only=True)
-class _Progress:
-    """How far a run got; everything but ``lap_start`` goes into the checkpoint."""
-
-    iteration: int = 0  # iterations finished
-    best: float = math.nan
-    best_iteration: int = -1
-    bad_evals: int = 0  # evaluations since the last improvement
-    stopped_early: bool = False
-    best_state: dict[str, Tensor]
-    history: list[dict[str, float]] = field(default_factory=list)
-    lap_start: float = field(default_factory=time.perf_counter)  # for history's seconds
-
-
 def train(
     config: RunConfig,
     out_dir: str | Path,
@@ -253,10 +200,10 @@ def train(
         except OSError as err:
             raise cannot_write(out, err) from None
         stack.enter_context(_sigterm_as_interrupt())
-        progress: _Progress | None = None
+        progress: Progress | None = None
         try:
             run = _setup(config, out, device, impl, task)
-            progress = _resume(run)
+            progress = resume(run)
             _loop(run, progress, on_iteration)
             return _finish(run, progress)
         except KeyboardInterrupt:
@@ -287,7 +234,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def _setup(
     config: RunConfig, out: Path, device: torch.device, impl: Impl, task: Task | None
-) -> _Run:
+) -> Run:
     """Seed everything, then build model, task, optimiser and scheduler as a fresh run."""
     cfg = config.train
     if cfg.threads:
@@ -302,7 +249,7 @@ def _setup(
     params = [p for p in model.parameters() if p.requires_grad]
     use_graphs = cfg.cuda_graphs and graphs_supported(device) and cfg.optimizer != "sgd"
     opt = build_optimizer(params, cfg, capturable=use_graphs)
-    return _Run(
+    return Run(
         config=config,
         out=out,
         device=device,
@@ -317,108 +264,7 @@ def _setup(
     )
 
 
-def _resume(run: _Run) -> _Progress:
-    """Load ``out/checkpoint.safetensors`` into ``run`` if there is one; refuse an old
-    pickle checkpoint, another device type, or a changed config (except RESUME_SAFE_KEYS)."""
-    fresh = _Progress(best_state=_clone(run.model.state_dict()))
-    old = run.out / OLD_CHECKPOINT
-    if old.exists():  # never unpickled: a pickle can run code
-        raise TrainingError(
-            f"{old}: a checkpoint in the pickle format of older ncaflow versions, which is not "
-            "loaded (unpickling can run code); delete it to start over"
-        )
-    path = run.out / CHECKPOINT
-    if not path.exists():
-        return fresh
-    ckpt = read_checkpoint(path, required=_REQUIRED)
-    _check_types(path, ckpt)
-    if ckpt["device"] != run.device.type:
-        raise ConfigError(
-            f"{path} was written while training on {ckpt['device']}, and its random "
-            f"number generators cannot continue on {run.device.type}: resume with "
-            f"train.device={ckpt['device']}, or delete it to start over"
-        )
-    changes = changed_keys(ckpt["config"], to_dict(run.config), ignore=RESUME_SAFE_KEYS)
-    if changes:
-        raise ConfigError(
-            f"{path} was written with another config ({'; '.join(changes)}): delete it to "
-            "restart with the new config, or run with the old values to resume"
-        )
-    ckpt = _to_device(ckpt, run.device)  # where torch.load(map_location=device) put them
-    try:
-        run.model.load_state_dict(ckpt["model"])
-        run.opt.load_state_dict(ckpt["optimizer"])
-        run.sched.load_state_dict(ckpt["scheduler"])
-        run.task.load_state_dict(ckpt["task"])
-        _set_rng_state(ckpt["rng"], run.data_gen, run.mask_gen)
-        run.model.load_state_dict(ckpt["best_state"])  # checks its names and shapes too
-        run.model.load_state_dict(ckpt["model"])
-    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
-        why = " ".join(str(err).split())  # torch's messages span lines
-        raise CheckpointError(path, f"it does not fit this run: {why}") from None
-    return _Progress(
-        iteration=ckpt["iteration"],
-        best=float(ckpt["best"]),
-        best_iteration=ckpt["best_iteration"],
-        bad_evals=ckpt["bad_evals"],
-        stopped_early=ckpt["stopped_early"],
-        best_state=ckpt["best_state"],
-        history=ckpt["history"],
-    )
-
-
-_REQUIRED = (
-    "config",
-    "device",
-    "iteration",
-    "best",
-    "best_iteration",
-    "bad_evals",
-    "stopped_early",
-    "best_state",
-    "history",
-    "model",
-    "optimizer",
-    "scheduler",
-    "task",
-    "rng",
-)
-_TYPES: dict[str, type | tuple[type, ...]] = {
-    "config": dict,
-    "device": str,
-    "iteration": int,
-    "best": (int, float),
-    "best_iteration": int,
-    "bad_evals": int,
-    "stopped_early": bool,
-    "best_state": dict,
-    "history": list,
-    "model": dict,
-    "rng": dict,
-}
-
-
-def _check_types(path: Path, ckpt: dict[str, Any]) -> None:
-    for key, kind in _TYPES.items():
-        if not isinstance(ckpt[key], kind):
-            raise CheckpointError(path, f"{key!r} holds a {type(ckpt[key]).__name__}")
-
-
-def _to_device(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
-
-
-def _clone(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in state.items()}
-
-
-def _graphed_iteration(run: _Run) -> GraphedIteration:
+def _graphed_iteration(run: Run) -> GraphedIteration:
     """One training iteration, replayed as CUDA graphs where ``run.use_graphs``."""
     cfg, model, task, opt, params = run.config.train, run.model, run.task, run.opt, run.params
     chunk = ROLLOUT_CHUNK if cfg.gradient_checkpointing else 0
@@ -445,7 +291,7 @@ def _graphed_iteration(run: _Run) -> GraphedIteration:
     )
 
 
-def _loop(run: _Run, progress: _Progress, on_iteration: Callable[[int], None] | None) -> None:
+def _loop(run: Run, progress: Progress, on_iteration: Callable[[int], None] | None) -> None:
     """Train from ``progress.iteration`` to the end (or an early stop), checkpointing."""
     from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
 
@@ -499,7 +345,7 @@ def _loop(run: _Run, progress: _Progress, on_iteration: Callable[[int], None] | 
 
 
 def _evaluate_and_track(
-    run: _Run, progress: _Progress, writer: Any, *, loss: float, lr: float
+    run: Run, progress: Progress, writer: Any, *, loss: float, lr: float
 ) -> None:
     """Evaluate on the validation split; append a history row; track the best weights
     and early stopping."""
@@ -524,38 +370,22 @@ def _evaluate_and_track(
         writer.add_scalar(k.replace("_", "/", 1), v, n)
     if _improved(metrics[stop.metric], progress.best, stop.mode, stop.min_delta):
         progress.best, progress.best_iteration, progress.bad_evals = metrics[stop.metric], n, 0
-        progress.best_state = _clone(run.model.state_dict())
+        progress.best_state = clone(run.model.state_dict())
     else:
         progress.bad_evals += 1
     progress.stopped_early = stop.patience > 0 and progress.bad_evals >= stop.patience
 
 
-def _save_checkpoint(run: _Run, progress: _Progress) -> None:
+def _save_checkpoint(run: Run, progress: Progress) -> None:
     """Write the resumable state atomically: a failed write keeps the previous one."""
-    state = {
-        "config": to_dict(run.config),
-        "device": run.device.type,
-        "iteration": progress.iteration,
-        "best": progress.best,
-        "best_iteration": progress.best_iteration,
-        "bad_evals": progress.bad_evals,
-        "stopped_early": progress.stopped_early,
-        "best_state": progress.best_state,
-        "history": progress.history,
-        "model": run.model.state_dict(),
-        "optimizer": run.opt.state_dict(),
-        "scheduler": run.sched.state_dict(),
-        "task": run.task.state_dict(),
-        "rng": _rng_state(run.data_gen, run.mask_gen),
-    }
     path = run.out / CHECKPOINT
     try:
-        write_checkpoint(path, state)
+        write_checkpoint(path, checkpoint_state(run, progress))
     except OSError as err:
         raise cannot_write(path, err) from None
 
 
-def _finish(run: _Run, progress: _Progress) -> TrainResult:
+def _finish(run: Run, progress: Progress) -> TrainResult:
     """Write last.*, history.csv and (last) model.*, then drop the checkpoint. A failure
     or interrupt on the way removes model.*: only a finished run has them."""
     out, meta = run.out, run.task.meta()
