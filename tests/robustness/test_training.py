@@ -226,25 +226,30 @@ def test_checkpoint_write_fails(
     assert (out / CHECKPOINT).read_bytes() == before  # the last good one stays
 
 
-def test_disk_full_while_saving_the_model(
-    cli: Any, run: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("err", "needle"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "disk full while writing"),
+        (OSError(errno.EROFS, "Read-only file system"), "cannot write"),
+    ],
+    ids=["enospc", "erofs"],
+)
+def test_model_write_fails(
+    cli: Any, run: Path, monkeypatch: pytest.MonkeyPatch, err: OSError, needle: str
 ) -> None:
-    """The weights are written, then model.json hits a full disk: neither file stays."""
+    """The weights are written, then model.json fails: neither file stays, the
+    checkpoint does (the same command resumes and saves)."""
     out, real = run / "out", train_module.save
 
     def save(model: Any, config: Any, path: Path, meta: Any = None) -> Path:
         if Path(path).name == "model.safetensors":
             real(model, config, path, meta)
-            raise OSError(errno.ENOSPC, "No space left on device", str(out / "model.json"))
+            raise err
         return real(model, config, path, meta)
 
     monkeypatch.setattr(train_module, "save", save)
     outcome = cli("train", "--config", run / "run.yaml", "--out", out)
-    outcome.fails_cleanly(
-        f"disk full while writing {out / 'model.safetensors'}",
-        "run the same command again",
-        absent=_finished(out),
-    )
+    outcome.fails_cleanly(f"{needle} {out / 'model.safetensors'}", absent=_finished(out))
     assert (out / CHECKPOINT).exists()
 
 
