@@ -101,7 +101,7 @@ def test_nan_loss_stops_with_the_iteration(tmp_path: Path, monkeypatch: pytest.M
         return loss * float("nan") if calls["n"] == 3 else loss
 
     monkeypatch.setattr(SelfClassification, "loss", poisoned)
-    with pytest.raises(TrainingError, match="at iteration 3"):
+    with pytest.raises(TrainingError, match=r"at iteration 3; lower train\.lr.*start over"):
         train(digits_config(), tmp_path)
 
 

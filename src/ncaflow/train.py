@@ -318,9 +318,10 @@ def _loop(run: Run, progress: Progress, on_iteration: Callable[[int], None] | No
             losses, final = graphed(steps, batch.state, batch.target, batch.mask)
             loss = losses.mean().item()
             if not math.isfinite(loss):  # the weights are not saved: the last checkpoint stays
-                raise TrainingError(
-                    f"loss became {loss} at iteration {it + 1}; "
-                    "lower train.lr, or set train.grad_clip / train.grad_norm"
+                raise TrainingError(  # a checkpoint resumes only with its own config:
+                    f"loss became {loss} at iteration {it + 1}; lower train.lr, or set "
+                    "train.grad_clip / train.grad_norm, and start over (delete "
+                    f"{run.out / CHECKPOINT}, or use another --out)"
                 )
             run.sched.step()
             task.after_step(batch, final, losses)
