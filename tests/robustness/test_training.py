@@ -168,8 +168,10 @@ def test_bad_checkpoint(cli: Any, run: Path, case: str) -> None:
         ("train.optimizer=adamw", "train.optimizer: 'adam' -> 'adamw'"),
         ("model.hidden_width=16", "model.hidden_width: 32 -> 16"),
         ("data.fold=1", "data.fold: '<unset>' -> 1"),
+        ("train.grad_norm=true", "train.grad_norm: False -> True"),
+        ("train.scheduler.name=cosine", "train.scheduler.name: 'constant' -> 'cosine'"),
     ],
-    ids=["float", "list", "choice", "model", "new-key"],
+    ids=["float", "list", "choice", "model", "new-key", "bool", "nested"],
 )
 def test_checkpoint_of_another_config(cli: Any, run: Path, override: str, change: str) -> None:
     out = run / "out"
@@ -273,7 +275,8 @@ def _resumes_to_the_end(cli: Any, argv: list[str], out: Path) -> None:
 
 
 def _slow_run(tmp_path: Path) -> tuple[list[str], Path]:
-    """12 iterations, a checkpoint every 2; the caller slows each down to 0.1 s."""
+    """12 iterations, a checkpoint every 2; the caller slows each down to 0.3 s, which only
+    the interrupted run waits for (a signal cuts the sleep short)."""
     config = digits_config(iterations=12, checkpoint_every=2, eval_every=12)
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(to_dict(config)))
     out = tmp_path / "out"
@@ -286,13 +289,13 @@ def _wait_for(path: Path) -> None:
         time.sleep(0.02)
 
 
-# a subprocess that trains slowly (0.1 s per iteration) and takes Ctrl-C like a terminal
+# a subprocess that trains slowly (0.3 s per iteration) and takes Ctrl-C like a terminal
 SLOW_TRAIN = """
 import signal, sys, time
 from ncaflow.tasks.selfclass import SelfClassification
 from ncaflow.cli import main
 after = SelfClassification.after_step
-SelfClassification.after_step = lambda *a: (time.sleep(0.1), after(*a))[1]
+SelfClassification.after_step = lambda *a: (time.sleep(0.3), after(*a))[1]
 signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.exit(main(sys.argv[1:]))
 """
@@ -324,7 +327,7 @@ def test_sigterm_keeps_the_checkpoint_and_the_run_resumes(
     after = SelfClassification.after_step
 
     def slow(*args: Any) -> None:
-        time.sleep(0.1)
+        time.sleep(0.3)
         after(*args)
 
     def unhandled(signum: int, frame: object) -> None:
