@@ -48,6 +48,28 @@ def test_round_trip_keeps_types_and_values(tmp_path: Path) -> None:
     assert back["$odd"] == state["$odd"]
 
 
+def test_views_aliases_and_mixed_dtypes_round_trip(tmp_path: Path) -> None:
+    """Tensors are streamed from their own memory: views, shared and transposed tensors,
+    and 1-byte dtypes beside 8-byte ones (safetensors parses the result)."""
+    pool, w = torch.rand(10, 3, 4), torch.randn(3, 3)
+    state = {
+        "pool": pool,
+        "view": pool[2:4],
+        "w": w,
+        "alias": w,
+        "t": w.t(),
+        "flags": torch.tensor([True, False, True]),
+        "bytes": torch.arange(3, dtype=torch.uint8),
+        "f64": torch.randn(2, dtype=torch.float64),
+        "i64": torch.tensor(7),
+        "empty": torch.zeros(0, 3),
+    }
+    write_checkpoint(tmp_path / "c.safetensors", state)
+    back = read_checkpoint(tmp_path / "c.safetensors")
+    for key, value in state.items():
+        assert back[key].dtype == value.dtype and torch.equal(back[key], value), key
+
+
 def _flip_last_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-1] ^= 1
