@@ -11,9 +11,10 @@ stored beside it, so a truncated, damaged or edited file is refused, never used.
 One file (not a tensor file plus a JSON file) keeps each write atomic: a run killed
 while writing leaves the previous checkpoint whole. The file is streamed from the
 tensors' memory and hashed on the way (about torch.save's speed plus the SHA-256:
-0.63 s against 0.37 s for a 340 MB sample pool) and read with safetensors' parser. Reading parses no pickle, so a
-file a user was handed cannot run code. Every problem raises :class:`CheckpointError`
-with the one line ``<path>: damaged checkpoint (<why>); delete it to start over``.
+0.63 s against 0.37 s for a 340 MB sample pool) and read with safetensors' parser.
+Reading parses no pickle, so a file a user was handed cannot run code. Every problem
+raises :class:`CheckpointError` with the one line ``<path>: damaged checkpoint (<why>);
+delete it to start over``.
 """
 
 from __future__ import annotations
