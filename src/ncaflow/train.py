@@ -6,23 +6,31 @@
     last.safetensors, last.json     weights after the final iteration
     history.csv                     one row per evaluation
     tensorboard/                    scalars and image previews
-    checkpoint.pt                   resumable state while running; removed on success
+    checkpoint.safetensors          resumable state while running; removed on success
+    train.lock                      held while running (one trainer per folder)
 
 On a CUDA device each iteration (rollout, loss, backward, optimiser step) is
 replayed as a CUDA graph, see :mod:`ncaflow.backends.graphs` (``train.cuda_graphs``).
 
-A run killed at any point and started again with the same arguments resumes
-from ``checkpoint.pt`` (model, optimiser, scheduler, RNG states, sample pool,
-history) and, on CPU, ends bit-identical to an uninterrupted run.
+A run killed at any point (Ctrl-C, SIGTERM, SIGKILL, a crash) and started again
+with the same arguments resumes from the checkpoint (model, optimiser, scheduler,
+RNG states, sample pool, history; no pickle: :mod:`ncaflow.checkpoint`) and, on
+CPU, ends bit-identical to an uninterrupted run. Resuming with a changed config is
+refused with the changed keys, except ``RESUME_SAFE_KEYS`` (:mod:`ncaflow.resume`).
+Ctrl-C and SIGTERM end in :class:`TrainingInterrupted`, a full or read-only disk in
+one :class:`TrainingError` line; neither leaves model.* behind.
 """
 
 from __future__ import annotations
 
-import functools
+import errno
 import math
 import random
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,26 +43,43 @@ from tqdm import tqdm
 from ncaflow.backends import fused
 from ncaflow.backends.graphs import GraphedIteration, graphs_supported
 from ncaflow.cascade import build_model
+from ncaflow.checkpoint import write_checkpoint
 from ncaflow.config import ConfigError, RunConfig, TrainConfig
-from ncaflow.io import atomic_write, load, save
+from ncaflow.io import atomic_write, load, model_paths, save
+from ncaflow.lock import folder_lock
 from ncaflow.nca import Impl, mlp_sizes
+from ncaflow.resume import (
+    CHECKPOINT,
+    RESUME_SAFE_KEYS,
+    Progress,
+    Run,
+    checkpoint_state,
+    clone,
+    resume,
+)
 from ncaflow.tasks import Batch, Task, get_task
 
 __all__ = [
+    "CHECKPOINT",
+    "RESUME_SAFE_KEYS",
     "TrainResult",
     "TrainingError",
+    "TrainingInterrupted",
     "build_optimizer",
     "build_scheduler",
     "select_device",
     "train",
 ]
 
-CHECKPOINT = "checkpoint.pt"
 ROLLOUT_CHUNK = 8  # train.gradient_checkpointing: steps recomputed together in backward
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (for example the loss became NaN)."""
+    """Training cannot go on (for example the loss became NaN, or the disk is full)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped training; the message says how to resume."""
 
 
 @dataclass(kw_only=True)
@@ -114,27 +139,6 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def _rng_state(data_gen: torch.Generator, mask_gen: torch.Generator) -> dict[str, Any]:
-    return {
-        "data": data_gen.get_state(),
-        "mask": mask_gen.get_state(),
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_state(
-    state: dict[str, Any], data_gen: torch.Generator, mask_gen: torch.Generator
-) -> None:
-    # generator states are CPU byte tensors, whatever device the checkpoint was mapped to
-    data_gen.set_state(state["data"].cpu())
-    mask_gen.set_state(state["mask"].cpu())
-    torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-
-
 def _improved(value: float, best: float, mode: str, delta: float) -> bool:
     if math.isnan(best):
         return True
@@ -180,19 +184,61 @@ def train(
 
     on_iteration(it) is called after every finished iteration (tests use it to
     simulate a crash). impl picks the NCA implementation (same results, see NCA).
+    Ctrl-C or SIGTERM raise :class:`TrainingInterrupted`; the last checkpoint stays.
     """
-    cfg = config.train
     out = Path(out_dir)
-    device = select_device(cfg.device)
+    device = select_device(config.train.device)
     if impl == "fused" and not fused.available(device):  # before anything is written
         raise ConfigError(
             f"impl 'fused' (--impl fused) needs triton and a CUDA device, and this run trains "
-            f"on {device.type} (train.device={cfg.device}); use impl 'auto'"
+            f"on {device.type} (train.device={config.train.device}); use impl 'auto'"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(folder_lock(out))
+        except OSError as err:
+            raise cannot_write(out, err) from None
+        stack.enter_context(_sigterm_as_interrupt())
+        progress: Progress | None = None
+        try:
+            run = _setup(config, out, device, impl, task)
+            progress = resume(run)
+            _loop(run, progress, on_iteration)
+            return _finish(run, progress)
+        except KeyboardInterrupt:
+            done = progress.iteration if progress else 0
+            raise TrainingInterrupted(
+                f"interrupted at iteration {done}; run the same command again to resume from {out}"
+            ) from None
+    raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (kill, SLURM, Snakemake) stops training like Ctrl-C: as a KeyboardInterrupt,
+    between two Python operations, so no write is left half done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _setup(
+    config: RunConfig, out: Path, device: torch.device, impl: Impl, task: Task | None
+) -> Run:
+    """Seed everything, then build model, task, optimiser and scheduler as a fresh run."""
+    cfg = config.train
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
@@ -203,47 +249,31 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     use_graphs = cfg.cuda_graphs and graphs_supported(device) and cfg.optimizer != "sgd"
     opt = build_optimizer(params, cfg, capturable=use_graphs)
-    sched = build_scheduler(opt, cfg)
-    data_gen = torch.Generator().manual_seed(cfg.seed)
-    mask_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    stop = cfg.early_stopping
-    metric, mode = stop.metric, stop.mode
+    return Run(
+        config=config,
+        out=out,
+        device=device,
+        model=model,
+        task=task,
+        params=params,
+        opt=opt,
+        sched=build_scheduler(opt, cfg),
+        data_gen=torch.Generator().manual_seed(cfg.seed),
+        mask_gen=torch.Generator(device=device).manual_seed(cfg.seed + 1),
+        use_graphs=use_graphs,
+    )
 
-    start, best, best_it, bad_evals = 0, float("nan"), -1, 0
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    history: list[dict[str, float]] = []
-    ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt.get("device", device.type) != device.type:
-            raise ConfigError(
-                f"{ckpt_path} was written while training on {ckpt['device']}, and its random "
-                f"number generators cannot continue on {device.type}: resume with "
-                f"train.device={ckpt['device']}, or delete it to start over"
-            )
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        task.load_state_dict(ckpt["task"])
-        _set_rng_state(ckpt["rng"], data_gen, mask_gen)
-        start, best, best_it, bad_evals = (
-            ckpt["iteration"],
-            ckpt["best"],
-            ckpt["best_iteration"],
-            ckpt["bad_evals"],
-        )
-        best_state, history = ckpt["best_state"], ckpt["history"]
 
-    from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
-
-    writer = SummaryWriter(log_dir=str(out / "tensorboard"), purge_step=start or None)
+def _graphed_iteration(run: Run) -> GraphedIteration:
+    """One training iteration, replayed as CUDA graphs where ``run.use_graphs``."""
+    cfg, model, task, opt, params = run.config.train, run.model, run.task, run.opt, run.params
     chunk = ROLLOUT_CHUNK if cfg.gradient_checkpointing else 0
 
     def iteration(
         steps: int, state: Tensor, target: Tensor, mask: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         """Rollout, loss, backward, optimiser step: (per-sample losses, final state)."""
-        final = model(state, steps, generator=mask_gen, checkpoint_every=chunk)
+        final = model(state, steps, generator=run.mask_gen, checkpoint_every=chunk)
         losses = task.loss(model, final, Batch(state=state, target=target, mask=mask))  # (B,)
         opt.zero_grad(set_to_none=True)
         losses.mean().backward()
@@ -256,110 +286,147 @@ def train(
         opt.step()
         return losses.detach(), final.detach()
 
-    graphed = GraphedIteration(
-        iteration, params=params, optimizer=opt, generator=mask_gen, enabled=use_graphs
+    return GraphedIteration(
+        iteration, params=params, optimizer=opt, generator=run.mask_gen, enabled=run.use_graphs
     )
+
+
+def _loop(run: Run, progress: Progress, on_iteration: Callable[[int], None] | None) -> None:
+    """Train from ``progress.iteration`` to the end (or an early stop), checkpointing."""
+    from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
+
+    cfg, task = run.config.train, run.task
+    start = progress.iteration
+    writer = SummaryWriter(log_dir=str(run.out / "tensorboard"), purge_step=start or None)
+    graphed = _graphed_iteration(run)
     lo, hi = cfg.steps[0], cfg.steps[-1]
-    t0 = time.perf_counter()
-    stopped_early = False
+    end = start if progress.stopped_early else cfg.iterations
     bar = tqdm(
-        range(start, cfg.iterations),
+        range(start, end),
         initial=start,
         total=cfg.iterations,
         disable=not cfg.progress,
-        desc=config.name or config.task,
+        desc=run.config.name or run.config.task,
         leave=False,
     )
-    it = start
-    for it in bar:
-        model.train()
-        batch = task.sample(data_gen)
-        steps = int(torch.randint(lo, hi + 1, (1,), generator=data_gen)) if hi > lo else lo
-        losses, final = graphed(steps, batch.state, batch.target, batch.mask)
-        loss = losses.mean().item()
-        if not math.isfinite(loss):  # the weights are not saved: the last checkpoint stays
-            raise TrainingError(
-                f"loss became {loss} at iteration {it + 1}; "
-                "lower train.lr, or set train.grad_clip / train.grad_norm"
-            )
-        sched.step()
-        task.after_step(batch, final, losses)
-        n = it + 1
-        lr = float(opt.param_groups[0]["lr"])
-        writer.add_scalar("train/loss", loss, n)
-        writer.add_scalar("train/lr", lr, n)
-        bar.set_postfix(loss=f"{loss:.4g}")
-        if n % cfg.log_images_every == 0:
-            writer.add_images("train/final_state", task.preview(final[:8]).cpu(), n)
-
-        if n % cfg.eval_every == 0 or n == cfg.iterations:
-            model.eval()
-            with torch.no_grad():
-                metrics = task.evaluate(
-                    model, "val", torch.Generator(device=device).manual_seed(cfg.seed + 2)
+    progress.lap_start = time.perf_counter()
+    try:
+        for it in bar:
+            run.model.train()
+            batch = task.sample(run.data_gen)
+            steps = int(torch.randint(lo, hi + 1, (1,), generator=run.data_gen)) if hi > lo else lo
+            losses, final = graphed(steps, batch.state, batch.target, batch.mask)
+            loss = losses.mean().item()
+            if not math.isfinite(loss):  # the weights are not saved: the last checkpoint stays
+                raise TrainingError(  # a checkpoint resumes only with its own config:
+                    f"loss became {loss} at iteration {it + 1}; lower train.lr, or set "
+                    "train.grad_clip / train.grad_norm, and start over (delete "
+                    f"{run.out / CHECKPOINT}, or use another --out)"
                 )
-            if metric not in metrics:
-                raise ConfigError(
-                    f"key 'train.early_stopping.metric': {metric!r} is not reported by task "
-                    f"{config.task!r}; choose one of {sorted(metrics)}"
-                )
-            row = {
-                "iteration": float(n),
-                "loss": loss,
-                "lr": lr,
-                **metrics,
-            }
-            row["seconds"] = time.perf_counter() - t0 + (history[-1]["seconds"] if history else 0.0)
-            t0 = time.perf_counter()
-            history.append(row)
-            for k, v in metrics.items():
-                writer.add_scalar(k.replace("_", "/", 1), v, n)
-            if _improved(metrics[metric], best, mode, stop.min_delta):
-                best, best_it, bad_evals = metrics[metric], n, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                bad_evals += 1
-            stopped_early = stop.patience > 0 and bad_evals >= stop.patience
+            run.sched.step()
+            task.after_step(batch, final, losses)
+            n = progress.iteration = it + 1
+            lr = float(run.opt.param_groups[0]["lr"])
+            writer.add_scalar("train/loss", loss, n)
+            writer.add_scalar("train/lr", lr, n)
+            bar.set_postfix(loss=f"{loss:.4g}")
+            if n % cfg.log_images_every == 0:
+                writer.add_images("train/final_state", task.preview(final[:8]).cpu(), n)
+            if n % cfg.eval_every == 0 or n == cfg.iterations:
+                _evaluate_and_track(run, progress, writer, loss=loss, lr=lr)
+            if n % cfg.checkpoint_every == 0 or progress.stopped_early or n == cfg.iterations:
+                _save_checkpoint(run, progress)
+            if on_iteration is not None:
+                on_iteration(n)
+            if progress.stopped_early:
+                break
+    finally:
+        bar.close()
+        writer.close()
 
-        if n % cfg.checkpoint_every == 0 or stopped_early or n == cfg.iterations:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "task": task.state_dict(),
-                "rng": _rng_state(data_gen, mask_gen),
-                "iteration": n,
-                "best": best,
-                "best_iteration": best_it,
-                "bad_evals": bad_evals,
-                "best_state": best_state,
-                "history": history,
-                "device": device.type,
-            }
-            atomic_write(ckpt_path, functools.partial(torch.save, state))
-        if on_iteration is not None:
-            on_iteration(n)
-        if stopped_early:
-            break
-    bar.close()
-    writer.flush()
-    writer.close()
 
-    final_it = it + 1 if cfg.iterations > start else start
-    save(model, config, out / "last.safetensors", meta=task.meta())
-    model.load_state_dict(best_state)
-    _write_history(out / "history.csv", history)
-    save(model, config, out / "model.safetensors", meta=task.meta())
-    ckpt_path.unlink(missing_ok=True)
+def _evaluate_and_track(
+    run: Run, progress: Progress, writer: Any, *, loss: float, lr: float
+) -> None:
+    """Evaluate on the validation split; append a history row; track the best weights
+    and early stopping."""
+    config, n = run.config, progress.iteration
+    stop = config.train.early_stopping
+    run.model.eval()
+    with torch.no_grad():
+        gen = torch.Generator(device=run.device).manual_seed(config.train.seed + 2)
+        metrics = run.task.evaluate(run.model, "val", gen)
+    if stop.metric not in metrics:
+        raise ConfigError(
+            f"key 'train.early_stopping.metric': {stop.metric!r} is not reported by task "
+            f"{config.task!r}; choose one of {sorted(metrics)}"
+        )
+    history = progress.history
+    row = {"iteration": float(n), "loss": loss, "lr": lr, **metrics}
+    lap = time.perf_counter() - progress.lap_start
+    row["seconds"] = lap + (history[-1]["seconds"] if history else 0.0)
+    progress.lap_start = time.perf_counter()
+    history.append(row)
+    for k, v in metrics.items():
+        writer.add_scalar(k.replace("_", "/", 1), v, n)
+    if _improved(metrics[stop.metric], progress.best, stop.mode, stop.min_delta):
+        progress.best, progress.best_iteration, progress.bad_evals = metrics[stop.metric], n, 0
+        progress.best_state = clone(run.model.state_dict())
+    else:
+        progress.bad_evals += 1
+    progress.stopped_early = stop.patience > 0 and progress.bad_evals >= stop.patience
+
+
+def _save_checkpoint(run: Run, progress: Progress) -> None:
+    """Write the resumable state atomically: a failed write keeps the previous one."""
+    path = run.out / CHECKPOINT
+    try:
+        write_checkpoint(path, checkpoint_state(run, progress))
+    except OSError as err:
+        raise cannot_write(path, err) from None
+
+
+def _finish(run: Run, progress: Progress) -> TrainResult:
+    """Write last.*, history.csv and (last) model.*, then drop the checkpoint. A failure
+    or interrupt on the way removes model.*: only a finished run has them."""
+    out, meta = run.out, run.task.meta()
+    target = out / "last.safetensors"
+    try:
+        save(run.model, run.config, target, meta=meta)
+        run.model.load_state_dict(progress.best_state)
+        target = out / "history.csv"
+        _write_history(target, progress.history)
+        target = out / "model.safetensors"
+        save(run.model, run.config, target, meta=meta)
+    except BaseException as err:
+        for path in model_paths(out / "model.safetensors"):
+            path.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise cannot_write(target, err) from None
+        raise
+    (out / CHECKPOINT).unlink(missing_ok=True)
+    history = progress.history
     return TrainResult(
         out_dir=out,
-        iterations=final_it,
-        best_metric=best,
-        best_iteration=best_it,
-        stopped_early=stopped_early,
+        iterations=progress.iteration,
+        best_metric=progress.best,
+        best_iteration=progress.best_iteration,
+        stopped_early=progress.stopped_early,
         history=history,
         seconds=history[-1]["seconds"] if history else 0.0,
     )
+
+
+def cannot_write(path: Path, err: OSError) -> TrainingError:
+    """The one-line error for a failed write: disk full, read-only, or else."""
+    if err.errno == errno.ENOSPC:
+        return TrainingError(
+            f"disk full while writing {path}; free some space and run the same command again "
+            "to resume, or use another --out"
+        )
+    if isinstance(err, PermissionError) or err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return TrainingError(f"cannot write {path} (read-only or not permitted); use another --out")
+    return TrainingError(f"cannot write {path} ({err.strerror or err}); use another --out")
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:

@@ -1,7 +1,7 @@
 # Training: one job per task x grid cell x fold.
 #
 # Outputs are the files `ncaflow train` writes last (model.* atomically, after
-# last.* and history.csv), never the folder: a killed job leaves checkpoint.pt
+# last.* and history.csv), never the folder: a killed job leaves checkpoint.safetensors
 # behind, which is not an output, so Snakemake keeps it and the re-started job
 # resumes from it -- unless the job's config changed since (resume key).
 
@@ -31,10 +31,11 @@ rule train:
         key=resume_key,
         dir=model_dir,
     shell:
-        "if [ -e {params.dir}/checkpoint.pt ] && "
+        "if [ -e {params.dir}/checkpoint.safetensors ] && "
         '[ "$(cat {params.dir}/checkpoint.key 2>/dev/null)" = {params.key} ]; '
-        "then echo resuming from {params.dir}/checkpoint.pt; "
-        "else rm -rf {params.dir}/checkpoint.pt {params.dir}/tensorboard; fi > {log}; "
+        "then echo resuming from {params.dir}/checkpoint.safetensors; "
+        "else rm -rf {params.dir}/checkpoint.safetensors {params.dir}/checkpoint.pt "
+        "{params.dir}/tensorboard; fi > {log}; "
         "echo {params.key} > {params.dir}/checkpoint.key; "
         "ncaflow train --config {input.run} --out {params.dir} {params.args} >> {log} 2>&1; "
         "rm -f {params.dir}/checkpoint.key"

@@ -1,0 +1,349 @@
+"""Bad inputs to ``ncaflow train``: checkpoints (pickled, damaged, edited, from another
+config or device), a folder another trainer holds, a full or read-only disk, signals.
+
+Each case resumes a copy of one real checkpoint (a run stopped at iteration 2 of 6)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import Outcome
+from helpers import digits_config
+
+from ncaflow import train as train_module
+from ncaflow.checkpoint import read_checkpoint, write_checkpoint
+from ncaflow.config import to_dict
+from ncaflow.lock import folder_lock
+from ncaflow.tasks.selfclass import SelfClassification
+from ncaflow.train import CHECKPOINT, train
+
+REPO = Path(__file__).resolve().parents[2]
+PWNED = "pwned-by-pickle"
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_at(n: int) -> Callable[[int], None]:
+    def stop(it: int) -> None:
+        if it == n:
+            raise _Stop
+
+    return stop
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run config (run.yaml) and a folder (out/) holding its checkpoint at iteration 2."""
+    root = tmp_path_factory.mktemp("stopped")
+    config = digits_config(iterations=6, checkpoint_every=2)
+    (root / "run.yaml").write_text(yaml.safe_dump(to_dict(config)))
+    with pytest.raises(_Stop):
+        train(config, root / "out", on_iteration=_stop_at(3))
+    assert (root / "out" / CHECKPOINT).exists()
+    return root
+
+
+@pytest.fixture
+def run(stopped_run: Path, tmp_path: Path) -> Path:
+    """A fresh copy of ``stopped_run`` for one case."""
+    shutil.copy(stopped_run / "run.yaml", tmp_path / "run.yaml")
+    shutil.copytree(stopped_run / "out", tmp_path / "out")
+    return tmp_path
+
+
+def _finished(out: Path) -> list[Path]:
+    return [out / "model.safetensors", out / "model.json"]
+
+
+class _Evil:
+    """Unpickling this creates a file next to the checkpoint: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def _pickled_checkpoint(out: Path) -> None:
+    (out / CHECKPOINT).unlink()
+    (out / "checkpoint.pt").write_bytes(pickle.dumps({"model": _Evil(out / PWNED)}))
+
+
+def _flip_a_tensor_byte(out: Path) -> None:
+    data = bytearray((out / CHECKPOINT).read_bytes())
+    data[-3] ^= 0x10
+    (out / CHECKPOINT).write_bytes(bytes(data))
+
+
+def _edit_the_json(out: Path) -> None:  # iteration 2 -> 4: the file's length stays
+    data = (out / CHECKPOINT).read_bytes()
+    old, new = b'\\"iteration\\":2,', b'\\"iteration\\":4,'  # JSON in the JSON header
+    assert data.count(old) == 1
+    (out / CHECKPOINT).write_bytes(data.replace(old, new))
+
+
+def _rewrite(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
+    """Edit the checkpoint's state and write it back with a valid checksum."""
+
+    def edit(out: Path) -> None:
+        state = read_checkpoint(out / CHECKPOINT)
+        change(state)
+        write_checkpoint(out / CHECKPOINT, state)
+
+    return edit
+
+
+def _model_as_checkpoint(out: Path) -> None:
+    train(digits_config(iterations=1), out.parent / "other")
+    shutil.copy(out.parent / "other" / "model.safetensors", out / CHECKPOINT)
+
+
+DAMAGED = "damaged checkpoint"
+CHECKPOINT_CASES: dict[str, tuple[Callable[[Path], None], str, tuple[str, ...]]] = {
+    # id: (how the folder is spoilt, file named, further needles)
+    "pickled": (_pickled_checkpoint, "checkpoint.pt", ("pickle", "delete it to start over")),
+    "zero-byte": (lambda o: (o / CHECKPOINT).write_bytes(b""), CHECKPOINT, (DAMAGED, "empty")),
+    "truncated": (
+        lambda o: (o / CHECKPOINT).write_bytes((o / CHECKPOINT).read_bytes()[:-100]),
+        CHECKPOINT,
+        (DAMAGED, "delete it to start over"),
+    ),
+    "tensor-byte": (_flip_a_tensor_byte, CHECKPOINT, (DAMAGED, "SHA-256 mismatch")),
+    "json-edit": (_edit_the_json, CHECKPOINT, (DAMAGED, "SHA-256 mismatch")),
+    "missing-keys": (
+        _rewrite(lambda s: [s.pop("optimizer"), s.pop("rng")]),
+        CHECKPOINT,
+        (DAMAGED, "missing optimizer, rng"),
+    ),
+    "wrong-type": (
+        _rewrite(lambda s: s.update(iteration="2")),
+        CHECKPOINT,
+        (DAMAGED, "'iteration' holds a str"),
+    ),
+    "wrong-shape": (
+        _rewrite(lambda s: s["model"].update({"fc2.weight": s["model"]["fc2.weight"][:1]})),
+        CHECKPOINT,
+        (DAMAGED, "does not fit this run", "fc2.weight"),
+    ),
+    "a-model-file": (_model_as_checkpoint, CHECKPOINT, (DAMAGED, "not an ncaflow checkpoint")),
+    "other-device": (
+        _rewrite(lambda s: s.update(device="cuda")),
+        CHECKPOINT,
+        ("written while training on cuda", "train.device=cuda", "delete it to start over"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHECKPOINT_CASES))
+def test_bad_checkpoint(cli: Any, run: Path, case: str) -> None:
+    spoil, name, needles = CHECKPOINT_CASES[case]
+    out = run / "out"
+    spoil(out)
+    outcome = cli("train", "--config", run / "run.yaml", "--out", out)
+    outcome.fails_cleanly(str(out / name), *needles, absent=[*_finished(out), out / PWNED])
+    assert (out / name).exists()  # left for the user to look at or delete
+
+
+@pytest.mark.parametrize(
+    ("override", "change"),
+    [
+        ("train.lr=0.001", "train.lr: 0.002 -> 0.001"),
+        ("train.steps=[4, 8]", "train.steps: [4, 6] -> [4, 8]"),
+        ("train.optimizer=adamw", "train.optimizer: 'adam' -> 'adamw'"),
+        ("model.hidden_width=16", "model.hidden_width: 32 -> 16"),
+        ("data.fold=1", "data.fold: '<unset>' -> 1"),
+        ("train.grad_norm=true", "train.grad_norm: False -> True"),
+        ("train.scheduler.name=cosine", "train.scheduler.name: 'constant' -> 'cosine'"),
+    ],
+    ids=["float", "list", "choice", "model", "new-key", "bool", "nested"],
+)
+def test_checkpoint_of_another_config(cli: Any, run: Path, override: str, change: str) -> None:
+    out = run / "out"
+    outcome = cli("train", "--config", run / "run.yaml", "--out", out, "--set", override)
+    outcome.fails_cleanly(
+        str(out / CHECKPOINT),
+        change,
+        "delete it to restart with the new config, or run with the old values",
+        absent=_finished(out),
+    )
+
+
+def test_folder_held_by_another_trainer(cli: Any, run: Path) -> None:
+    out = run / "out"
+    with folder_lock(out):
+        outcome = cli("train", "--config", run / "run.yaml", "--out", out)
+    outcome.fails_cleanly(
+        f"another ncaflow train is writing to {out} (pid {os.getpid()})",
+        "wait for it or use another --out",
+        absent=_finished(out),
+    )
+
+
+def test_out_is_a_file(cli: Any, run: Path) -> None:
+    (run / "file").write_text("")
+    outcome = cli("train", "--config", run / "run.yaml", "--out", run / "file")
+    outcome.fails_cleanly(f"cannot write {run / 'file'}", "use another --out")
+
+
+def _raise(err: OSError) -> Callable[..., None]:
+    def writer(*args: Any, **kwargs: Any) -> None:
+        raise err
+
+    return writer
+
+
+@pytest.mark.parametrize(
+    ("err", "needle"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "disk full while writing"),
+        (OSError(errno.EROFS, "Read-only file system"), "(read-only or not permitted)"),
+        (PermissionError(errno.EACCES, "Permission denied"), "(read-only or not permitted)"),
+    ],
+    ids=["enospc", "erofs", "eacces"],
+)
+def test_checkpoint_write_fails(
+    cli: Any, run: Path, monkeypatch: pytest.MonkeyPatch, err: OSError, needle: str
+) -> None:
+    out = run / "out"
+    before = (out / CHECKPOINT).read_bytes()
+    monkeypatch.setattr(train_module, "write_checkpoint", _raise(err))
+    outcome = cli("train", "--config", run / "run.yaml", "--out", out)
+    outcome.fails_cleanly(needle, str(out / CHECKPOINT), absent=_finished(out))
+    assert (out / CHECKPOINT).read_bytes() == before  # the last good one stays
+
+
+@pytest.mark.parametrize(
+    ("err", "needle"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "disk full while writing"),
+        (OSError(errno.EROFS, "Read-only file system"), "cannot write"),
+    ],
+    ids=["enospc", "erofs"],
+)
+def test_model_write_fails(
+    cli: Any, run: Path, monkeypatch: pytest.MonkeyPatch, err: OSError, needle: str
+) -> None:
+    """The weights are written, then model.json fails: neither file stays, the
+    checkpoint does (the same command resumes and saves)."""
+    out, real = run / "out", train_module.save
+
+    def save(model: Any, config: Any, path: Path, meta: Any = None) -> Path:
+        if Path(path).name == "model.safetensors":
+            real(model, config, path, meta)
+            raise err
+        return real(model, config, path, meta)
+
+    monkeypatch.setattr(train_module, "save", save)
+    outcome = cli("train", "--config", run / "run.yaml", "--out", out)
+    outcome.fails_cleanly(f"{needle} {out / 'model.safetensors'}", absent=_finished(out))
+    assert (out / CHECKPOINT).exists()
+
+
+def _check_interrupted(outcome: Any, out: Path) -> None:
+    """Exit 130, the one line that says how to resume, the checkpoint whole, no model."""
+    assert outcome.code == 130, outcome.err
+    assert "Traceback" not in outcome.err and len(outcome.err.strip().splitlines()) == 1
+    line = outcome.err.strip()
+    assert line.startswith("ncaflow train: interrupted at iteration "), line
+    assert line.endswith(f"; run the same command again to resume from {out}"), line
+    assert 2 <= int(line.split("iteration ")[1].split(";")[0]) < 12
+    assert read_checkpoint(out / CHECKPOINT)["iteration"] >= 2
+    assert not any(p.exists() for p in _finished(out))
+    assert not (out / "train.lock").exists()
+
+
+def _resumes_to_the_end(cli: Any, argv: list[str], out: Path) -> None:
+    resumed = cli(*argv)
+    assert resumed.code == 0 and "for 12 iterations" in resumed.out, resumed.err
+    assert all(p.exists() for p in _finished(out)) and not (out / CHECKPOINT).exists()
+
+
+def _slow_run(tmp_path: Path) -> tuple[list[str], Path]:
+    """12 iterations, a checkpoint every 2; the caller slows each down to 0.3 s, which only
+    the interrupted run waits for (a signal cuts the sleep short)."""
+    config = digits_config(iterations=12, checkpoint_every=2, eval_every=12)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(to_dict(config)))
+    out = tmp_path / "out"
+    return ["train", "--config", str(tmp_path / "run.yaml"), "--out", str(out)], out
+
+
+def _wait_for(path: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+# a subprocess that trains slowly (0.3 s per iteration) and takes Ctrl-C like a terminal
+SLOW_TRAIN = """
+import signal, sys, time
+from ncaflow.tasks.selfclass import SelfClassification
+from ncaflow.cli import main
+after = SelfClassification.after_step
+SelfClassification.after_step = lambda *a: (time.sleep(0.3), after(*a))[1]
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_keeps_the_checkpoint_and_the_run_resumes(cli: Any, tmp_path: Path) -> None:
+    """A real SIGINT to a real process (the console's exit code and stderr)."""
+    argv, out = _slow_run(tmp_path)
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO / 'tests'}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_TRAIN, *argv], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for(out / CHECKPOINT)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    _check_interrupted(Outcome(proc.returncode, "", err), out)
+    _resumes_to_the_end(cli, argv, out)
+
+
+def test_sigterm_keeps_the_checkpoint_and_the_run_resumes(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM (SLURM, Snakemake, kill) sent to this process while it trains: train()
+    turns it into the same clean stop as Ctrl-C."""
+    argv, out = _slow_run(tmp_path)
+    after = SelfClassification.after_step
+
+    def slow(*args: Any) -> None:
+        time.sleep(0.3)
+        after(*args)
+
+    def unhandled(signum: int, frame: object) -> None:
+        raise _Stop("SIGTERM reached the test's handler: train() did not handle it")
+
+    monkeypatch.setattr(SelfClassification, "after_step", slow)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    sender = threading.Thread(
+        target=lambda: (_wait_for(out / CHECKPOINT), os.kill(os.getpid(), signal.SIGTERM))
+    )
+    try:
+        sender.start()
+        outcome = cli(*argv)
+        sender.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _check_interrupted(outcome, out)
+    monkeypatch.setattr(SelfClassification, "after_step", after)
+    _resumes_to_the_end(cli, argv, out)
