@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,17 +14,44 @@ from torch import nn
 from ncaflow.config import ConfigError, RunConfig, apply_override, from_dict, to_dict
 from ncaflow.io import atomic_write, config_of, load
 from ncaflow.tasks import get_task
+from ncaflow.tasks.base import CommonData
 
 __all__ = ["evaluate", "with_overrides"]
 
 
+# Where a task writes (data.root: the download cache) and which local folder it copies
+# from (data.mirror) belong to the machine that runs ncaflow, not to a model file: a
+# saved model's values are replaced by the defaults unless the user passes them again.
+LOCATION_KEYS = ("root", "mirror")
+
+
 def with_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
-    """A copy of ``config`` with ``key.sub=value`` overrides applied and validated."""
+    """A saved model's ``config`` made ready to run here: overrides applied and validated.
+
+    ``data.root`` and ``data.mirror`` come from ``overrides`` (``--set data.root=DIR``),
+    else their defaults (``data/raw``; ``$NCAFLOW_DATA_MIRROR``), never from the model
+    file: a downloaded model cannot make evaluation write or read outside the folders
+    the user chose. A stored value other than the default is named in a warning.
+    """
     raw = to_dict(config)
+    data = raw.setdefault("data", {})
+    given = {item.split("=", 1)[0] for item in overrides}
+    defaults = CommonData()
+    for key in LOCATION_KEYS:
+        default = getattr(defaults, key)
+        stored = data.pop(key, default)
+        if stored != default and f"data.{key}" not in given:
+            warnings.warn(
+                f"the model's data.{key}={stored!r} is not used (its default {default!r} is); "
+                f"pass --set data.{key}=... to choose it",
+                UserWarning,
+                stacklevel=2,
+            )
     for item in overrides:
         apply_override(raw, item)
     new = from_dict(RunConfig, raw)
     new.validate()
+    get_task(new.task).data_config(new.data)
     return new
 
 
