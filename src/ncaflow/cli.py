@@ -143,7 +143,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         try:
             old += verify(model).format_version < 2
         except ModelFileError as err:
-            damaged.append(str(err))
+            damaged.append(f"ncaflow check: {err}")
     for line in damaged:
         print(line, file=sys.stderr)
     note = f" ({old} in format version 1, whose JSON carries no digest)" if old else ""
