@@ -164,6 +164,13 @@ def predict(
         )
     if not images:
         raise ValueError("predict: no images given; pass one or more image files")
+    stems = [Path(image).stem for image in images]
+    if out is not None and len(set(stems)) < len(stems):
+        dup = next(s for s in stems if stems.count(s) > 1)
+        raise ValueError(
+            f"{out}: two images are named {dup!r}, and their masks would overwrite each "
+            "other; predict them into separate --out folders"
+        )
     size = int(task.data.size)
     x, shapes = [], []
     for path in images:
@@ -175,7 +182,7 @@ def predict(
     gen = torch.Generator(device=device).manual_seed(seed)
     results = []
     with torch.no_grad():
-        for s in batches(len(x), batch or getattr(task.data, "eval_batch", 64)):
+        for s in batches(len(x), batch or int(getattr(task.data, "eval_batch", 64))):
             chunk = torch.stack(x[s]).to(device)  # (B, C_in, S, S)
             paths, sizes = images[s], shapes[s]
             if config.task == "classification":
@@ -220,13 +227,6 @@ def _segment(
 
 
 def _write_masks(results: list[Prediction], out: Path) -> None:
-    stems = [r.image.stem for r in results]
-    if len(set(stems)) < len(stems):
-        dup = next(s for s in stems if stems.count(s) > 1)
-        raise ValueError(
-            f"{out}: two images are named {dup!r}, and their masks would overwrite each "
-            "other; predict them into separate --out folders"
-        )
     for r in results:
         assert r.mask is not None
         target = out / f"{r.image.stem}.png"

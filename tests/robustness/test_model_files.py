@@ -67,6 +67,11 @@ def swap(folder: Path) -> None:
     (folder / WEIGHTS).write_bytes((other / WEIGHTS).read_bytes())
 
 
+def garbage(folder: Path) -> None:
+    (folder / WEIGHTS).write_bytes(b"\0" * 64)
+    edit(folder, lambda d: None, reseal=True)
+
+
 def set_version(version: object) -> Callable[[dict], object]:
     return lambda d: d.update(format_version=version)
 
@@ -114,7 +119,7 @@ DAMAGES: dict[str, tuple[Callable[[Path], object], str, str]] = {
     "weights-zero-bytes": (lambda f: (f / WEIGHTS).write_bytes(b""), WEIGHTS, "SHA-256 differs"),
     "weights-missing": (lambda f: (f / WEIGHTS).unlink(), WEIGHTS, "missing"),
     "weights-garbage-resealed": (
-        lambda f: ((f / WEIGHTS).write_bytes(b"\0" * 64), edit(f, lambda d: None, reseal=True)),
+        lambda f: garbage(f),
         WEIGHTS,
         "cannot read weights",
     ),
