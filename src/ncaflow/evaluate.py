@@ -19,39 +19,31 @@ from ncaflow.tasks.base import CommonData
 __all__ = ["evaluate", "with_overrides"]
 
 
-# Where a task writes (data.root: the download cache) and which local folder it copies
-# from (data.mirror) belong to the machine that runs ncaflow, not to a model file: a
-# saved model's values are replaced by the defaults unless the user passes them again.
-LOCATION_KEYS = ("root", "mirror")
-
-
 def with_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
     """A saved model's ``config`` made ready to run here: overrides applied and validated.
 
-    ``data.root`` and ``data.mirror`` come from ``overrides`` (``--set data.root=DIR``),
-    else their defaults (``data/raw``; ``$NCAFLOW_DATA_MIRROR``), never from the model
-    file: a downloaded model cannot make evaluation write or read outside the folders
-    the user chose. A stored value other than the default is named in a warning.
+    What the stored config can make ncaflow write is the data cache under ``data.root``
+    (downloads, copies from ``data.mirror``, checksum sidecars); the digest of a model
+    file covers these keys, so they cannot be edited unnoticed. A stored absolute
+    ``data.root`` other than the default is named in a warning, so that evaluating a
+    model from elsewhere never writes there silently; ``--set data.root=DIR`` chooses.
     """
     raw = to_dict(config)
-    data = raw.setdefault("data", {})
-    given = {item.split("=", 1)[0] for item in overrides}
-    defaults = CommonData()
-    for key in LOCATION_KEYS:
-        default = getattr(defaults, key)
-        stored = data.pop(key, default)
-        if stored != default and f"data.{key}" not in given:
-            warnings.warn(
-                f"the model's data.{key}={stored!r} is not used (its default {default!r} is); "
-                f"pass --set data.{key}=... to choose it",
-                UserWarning,
-                stacklevel=2,
-            )
     for item in overrides:
         apply_override(raw, item)
     new = from_dict(RunConfig, raw)
     new.validate()
-    get_task(new.task).data_config(new.data)
+    data = get_task(new.task).data_config(new.data)
+    root = Path(data.root)
+    chosen = any(item.split("=", 1)[0] == "data.root" for item in overrides)
+    if not chosen and root.is_absolute() and root != Path(CommonData().root):
+        where = "" if root.is_dir() else " (a folder that does not exist yet)"
+        warnings.warn(
+            f"data.root: this model's config caches its data in {root}{where}; "
+            "pass --set data.root=DIR to use another folder",
+            UserWarning,
+            stacklevel=2,
+        )
     return new
 
 

@@ -195,23 +195,28 @@ def test_check_names_each_damaged_model_and_passes_the_intact_ones(cli, tmp_path
     assert cli("check", good).code == 0
 
 
-def test_a_models_data_root_cannot_redirect_writes(
+def test_a_models_data_root_is_named_before_evaluate_writes_there(
     cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror: Path
 ) -> None:
-    """A version-1 file (no digest) whose data.root points elsewhere: evaluate downloads
-    into the default data root of the current directory, or the one --set names, only."""
+    """A version-1 file (no digest) whose data.root points elsewhere: evaluate says where
+    it caches the data, and --set data.root chooses another folder (nothing goes there)."""
     monkeypatch.chdir(tmp_path)
     folder = saved(tmp_path / "model")
     elsewhere = tmp_path / "elsewhere"
-    edit(folder, lambda d: d["config"]["data"].update(root=str(elsewhere), mirror="/nowhere"))
-    edit(folder, lambda d: d.update(format_version=1) or d.pop("digest"), reseal=False)
-    small = ["--split", "test", "--set", "data.eval_batch=16"]  # small batches: no compiling
-    outcome = cli("evaluate", "--model", folder, *small, "--set", f"data.mirror={mirror}")
+    edit(folder, lambda d: d["config"]["data"].update(root=str(elsewhere)))
+    edit(folder, lambda d: d.update(format_version=1) or d.pop("digest"))
+    small = ["--split", "test", "--set", "data.eval_batch=16", "--set", f"data.mirror={mirror}"]
+    outcome = cli("evaluate", "--model", folder, *small)
     assert outcome.code == 0, outcome.err
-    assert f"the model's data.root='{elsewhere}' is not used" in outcome.err
-    assert not elsewhere.exists()
-    assert (tmp_path / "data" / "raw" / "breastmnist.npz").is_file()
+    assert outcome.err.startswith(
+        f"ncaflow evaluate: warning: data.root: this model's config caches its data in "
+        f"{elsewhere} (a folder that does not exist yet); pass --set data.root=DIR"
+    )
+    assert (elsewhere / "breastmnist.npz").is_file()
     chosen = tmp_path / "chosen"
-    argv = ["evaluate", "--model", folder, *small, "--set", f"data.root={chosen}"]
-    assert cli(*argv, "--set", f"data.mirror={mirror}").code == 0
-    assert (chosen / "breastmnist.npz").is_file() and not elsewhere.exists()
+    outcome = cli("evaluate", "--model", folder, *small, "--set", f"data.root={chosen}")
+    assert outcome.code == 0 and "data.root" not in outcome.err
+    assert (chosen / "breastmnist.npz").is_file()
+    (elsewhere / "breastmnist.npz").unlink()
+    assert cli("evaluate", "--model", folder, *small, "--set", f"data.root={chosen}").code == 0
+    assert not (elsewhere / "breastmnist.npz").exists()
