@@ -145,7 +145,8 @@ def predict(
     """Predictions of a saved model (path or loaded) for image files, in their order.
 
     ``out``: a folder for segmentation masks (``<image stem>.png``, 0/255, at the
-    image's own size); segmentation needs it, classification ignores it. The fire
+    image's own size); segmentation needs it, classification refuses it (the caller
+    writes the table: ``Prediction.row()``). The fire
     masks come from one generator seeded by ``seed`` and drawn batch by batch, so
     results of a stochastic model depend on ``seed`` and ``batch`` (default: the task's
     ``data.eval_batch``, so the images of an evaluation split, in its order, get the
