@@ -228,11 +228,20 @@ def _segment(
 
 
 def _write_masks(results: list[Prediction], out: Path) -> None:
-    for r in results:
-        assert r.mask is not None
-        target = out / f"{r.image.stem}.png"
-        atomic_write(target, _png_writer(r.mask))
-        r.mask_path = target
+    """One PNG per result, all or none: a failure removes the masks this call wrote."""
+    written: list[Path] = []
+    try:
+        for r in results:
+            assert r.mask is not None
+            target = out / f"{r.image.stem}.png"
+            atomic_write(target, _png_writer(r.mask))
+            written.append(target)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    for r, path in zip(results, written, strict=True):
+        r.mask_path = path
 
 
 def _png_writer(mask: np.ndarray) -> Callable[[Path], None]:

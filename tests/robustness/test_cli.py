@@ -219,3 +219,23 @@ def test_predict_resizes_with_a_one_line_warning(cli, work: Path) -> None:
         == "ncaflow predict: warning: wide.png: resized from 12x20 to the model's 28x28\n"
     )
     assert outcome.out.startswith("image,label,name,score_0,score_1\nwide.png,")
+
+
+def test_disk_full_on_a_later_mask_leaves_no_masks(
+    cli, work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    calls: list[object] = []
+
+    def replace_then_fail(src: str, dst: str) -> None:
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        os.rename(src, dst)
+
+    monkeypatch.setattr("ncaflow.io.os.replace", replace_then_fail)
+    masks = work / "masks"
+    outcome = cli("predict", "--model", "segmentation", "rgb.png", "sub/good.png", "--out", masks)
+    outcome.fails_cleanly(f"disk full while writing {masks / 'good.png'}")
+    assert list(masks.iterdir()) == []
