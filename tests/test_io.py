@@ -12,7 +12,16 @@ from safetensors.torch import load_file, save_file
 
 from ncaflow.cascade import build_model
 from ncaflow.config import RunConfig, from_dict
-from ncaflow.io import FORMAT_VERSION, ModelFileError, json_digest, load, save, sha256, verify
+from ncaflow.io import (
+    FORMAT_VERSION,
+    ModelFileError,
+    json_digest,
+    load,
+    save,
+    sha256,
+    upgrade,
+    verify,
+)
 
 
 def config(**extra: object) -> RunConfig:
@@ -127,6 +136,34 @@ def test_version_1_files_are_read_with_their_weights_sha256(tmp_path: Path) -> N
     edit_json(path, lambda d: d.pop("weights_sha256"))
     with pytest.raises(ModelFileError, match="key 'weights_sha256': missing"):
         load(path)
+
+
+def test_upgrade_rewrites_a_version_1_json_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The repository's version-1 reference model, copied: `ncaflow check --upgrade` adds
+    the digest, keeps the weights and every other value; then version 1 can be turned off."""
+    import shutil
+
+    from ncaflow import io
+    from ncaflow.cli import main
+
+    source = Path(__file__).parents[1] / "docs" / "reference-h100" / "growing"
+    folder = tmp_path / "growing"
+    shutil.copytree(source, folder)
+    before = json.loads((folder / "model.json").read_text())
+    weights = (folder / "model.safetensors").read_bytes()
+    assert main(["check", "--upgrade", str(tmp_path)]) == 0
+    assert "1 of 1 models intact (1 rewritten from format version 1)" in capsys.readouterr().out
+    after = json.loads((folder / "model.json").read_text())
+    assert after.pop("digest") == json_digest(after)
+    assert after == {**before, "format_version": 2}
+    assert (folder / "model.safetensors").read_bytes() == weights
+    assert upgrade(folder) is False  # already current
+    monkeypatch.setattr(io, "READS_VERSION_1", False)
+    load(folder)
+    with pytest.raises(ModelFileError, match="is no longer read"):
+        load(source)
 
 
 def test_the_repositorys_reference_models_verify() -> None:

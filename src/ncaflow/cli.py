@@ -135,18 +135,21 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
 
 @command
 def cmd_check(args: argparse.Namespace) -> int:
-    from ncaflow.io import ModelFileError, verify
+    from ncaflow.io import ModelFileError, upgrade, verify
 
     models = _model_files(args.paths)
     damaged, old = [], 0
     for model in models:
         try:
-            old += verify(model).format_version < 2
+            old += upgrade(model) if args.upgrade else verify(model).format_version < 2
         except ModelFileError as err:
             damaged.append(f"ncaflow check: {err}")
     for line in damaged:
         print(line, file=sys.stderr)
-    note = f" ({old} in format version 1, whose JSON carries no digest)" if old else ""
+    if args.upgrade:
+        note = f" ({old} rewritten from format version 1)" if old else ""
+    else:
+        note = f" ({old} in format version 1, whose JSON carries no digest)" if old else ""
     print(f"{len(models) - len(damaged)} of {len(models)} models intact{note}")
     return 1 if damaged else 0
 
@@ -361,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
         "finite values",
     )
     p.add_argument("paths", nargs="+", help="folders (searched recursively) or model files")
+    p.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="rewrite intact format-1 JSON files as format 2 (adds the digest; weights unchanged)",
+    )
 
     p = sub.add_parser("predict", help="classify image files, or segment them, with a saved model")
     p.add_argument("--model", required=True, help="model.safetensors, its .json, or its directory")

@@ -37,6 +37,7 @@ from ncaflow.config import ConfigError, RunConfig, from_dict, to_dict
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "READS_VERSION_1",
     "ModelFileError",
     "Verified",
     "atomic_write",
@@ -47,11 +48,16 @@ __all__ = [
     "model_paths",
     "save",
     "sha256",
+    "upgrade",
     "verify",
 ]
 
 FORMAT = "ncaflow-model"
-FORMAT_VERSION = 2  # 2: the JSON carries `digest`; 1: weights_sha256 only (still read)
+FORMAT_VERSION = 2  # 2: the JSON carries `digest`; 1: weights_sha256 only
+# Version-1 files are still read (the repository's reference and DVC-tracked models are
+# version 1). Their JSON has no digest, so an edited file that claims version 1 passes;
+# once every model has been rewritten by upgrade() (`ncaflow check --upgrade`), set False.
+READS_VERSION_1 = True
 RESAVE = "restore both files together from their source (`dvc pull`, the download) or retrain"
 
 
@@ -129,10 +135,28 @@ def save(
         "parameters": sum(p.numel() for p in model.parameters()),
         "weights_sha256": sha256(weights),
     }
+    _write_json(meta_path, doc)
+    return weights
+
+
+def _write_json(meta_path: Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` with its digest, atomically."""
     doc = json.loads(json.dumps(doc))  # the digest is over what a reader will parse
     doc["digest"] = json_digest(doc)
     atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(doc, indent=2) + "\n"))
-    return weights
+
+
+def upgrade(path: str | Path) -> bool:
+    """Rewrite a version-1 model's JSON as the current version (digest added; the weights
+    and every other value unchanged) after the full :func:`verify`. True if rewritten."""
+    _, meta_path = model_paths(path)
+    if verify(path).format_version == FORMAT_VERSION:
+        return False
+    doc = json.loads(meta_path.read_text(encoding="utf-8"))
+    doc["format_version"] = FORMAT_VERSION
+    _write_json(meta_path, doc)
+    verify(path)
+    return True
 
 
 def _read_json(meta_path: Path) -> dict[str, Any]:
@@ -160,6 +184,11 @@ def _read_json(meta_path: Path) -> dict[str, Any]:
         raise ModelFileError(
             f"{meta_path}: key 'format_version': {version} was written by a newer ncaflow "
             f"(this one reads 1..{FORMAT_VERSION}); upgrade ncaflow to read it"
+        )
+    if version == 1 and not READS_VERSION_1:
+        raise ModelFileError(
+            f"{meta_path}: key 'format_version': 1 (no digest) is no longer read; rewrite it "
+            "with an ncaflow that reads it: `ncaflow check --upgrade FOLDER`"
         )
     if not isinstance(doc.get("weights_sha256"), str):
         raise ModelFileError(
