@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from ncaflow.cascade import build_model
 from ncaflow.config import RunConfig, from_dict
-from ncaflow.io import ModelFileError, load, save
+from ncaflow.io import (
+    FORMAT_VERSION,
+    ModelFileError,
+    json_digest,
+    load,
+    save,
+    sha256,
+    upgrade,
+    verify,
+)
 
 
 def config(**extra: object) -> RunConfig:
@@ -48,27 +59,157 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path, cascade: dict | None
     assert type(loaded) is type(model)  # a cascade comes back as a cascade
 
 
-def test_truncated_weights_are_reported(tmp_path: Path) -> None:
+def saved(tmp_path: Path) -> Path:
     cfg = config()
-    path = save(build_model(cfg), cfg, tmp_path / "model.safetensors")
-    path.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(ModelFileError, match="truncated or from another run"):
-        load(path)
+    torch.manual_seed(0)
+    return save(build_model(cfg), cfg, tmp_path / "model.safetensors")
+
+
+def reseal(weights: Path, edit: Callable[[dict], None] = lambda doc: None) -> None:
+    """Edit a model's JSON and recompute its SHA-256 and digest: a consistent file whose
+    content alone is wrong (what a buggy writer or a hand-made file could produce)."""
+    meta = weights.with_suffix(".json")
+    doc = json.loads(meta.read_text())
+    edit(doc)
+    doc["weights_sha256"] = sha256(weights)
+    doc["digest"] = json_digest(doc)
+    meta.write_text(json.dumps(doc))
+
+
+def edit_json(weights: Path, edit: Callable[[dict], object]) -> None:
+    meta = weights.with_suffix(".json")
+    doc = json.loads(meta.read_text())
+    edit(doc)
+    meta.write_text(json.dumps(doc))
+
+
+def test_json_carries_a_digest_over_itself_and_the_weights(tmp_path: Path) -> None:
+    path = saved(tmp_path)
     doc = json.loads(path.with_suffix(".json").read_text())
-    del doc["weights_sha256"]
-    path.with_suffix(".json").write_text(json.dumps(doc))
-    with pytest.raises(ModelFileError, match="cannot read weights"):
+    assert doc["format_version"] == FORMAT_VERSION == 2
+    assert doc["weights_sha256"] == sha256(path)
+    assert doc["digest"] == json_digest(doc)
+    assert verify(path).format_version == 2
+
+
+def test_truncated_or_swapped_weights_are_reported(tmp_path: Path) -> None:
+    path = saved(tmp_path)
+    good = path.read_bytes()
+    path.write_bytes(good[:-10])
+    with pytest.raises(ModelFileError, match="SHA-256 differs"):
         load(path)
+    cfg = config()
+    torch.manual_seed(1)  # same shapes, other values: another run's weights
+    other = save(build_model(cfg), cfg, tmp_path / "other" / "model.safetensors")
+    path.write_bytes(other.read_bytes())
+    with pytest.raises(ModelFileError, match="SHA-256 differs"):
+        load(path)
+    path.write_bytes(good)
+    load(path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["config"]["data"].update(root="/elsewhere"), "key 'digest': does not match"),
+        (lambda d: d.pop("digest"), "key 'digest': missing"),
+        (lambda d: d.pop("weights_sha256"), "key 'weights_sha256': missing"),
+        (lambda d: d.update(format_version=3), "newer ncaflow"),
+        (lambda d: d.update(format_version="2"), "key 'format_version'"),
+        (lambda d: d.update(format="other"), "not an ncaflow model"),
+    ],
+)
+def test_edited_json_is_refused(tmp_path: Path, edit: Callable[[dict], None], message: str) -> None:
+    path = saved(tmp_path)
+    edit_json(path, edit)
+    with pytest.raises(ModelFileError, match=message):
+        verify(path)
+    with pytest.raises(ModelFileError, match=message):
+        load(path)
+
+
+def test_version_1_files_are_read_with_their_weights_sha256(tmp_path: Path) -> None:
+    path = saved(tmp_path)
+    edit_json(path, lambda d: d.update(format_version=1, digest=None) or d.pop("digest"))
+    assert verify(path).format_version == 1
+    load(path)
+    edit_json(path, lambda d: d.pop("weights_sha256"))
+    with pytest.raises(ModelFileError, match="key 'weights_sha256': missing"):
+        load(path)
+
+
+def test_upgrade_rewrites_a_version_1_json_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The repository's version-1 reference model, copied: `ncaflow check --upgrade` adds
+    the digest, keeps the weights and every other value; then version 1 can be turned off."""
+    import shutil
+
+    from ncaflow import io
+    from ncaflow.cli import main
+
+    source = Path(__file__).parents[1] / "docs" / "reference-h100" / "growing"
+    folder = tmp_path / "growing"
+    shutil.copytree(source, folder)
+    before = json.loads((folder / "model.json").read_text())
+    weights = (folder / "model.safetensors").read_bytes()
+    assert main(["check", "--upgrade", str(tmp_path)]) == 0
+    assert "1 of 1 models intact (1 rewritten from format version 1)" in capsys.readouterr().out
+    after = json.loads((folder / "model.json").read_text())
+    assert after.pop("digest") == json_digest(after)
+    assert after == {**before, "format_version": 2}
+    assert (folder / "model.safetensors").read_bytes() == weights
+    assert upgrade(folder) is False  # already current
+    monkeypatch.setattr(io, "READS_VERSION_1", False)
+    load(folder)
+    with pytest.raises(ModelFileError, match="is no longer read"):
+        load(source)
+
+
+def test_the_repositorys_reference_models_verify() -> None:
+    files = sorted((Path(__file__).parents[1] / "docs").rglob("model.safetensors"))
+    assert files
+    for path in files:
+        assert verify(path).format_version == 1
 
 
 def test_mismatched_config_is_reported(tmp_path: Path) -> None:
-    cfg = config()
-    path = save(build_model(cfg), cfg, tmp_path / "model.safetensors")
-    doc = json.loads(path.with_suffix(".json").read_text())
-    doc["config"]["model"]["hidden_width"] = 32
-    del doc["weights_sha256"]
-    path.with_suffix(".json").write_text(json.dumps(doc))
-    with pytest.raises(ModelFileError, match="do not fit the config"):
+    path = saved(tmp_path)
+    reseal(path, lambda d: d["config"]["model"].update(hidden_width=32))
+    with pytest.raises(ModelFileError, match=r"the config in its \.json builds"):
+        load(path)
+
+
+def test_invalid_config_in_a_consistent_file_is_reported(tmp_path: Path) -> None:
+    path = saved(tmp_path)
+    reseal(path, lambda d: d["config"]["model"].update(fire_rate=2.0))
+    with pytest.raises(ModelFileError, match=r"model.json: key 'model.fire_rate'"):
+        load(path)
+
+
+def rewrite_tensors(path: Path, change: Callable[[dict[str, torch.Tensor]], None]) -> None:
+    state = load_file(str(path))
+    change(state)
+    save_file(state, str(path))
+    reseal(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.update(extra=torch.zeros(1)), "unknown tensor 'extra'"),
+        (lambda s: s.pop(sorted(s)[0]), "missing tensor"),
+        (lambda s: s.update({k: v.double() for k, v in s.items()}), "float64"),
+        (lambda s: next(iter(s.values())).view(-1).__setitem__(0, float("nan")), "NaN or Inf"),
+        (lambda s: next(iter(s.values())).view(-1).__setitem__(0, float("inf")), "NaN or Inf"),
+    ],
+)
+def test_tensors_must_be_those_the_config_builds(
+    tmp_path: Path, change: Callable[[dict[str, torch.Tensor]], None], message: str
+) -> None:
+    path = saved(tmp_path)
+    rewrite_tensors(path, change)
+    with pytest.raises(ModelFileError, match=message):
         load(path)
 
 

@@ -24,6 +24,7 @@ _LAZY = {
     "save": "ncaflow.io",
     "train": "ncaflow.train",
     "evaluate": "ncaflow.evaluate",
+    "predict": "ncaflow.predict",
     "get_task": "ncaflow.tasks",
 }
 

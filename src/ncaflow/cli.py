@@ -7,11 +7,13 @@ Snakemake job start fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["main"]
 
@@ -133,19 +135,89 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
 
 @command
 def cmd_check(args: argparse.Namespace) -> int:
-    from ncaflow.io import ModelFileError, verify
+    from ncaflow.io import ModelFileError, upgrade, verify
 
-    files = sorted({w for p in args.paths for w in Path(p).rglob("*.safetensors")})
-    damaged = []
-    for weights in files:
+    models = _model_files(args.paths)
+    damaged, old = [], 0
+    for model in models:
         try:
-            verify(weights)
+            old += upgrade(model) if args.upgrade else verify(model).format_version < 2
         except ModelFileError as err:
-            damaged.append(str(err))
+            damaged.append(f"ncaflow check: {err}")
     for line in damaged:
         print(line, file=sys.stderr)
-    print(f"{len(files) - len(damaged)} of {len(files)} model files intact")
+    if args.upgrade:
+        note = f" ({old} rewritten from format version 1)" if old else ""
+    else:
+        note = f" ({old} in format version 1, whose JSON carries no digest)" if old else ""
+    print(f"{len(models) - len(damaged)} of {len(models)} models intact{note}")
     return 1 if damaged else 0
+
+
+def _model_files(paths: list[str]) -> list[Path]:
+    """One path per saved model (its .safetensors) found in files or folders (recursive)."""
+    from ncaflow.io import model_paths
+
+    found: set[Path] = set()
+    for given in map(Path, paths):
+        if given.is_dir():
+            hits = [*given.rglob("*.safetensors"), *given.rglob("model.json")]
+        elif not given.exists():
+            raise FileNotFoundError(2, "no such model file or folder", str(given))
+        elif given.suffix in (".safetensors", ".json"):
+            hits = [given]
+        else:
+            raise ValueError(
+                f"{given}: not a model file; pass a .safetensors, its .json or a folder"
+            )
+        found.update(model_paths(hit)[0] for hit in hits)
+        if not hits:
+            raise ValueError(
+                f"{given}: no model files (*.safetensors, model.json) in this folder; "
+                "pass the folder that holds the models"
+            )
+    return sorted(found)
+
+
+@command
+def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+    import io
+
+    from ncaflow.predict import predict
+    from ncaflow.train import select_device
+
+    fmt = args.format
+    table = None
+    if args.out is not None and Path(args.out).suffix in (".csv", ".json"):
+        fmt, table = fmt or Path(args.out).suffix[1:], Path(args.out)
+    results = predict(
+        args.model,
+        args.images,
+        out=None if table else args.out,
+        resize=not args.no_resize,
+        seed=args.seed,
+        device=str(select_device(args.device)),
+    )
+    rows = [r.row() for r in results]
+    if fmt == "json":
+        text = json.dumps(rows, indent=2) + "\n"
+    else:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(
+            {k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows
+        )
+        text = buffer.getvalue()
+    if table is None:
+        print(text, end="")
+    else:
+        from ncaflow.io import atomic_write
+
+        atomic_write(table, lambda tmp: tmp.write_text(text))
+        print(f"{len(rows)} predictions -> {table}")
+    return 0
 
 
 @command
@@ -228,9 +300,7 @@ def _rollout_args(p: argparse.ArgumentParser, *, out: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ncaflow", description="Neural Cellular Automata pipeline"
-    )
+    parser = _Parser(prog="ncaflow", description="Neural Cellular Automata pipeline")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train one model from a YAML run config")
@@ -288,8 +358,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rollouts", type=int, default=16)
     p.add_argument("--examples", type=int, default=4)
 
-    p = sub.add_parser("check", help="verify every saved model under folders against its SHA-256")
-    p.add_argument("paths", nargs="+", help="folders (searched recursively) or files")
+    p = sub.add_parser(
+        "check",
+        help="verify saved models as load does: digest, SHA-256, config, tensor shapes, "
+        "finite values",
+    )
+    p.add_argument("paths", nargs="+", help="folders (searched recursively) or model files")
+    p.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="rewrite intact format-1 JSON files as format 2 (adds the digest; weights unchanged)",
+    )
+
+    p = sub.add_parser("predict", help="classify image files, or segment them, with a saved model")
+    p.add_argument("--model", required=True, help="model.safetensors, its .json, or its directory")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument(
+        "--out",
+        help="segmentation: folder for one mask PNG per image (required); "
+        "classification: a .csv or .json file for the table (default: print it)",
+    )
+    p.add_argument("--format", choices=["csv", "json"], help="table format (default: csv)")
+    p.add_argument(
+        "--no-resize",
+        action="store_true",
+        help="refuse images of another size than the model's (default: resize with a warning)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the fire masks")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... or auto (cuda, mps, cpu)")
 
     p = sub.add_parser("info", help="print a saved model's task, size and config")
     p.add_argument("model")
@@ -326,24 +422,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as one line (the sub-parsers inherit this class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}; see `{self.prog} --help`\n")
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _os_error(err: OSError) -> str:
+    """An OSError as ``<file>: <what>; <fix>``."""
+    path = err.filename or "a file"
+    if isinstance(err, FileNotFoundError):
+        return f"{path}: no such file or folder; check the path"
+    if err.errno == errno.ENOSPC:
+        return f"disk full while writing {path}; free space or choose another --out"
+    if err.errno == errno.EROFS or isinstance(err, PermissionError):
+        return f"cannot write {path} (read-only); choose another --out"
+    return f"{path}: {err.strerror or err}; check the path and its permissions"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a user's mistake ends in one stderr line and a non-zero exit code.
+
+    Lines read ``ncaflow <command>: <file/key>: <what>; <fix>``. Exit codes: 1 bad input
+    or damaged file, 2 bad config or usage, 130 interrupted. Other exceptions are bugs
+    and keep their traceback.
+    """
     from ncaflow.config import ConfigError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        parser.exit(
+            2,
+            f"ncaflow {args.command}: unrecognized arguments: {' '.join(extra)}; "
+            f"see `ncaflow {args.command} --help`\n",
+        )
     if getattr(args, "split", None) is None and args.command == "evaluate":
         args.split = ["val", "test"]
-    try:
-        return COMMANDS[args.command](args)
-    except ConfigError as err:
-        print(f"ncaflow {args.command}: config error: {err}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, RuntimeError, ValueError) as err:
-        print(f"ncaflow {args.command}: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM in train (its message says how to resume)
-        print(f"ncaflow {args.command}: {err or 'interrupted'}", file=sys.stderr)
-        return 130
+    prefix = f"ncaflow {args.command}"
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_, **__: print(
+            f"{prefix}: warning: {_one_line(message)}", file=sys.stderr
+        )
+        try:
+            return COMMANDS[args.command](args)
+        except ConfigError as err:
+            print(f"{prefix}: {_one_line(err)}", file=sys.stderr)
+            return 2
+        except OSError as err:
+            print(f"{prefix}: {_one_line(_os_error(err))}", file=sys.stderr)
+            return 1
+        except (RuntimeError, ValueError) as err:
+            print(f"{prefix}: {_one_line(err)}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt as err:  # Ctrl-C; train's own message says how to resume
+            again = "; run the same command again to resume" if args.command == "train" else ""
+            what = _one_line(err) if str(err) else f"interrupted{again}"
+            print(f"{prefix}: {what}", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,17 +14,36 @@ from torch import nn
 from ncaflow.config import ConfigError, RunConfig, apply_override, from_dict, to_dict
 from ncaflow.io import atomic_write, config_of, load
 from ncaflow.tasks import get_task
+from ncaflow.tasks.base import CommonData
 
 __all__ = ["evaluate", "with_overrides"]
 
 
 def with_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
-    """A copy of ``config`` with ``key.sub=value`` overrides applied and validated."""
+    """A saved model's ``config`` made ready to run here: overrides applied and validated.
+
+    What the stored config can make ncaflow write is the data cache under ``data.root``
+    (downloads, copies from ``data.mirror``, checksum sidecars); the digest of a model
+    file covers these keys, so they cannot be edited unnoticed. A stored absolute
+    ``data.root`` other than the default is named in a warning, so that evaluating a
+    model from elsewhere never writes there silently; ``--set data.root=DIR`` chooses.
+    """
     raw = to_dict(config)
     for item in overrides:
         apply_override(raw, item)
     new = from_dict(RunConfig, raw)
     new.validate()
+    data = get_task(new.task).data_config(new.data)
+    root = Path(data.root)
+    chosen = any(item.split("=", 1)[0] == "data.root" for item in overrides)
+    if not chosen and root.is_absolute() and root != Path(CommonData().root):
+        where = "" if root.is_dir() else " (a folder that does not exist yet)"
+        warnings.warn(
+            f"data.root: this model's config caches its data in {root}{where}; "
+            "pass --set data.root=DIR to use another folder",
+            UserWarning,
+            stacklevel=2,
+        )
     return new
 
 

@@ -13,6 +13,7 @@ Metrics are MedMNIST's own (``medmnist.evaluator.getACC/getAUC``) plus macro F1.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -99,13 +100,23 @@ class Classification(Task):
     select_mode = "max"
     data: ClassificationData
 
+    def describe(self, info: dict[str, Any] | None = None) -> None:
+        """Class count and label kind, from MedMNIST's metadata or (own data) the model's
+        output size: no data read; setup() calls it with what it read."""
+        if info is None and self.data.dataset == "folder":
+            m = self.config.model
+            n = m.head if self.data.readout == "head" else m.output_channels
+            info = {"task": "binary-class" if n == 2 else "multi-class", "label": range(n)}
+        info = info or medmnist_info(self.data.flag)
+        self.multilabel = info["task"].startswith("multi-label")
+        self.medmnist_task = info["task"]
+        self.n_classes = len(info["label"])
+
     def setup(self) -> None:
         d = self.data
         own = self._own_data() if d.dataset == "folder" else None
         info = own.info() if own is not None else medmnist_info(d.flag)
-        self.multilabel = info["task"].startswith("multi-label")
-        self.medmnist_task = info["task"]
-        self.n_classes = len(info["label"])
+        self.describe(info)
         m = self.config.model
         self.require(
             m.input_channels == info["n_channels"],
@@ -247,6 +258,29 @@ class Classification(Task):
             return votes.mean(dim=(1, 2))
         return torch.softmax(logits, 1)
 
+    def eval_runs(
+        self, model: nn.Module, x: Tensor, generator: torch.Generator
+    ) -> Iterator[tuple[Tensor, int]]:
+        """Every evaluation rollout of images ``x`` (B, C_in, H, W): ``(logits, runs)``.
+
+        One per ensemble member x view (the image; with ``eval_hflip`` its mirror too) x
+        ``eval_rollouts`` stochastic rollout, in that order (which fixes the fire masks).
+        """
+        views = [x, x.flip(-1)] if self.data.eval_hflip else [x]
+        members = list(model) if isinstance(model, nn.ModuleList) else [model]  # an ensemble
+        n = self.data.eval_rollouts * len(views) * len(members)
+        for member, view in itertools.product(members, views):
+            seed = self.seed(view)
+            for _ in range(self.data.eval_rollouts):  # stochastic rollouts (fire masks)
+                out = member(seed, self.eval_steps, generator=generator)
+                yield self.logits(member, out), n
+
+    @torch.no_grad()
+    def predict_scores(self, model: nn.Module, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Images (B, C_in, H, W) in [0, 1] -> (B, K) class scores, as evaluate() computes them."""
+        runs = [self.scores(logits) for logits, _ in self.eval_runs(model, x, generator)]
+        return torch.stack(runs).mean(0)
+
     @torch.no_grad()
     def evaluate(
         self, model: nn.Module, split: str, generator: torch.Generator
@@ -254,19 +288,12 @@ class Classification(Task):
         from medmnist.evaluator import getACC, getAUC
 
         x, y = self.splits[split]
-        views = [x, x.flip(-1)] if self.data.eval_hflip else [x]
-        members = list(model) if isinstance(model, nn.ModuleList) else [model]  # an ensemble
-        n = self.data.eval_rollouts * len(views) * len(members)
         loss_sum, scores = 0.0, []
         for s in batches(len(y), self.data.eval_batch):
             runs = []
-            for member, view in itertools.product(members, views):
-                seed = self.seed(view[s])
-                for _ in range(self.data.eval_rollouts):  # stochastic rollouts (fire masks)
-                    out = member(seed, self.eval_steps, generator=generator)
-                    logits = self.logits(member, out)
-                    loss_sum += self.loss_from_logits(logits, y[s]).sum().item() / n
-                    runs.append(self.scores(logits))
+            for logits, n in self.eval_runs(model, x[s], generator):
+                loss_sum += self.loss_from_logits(logits, y[s]).sum().item() / n
+                runs.append(self.scores(logits))
             scores.append(torch.stack(runs).mean(0).cpu())  # the average of every run's scores
         score = torch.cat(scores).numpy()
         truth = y.cpu().numpy()

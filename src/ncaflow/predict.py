@@ -1,0 +1,250 @@
+"""Predict with a saved model on image files: a class per image, or a mask per image.
+
+Classification models give each image's class and per-class scores exactly as
+``evaluate`` computes them (same rollouts, views and readout; the task module's
+code). Segmentation models give a binary mask (``logit > 0``, as ``evaluate``
+thresholds it), written as a PNG per image. Growing and self-classification
+models read no image of the user's, so they are refused with a pointer to the
+command that fits them.
+
+Images are read with Pillow, converted to the model's channels (grey or RGB)
+and scaled to [0, 1] like the training data; an image of another size is
+resized (bilinear, as the data loaders do) with a warning, or refused with
+``resize=False``. Nothing is downloaded and only ``out`` is written.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from ncaflow.io import atomic_write, config_of, load
+from ncaflow.tasks import get_task
+from ncaflow.tasks.base import Task, batches
+
+__all__ = ["PREDICTABLE", "PredictWarning", "Prediction", "predict", "read_image"]
+
+PREDICTABLE = ("classification", "segmentation")
+_ELSEWHERE = {
+    "growing": "it grows its pattern from one seed cell and reads no image; "
+    "use `ncaflow animate` to watch it",
+    "selfclass": "it classifies MNIST digits by their own shape; use `ncaflow evaluate`",
+}
+
+
+class PredictWarning(UserWarning):
+    """An image was resized to the model's size."""
+
+
+@dataclass
+class Prediction:
+    """One image's result.
+
+    Classification: ``label`` (class index; for multi-label the classes scoring > 0.5),
+    ``name`` (its label text) and ``scores`` (K,) per-class scores in [0, 1].
+    Segmentation: ``mask`` (H, W) bool at the image's own size, ``mask_path`` once written.
+    """
+
+    image: Path
+    size: tuple[int, int]  # the image's (width, height)
+    label: int | list[int] | None = None
+    name: str | list[str] | None = None
+    scores: list[float] = field(default_factory=list)
+    mask: np.ndarray | None = None
+    mask_path: Path | None = None
+
+    def row(self) -> dict[str, Any]:
+        """A flat record for CSV/JSON output."""
+        out: dict[str, Any] = {"image": str(self.image)}
+        if self.mask_path is not None or self.mask is not None:
+            out["mask"] = str(self.mask_path) if self.mask_path else None
+            out["foreground"] = round(float(self.mask.mean()), 6) if self.mask is not None else None
+            return out
+        out["label"] = self.label
+        out["name"] = self.name
+        out.update({f"score_{k}": round(s, 6) for k, s in enumerate(self.scores)})
+        return out
+
+
+def read_image(
+    path: str | Path, *, channels: int, size: int, resize: bool = True
+) -> tuple[Tensor, tuple[int, int]]:
+    """One image file -> ((channels, size, size) float32 in [0, 1], its own (width, height)).
+
+    Raises ValueError naming the file when it is missing, not an image, damaged, or
+    (``resize=False``) of another size than ``size`` x ``size``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such image file; check the path")
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now, so a truncated file fails here
+            mode = {1: "L", 3: "RGB"}.get(channels)
+            if mode is None:
+                raise ValueError(
+                    f"{path}: the model reads {channels}-channel images, which image files "
+                    "cannot hold; predict with a grey (1) or RGB (3) model"
+                )
+            img = im.convert(mode)
+            own = im.size
+    except (OSError, Image.DecompressionBombError, SyntaxError) as err:
+        raise ValueError(
+            f"{path}: cannot read as an image ({err}); pass a PNG or JPEG file"
+        ) from None
+    if img.size != (size, size):
+        if not resize:
+            raise ValueError(
+                f"{path}: {img.size[0]}x{img.size[1]} pixels, the model reads {size}x{size}; "
+                "resize it or allow resizing (drop --no-resize)"
+            )
+        warnings.warn(
+            f"{path}: resized from {img.size[0]}x{img.size[1]} to the model's {size}x{size}",
+            PredictWarning,
+            stacklevel=2,
+        )
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    arr = np.asarray(img, dtype=np.float32) / 255.0  # (H, W) or (H, W, C)
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(arr)), own  # (C, size, size)
+
+
+def _task_for(model: nn.Module, device: str) -> Task:
+    config = config_of(model)
+    if config.task not in PREDICTABLE:
+        why = _ELSEWHERE.get(config.task, "predict does not support this task")
+        raise ValueError(
+            f"key 'task': predict reads images for {' and '.join(PREDICTABLE)} models; "
+            f"this model's task is {config.task!r}: {why}"
+        )
+    task = get_task(config.task)(config=config, device=device)
+    describe = getattr(task, "describe", None)
+    if describe is not None:
+        describe()  # class count and label kind, without reading the data set
+    return task
+
+
+def predict(
+    model: str | Path | nn.Module,
+    images: Sequence[str | Path],
+    *,
+    out: str | Path | None = None,
+    resize: bool = True,
+    seed: int = 0,
+    device: str = "cpu",
+    batch: int | None = None,
+) -> list[Prediction]:
+    """Predictions of a saved model (path or loaded) for image files, in their order.
+
+    ``out``: a folder for segmentation masks (``<image stem>.png``, 0/255, at the
+    image's own size); segmentation needs it, classification refuses it (the caller
+    writes the table: ``Prediction.row()``). The fire
+    masks come from one generator seeded by ``seed`` and drawn batch by batch, so
+    results of a stochastic model depend on ``seed`` and ``batch`` (default: the task's
+    ``data.eval_batch``, so the images of an evaluation split, in its order, get the
+    scores ``evaluate`` computed for them).
+    """
+    if isinstance(model, str | Path):
+        model = load(model, device=device)
+    task = _task_for(model, device)
+    config = config_of(model)
+    if config.task == "segmentation" and out is None:
+        raise ValueError("--out: a segmentation model writes masks; give an --out folder")
+    if config.task == "classification" and out is not None:
+        raise ValueError(
+            f"{out}: a classification model writes a table, not masks; give a .csv or .json "
+            "file as --out, or none to print it"
+        )
+    if not images:
+        raise ValueError("predict: no images given; pass one or more image files")
+    stems = [Path(image).stem for image in images]
+    if out is not None and len(set(stems)) < len(stems):
+        dup = next(s for s in stems if stems.count(s) > 1)
+        raise ValueError(
+            f"{out}: two images are named {dup!r}, and their masks would overwrite each "
+            "other; predict them into separate --out folders"
+        )
+    size = int(task.data.size)
+    x, shapes = [], []
+    for path in images:
+        image, own = read_image(
+            path, channels=config.model.input_channels, size=size, resize=resize
+        )
+        x.append(image)
+        shapes.append(own)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    results = []
+    with torch.no_grad():
+        for s in batches(len(x), batch or int(getattr(task.data, "eval_batch", 64))):
+            chunk = torch.stack(x[s]).to(device)  # (B, C_in, S, S)
+            paths, sizes = images[s], shapes[s]
+            if config.task == "classification":
+                results += _classify(task, model, chunk, gen, paths, sizes)
+            else:
+                results += _segment(task, model, chunk, gen, paths, sizes)
+    if out is not None and config.task == "segmentation":
+        _write_masks(results, Path(out))
+    return results
+
+
+def _classify(
+    task: Any, model: nn.Module, x: Tensor, gen: torch.Generator, paths: Any, sizes: Any
+) -> list[Prediction]:
+    scores = task.predict_scores(model, x, gen).cpu()  # (B, K)
+    labels = getattr(model, "meta", {}).get("labels", {})
+    results = []
+    for path, wh, row in zip(paths, sizes, scores, strict=True):
+        if task.multilabel:
+            chosen = [k for k, v in enumerate(row.tolist()) if v > 0.5]
+            label: int | list[int] = chosen
+            name: str | list[str] = [str(labels.get(str(k), k)) for k in chosen]
+        else:
+            label = int(row.argmax())
+            name = str(labels.get(str(label), label))
+        results.append(Prediction(Path(path), wh, label, name, [float(v) for v in row]))
+    return results
+
+
+def _segment(
+    task: Any, model: nn.Module, x: Tensor, gen: torch.Generator, paths: Any, sizes: Any
+) -> list[Prediction]:
+    out = model(task.seed(x), task.eval_steps, generator=gen)
+    masks = (task.logit(out) > 0).cpu()  # (B, 1, S, S), the threshold evaluate() uses
+    results = []
+    for path, wh, mask in zip(paths, sizes, masks, strict=True):
+        img = Image.fromarray(mask[0].numpy().astype(np.uint8) * 255)
+        if img.size != tuple(wh):
+            img = img.resize(tuple(wh), Image.Resampling.NEAREST)
+        results.append(Prediction(Path(path), wh, mask=np.asarray(img) > 127))
+    return results
+
+
+def _write_masks(results: list[Prediction], out: Path) -> None:
+    """One PNG per result, all or none: a failure removes the masks this call wrote."""
+    written: list[Path] = []
+    try:
+        for r in results:
+            assert r.mask is not None
+            target = out / f"{r.image.stem}.png"
+            atomic_write(target, _png_writer(r.mask))
+            written.append(target)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    for r, path in zip(results, written, strict=True):
+        r.mask_path = path
+
+
+def _png_writer(mask: np.ndarray) -> Callable[[Path], None]:
+    """A writer for atomic_write: the (H, W) bool mask as a 0/255 grey PNG."""
+    img = Image.fromarray(mask.astype(np.uint8) * 255)
+    return lambda tmp: img.save(tmp, format="PNG")

@@ -1,0 +1,241 @@
+"""Bad-input corpus: the command line's error surface and ``ncaflow predict`` (issue 21).
+
+One bad input per case: the command exits non-zero with one line
+``ncaflow <command>: <file/key>: <what>; <fix>`` on stderr, no traceback, and writes
+nothing. Disk-full and read-only disks are simulated where the file is renamed into place.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ncaflow import cli as cli_module
+from ncaflow.cascade import build_model
+from ncaflow.config import RunConfig, from_dict
+from ncaflow.io import save
+from tests.robustness.conftest import cli_process
+
+GREY = {"input_channels": 1, "output_channels": 0, "hidden_channels": 4, "hidden_width": 8}
+CONFIGS = {
+    "classification": {
+        "task": "classification",
+        "model": {**GREY, "head": 2},
+        "train": {"steps": [2]},
+        "data": {"flag": "breastmnist", "readout": "head"},
+    },
+    "segmentation": {
+        "task": "segmentation",
+        "model": {"input_channels": 3, "output_channels": 1, "hidden_channels": 4,
+                  "hidden_width": 8},
+        "train": {"steps": [2]},
+        "data": {"size": 16},
+    },
+    "growing": {"task": "growing", "model": {"hidden_channels": 4, "hidden_width": 8}},
+}  # fmt: skip
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder with one model per task, a good image and bad ones; the current directory."""
+    monkeypatch.chdir(tmp_path)
+    for name, raw in CONFIGS.items():
+        cfg = from_dict(RunConfig, raw)
+        save(build_model(cfg), cfg, tmp_path / name / "model.safetensors")
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "good.png")
+    Image.fromarray(np.zeros((20, 12, 3), np.uint8)).save(tmp_path / "wide.png")
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF" + b"\x00" * 40)
+    (tmp_path / "notes.png").write_text("a text file with an image's name\n")
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "sub" / "good.png")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "rgb.png")
+    return tmp_path
+
+
+OUT = "results/out.csv"
+
+# case -> (argv, needles in the one stderr line, exit code or None for any non-zero)
+CASES: dict[str, tuple[list[str], list[str], int | None]] = {
+    "predict-missing-model": (
+        ["predict", "--model", "absent", "good.png"],
+        ["ncaflow predict: absent: no such model"],
+        1,
+    ),
+    "predict-corrupt-jpeg": (
+        ["predict", "--model", "classification", "good.png", "corrupt.jpg", "--out", OUT],
+        ["ncaflow predict: corrupt.jpg: cannot read as an image", "PNG or JPEG"],
+        1,
+    ),
+    "predict-not-an-image": (
+        ["predict", "--model", "classification", "notes.png", "--out", OUT],
+        ["notes.png: cannot read as an image"],
+        1,
+    ),
+    "predict-missing-image": (
+        ["predict", "--model", "classification", "absent.png", "--out", OUT],
+        ["absent.png: no such image file"],
+        1,
+    ),
+    "predict-growing-model": (
+        ["predict", "--model", "growing", "good.png"],
+        ["key 'task'", "'growing'", "ncaflow animate"],
+        1,
+    ),
+    "predict-segmentation-without-out": (
+        ["predict", "--model", "segmentation", "rgb.png"],
+        ["--out", "folder"],
+        1,
+    ),
+    "predict-segmentation-same-stems": (
+        [
+            "predict",
+            "--model",
+            "segmentation",
+            "rgb.png",
+            "sub/good.png",
+            "good.png",
+            "--out",
+            "masks",
+        ],
+        ["masks: two images are named 'good'"],
+        1,
+    ),
+    "predict-wrong-size-no-resize": (
+        ["predict", "--model", "classification", "wide.png", "--no-resize", "--out", OUT],
+        ["wide.png: 12x20 pixels, the model reads 28x28", "--no-resize"],
+        1,
+    ),
+    "predict-classification-out-folder": (
+        ["predict", "--model", "classification", "good.png", "--out", "masks"],
+        ["masks: a classification model writes a table", ".csv or .json"],
+        1,
+    ),
+    "predict-no-images": (
+        ["predict", "--model", "classification"],
+        ["ncaflow predict: the following arguments are required: images", "--help"],
+        2,
+    ),
+    "predict-bad-format": (
+        ["predict", "--model", "classification", "good.png", "--format", "xml"],
+        ["ncaflow predict: argument --format: invalid choice: 'xml'"],
+        2,
+    ),
+    "evaluate-missing-model": (
+        ["evaluate", "--model", "absent/model.safetensors", "--out", "results/m.json"],
+        ["ncaflow evaluate: absent/model.safetensors: no such model"],
+        1,
+    ),
+    "evaluate-unknown-option": (
+        ["evaluate", "--model", "classification", "--bogus", "1"],
+        ["ncaflow evaluate: unrecognized arguments: --bogus 1", "ncaflow evaluate --help"],
+        2,
+    ),
+    "evaluate-seed-not-a-number": (
+        ["evaluate", "--model", "classification", "--seed", "abc"],
+        ["ncaflow evaluate: argument --seed: invalid int value: 'abc'"],
+        2,
+    ),
+    "unknown-command": (["frobnicate"], ["ncaflow: argument COMMAND: invalid choice"], 2),
+    "check-missing-path": (["check", "absent"], ["ncaflow check: absent: no such file"], 1),
+    "check-not-a-model": (["check", "good.png"], ["good.png: not a model file"], 1),
+    "check-empty-folder": (["check", "sub"], ["sub: no model files"], 1),
+    "info-missing-model": (["info", "absent"], ["ncaflow info: absent: no such model"], 1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_command_line_fails_cleanly(cli, work: Path, case: str) -> None:
+    argv, needles, code = CASES[case]
+    outcome = cli(*argv)
+    outcome.fails_cleanly(
+        *needles, absent=[work / OUT, work / "masks", work / "results" / "m.json"]
+    )
+    if code is not None:
+        assert outcome.code == code
+    assert "Traceback" not in outcome.out
+
+
+def failing_replace(code: int, message: str) -> Callable[[object, object], None]:
+    def replace(src: object, dst: object) -> None:
+        raise OSError(code, message)
+
+    return replace
+
+
+@pytest.mark.parametrize(
+    ("code", "needle"),
+    [
+        (errno.ENOSPC, "disk full while writing {out}"),
+        (errno.EROFS, "cannot write {out} (read-only); choose another --out"),
+        (errno.EACCES, "cannot write {out} (read-only); choose another --out"),
+    ],
+)
+def test_unwritable_output_is_one_line(
+    cli, work: Path, monkeypatch: pytest.MonkeyPatch, code: int, needle: str
+) -> None:
+    monkeypatch.setattr("ncaflow.io.os.replace", failing_replace(code, "simulated"))
+    out = work / "results" / "table.csv"
+    outcome = cli("predict", "--model", "classification", "good.png", "--out", out)
+    outcome.fails_cleanly(f"ncaflow predict: {needle.format(out=out)}", absent=[out])
+    assert list(out.parent.iterdir()) == []  # no temp file left behind
+
+
+@pytest.mark.parametrize(
+    ("command", "argv", "needle"),
+    [
+        ("train", ["--config", "c.yaml", "--out", "run"], "interrupted; run the same command"),
+        ("evaluate", ["--model", "classification"], "ncaflow evaluate: interrupted"),
+    ],
+)
+def test_interrupt_exits_130_with_one_line(
+    cli, work: Path, monkeypatch: pytest.MonkeyPatch, command: str, argv: list[str], needle: str
+) -> None:
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli_module.COMMANDS, command, interrupted)
+    outcome = cli(command, *argv)
+    outcome.fails_cleanly(needle)
+    assert outcome.code == 130
+
+
+def test_console_errors_are_one_line_in_a_subprocess(work: Path) -> None:
+    """What ``python -m ncaflow.cli`` itself prints (interpreter, warnings) for a bad image."""
+    outcome = cli_process("predict", "--model", "classification", "corrupt.jpg", cwd=work)
+    outcome.fails_cleanly("ncaflow predict: corrupt.jpg: cannot read as an image")
+    assert outcome.code == 1
+
+
+def test_predict_resizes_with_a_one_line_warning(cli, work: Path) -> None:
+    outcome = cli("predict", "--model", "classification", "wide.png")
+    assert outcome.code == 0
+    assert (
+        outcome.err
+        == "ncaflow predict: warning: wide.png: resized from 12x20 to the model's 28x28\n"
+    )
+    assert outcome.out.startswith("image,label,name,score_0,score_1\nwide.png,")
+
+
+def test_disk_full_on_a_later_mask_leaves_no_masks(
+    cli, work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    calls: list[object] = []
+
+    def replace_then_fail(src: str, dst: str) -> None:
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        os.rename(src, dst)
+
+    monkeypatch.setattr("ncaflow.io.os.replace", replace_then_fail)
+    masks = work / "masks"
+    outcome = cli("predict", "--model", "segmentation", "rgb.png", "sub/good.png", "--out", masks)
+    outcome.fails_cleanly(f"disk full while writing {masks / 'good.png'}")
+    assert list(masks.iterdir()) == []
