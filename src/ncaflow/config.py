@@ -414,8 +414,8 @@ def build_config(raw: Any, overrides: Sequence[str] = ()) -> RunConfig:
 
     What ``ncaflow train`` checks before it starts, and what the workflow checks for
     every grid cell before it schedules a job: keys, types, the ranges in RANGES, the
-    relations between keys, the task's data section and what the task derives itself
-    (a MedMNIST subset's channels and classes).
+    relations between keys, the task's data section, whether the model fits the task
+    and what the task derives itself (a MedMNIST subset's channels and classes).
     """
     from ncaflow.tasks import TASKS, get_task
 
@@ -435,7 +435,8 @@ def build_config(raw: Any, overrides: Sequence[str] = ()) -> RunConfig:
                 derive(raw)  # fills in (and checks) what the task's data decides
         cfg = from_dict(RunConfig, raw)
         cfg.validate()
-        check_ranges(get_task(cfg.task).data_config(cfg.data), "data")
+        task = get_task(cfg.task)(config=cfg, device="cpu")  # checks model vs task, no data
+        check_ranges(task.data, "data")
     except ConfigError as err:
         origin = [item for item, key, _ in parsed if _related(key, err.key)]
         if origin and not str(err).startswith("--set"):

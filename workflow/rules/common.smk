@@ -24,7 +24,6 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import Paramspace, validate
 
 from ncaflow.config import ConfigError, RunConfig, build_config, read_yaml
-from ncaflow.tasks.classification import info_keys
 
 # Named targets and rule names that a task name must not shadow.
 RESERVED = {
@@ -149,18 +148,22 @@ def _run_yaml(entry: str, run: str) -> dict:
         stop(f"config key 'tasks.{entry}.run': {err}")
 
 
-def _check_run(entry: str, run: str, overrides: list[str], where: str) -> RunConfig:
+def _check_run(
+    entry: str, run: str, overrides: list[str], where: str, note: str = ""
+) -> RunConfig:
     """Build and validate the run config exactly as `ncaflow train` will (keys, types,
     ranges, the task's data section); stop with one line on the first error."""
     try:
         return build_config(_run_yaml(entry, run), overrides)
     except ConfigError as err:
-        stop(f"config key '{where}': {run}: {err}")
+        stop(f"config key '{where}'{note}: {run}: {err}")
 
 
 def _flag_keys(entry: str, spec: dict, flag: str) -> list[str]:
     """A MedMNIST flag's channels and classes (from medmnist's INFO) as overrides; a
     `set` or `flag_set` value that contradicts them fails the task's check."""
+    from ncaflow.tasks.classification import info_keys
+
     raw = copy.deepcopy(_run_yaml(entry, spec["run"]))
     data = {
         **(raw.get("data") or {}),
@@ -208,6 +211,14 @@ def build_tasks(config: dict) -> dict[str, Task]:
                 fixed += _overrides(spec["flag_set"].get(flag, {}))
                 where = f"tasks.{entry} (flag {flag}: set, flag_set)"
             base = _check_run(entry, spec["run"], fixed, where)
+            _check_run(  # the download and prepare jobs see the data and model keys only
+                entry,
+                spec["run"],
+                _data_keys(fixed),
+                where,
+                " (as the download job reads it: data.* and model.* keys only; "
+                "give the others in the run config)",
+            )
             cells = _grid_cells(spec["grid"])
             for cell, grid in cells.items():
                 _check_run(
@@ -266,11 +277,13 @@ def run_config(wildcards) -> str:
     return TASKS[wildcards.task].run
 
 
+def _data_keys(overrides: list[str]) -> list[str]:
+    return [o for o in overrides if o.split("=", 1)[0].split(".")[0] in ("data", "model")]
+
+
 def data_overrides(task: Task) -> list[str]:
     """The overrides that decide which data a task reads (and whether its model fits it)."""
-    return [
-        o for o in task.fixed if o.split("=", 1)[0].split(".")[0] in ("data", "model")
-    ]
+    return _data_keys(task.fixed)
 
 
 def data_sets(wildcards) -> str:
