@@ -24,11 +24,11 @@ import yaml
 
 __all__ = [
     "CONFIG_VERSION",
+    "RANGES",
     "CascadeConfig",
     "ConfigError",
     "EarlyStoppingConfig",
     "ModelConfig",
-    "RANGES",
     "Range",
     "RunConfig",
     "SchedulerConfig",
@@ -470,7 +470,7 @@ def parse_override(item: str) -> tuple[str, Any]:
             f"--set {item!r}: {key!r} is not a dotted key; write e.g. --set train.lr=1e-3"
         )
     try:
-        value = yaml.load(text, Loader=_Loader)  # noqa: S506 (_Loader is a SafeLoader)
+        value = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(
@@ -511,7 +511,7 @@ class _Loader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} is given twice", key_node.start_mark
@@ -551,7 +551,7 @@ def read_yaml(path: str | Path) -> Any:
     except OSError as err:
         raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
     try:
-        raw = yaml.load(text, Loader=_Loader)  # noqa: S506 (_Loader is a SafeLoader)
+        raw = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

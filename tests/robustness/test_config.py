@@ -9,8 +9,6 @@ from typing import Any
 import pytest
 import yaml
 
-
-
 BASES: dict[str, dict[str, Any]] = {
     "growing": {"task": "growing"},
     "selfclass": {"task": "selfclass"},
@@ -124,14 +122,16 @@ def test_set_into_a_value(cli: Any, tmp_path: Path) -> None:
 
 
 FILES = [
-    ("unknown-key", "task: growing\nmodel: {hiden_channels: 3}\n", ["'model.hiden_channels'", "allowed keys", "hidden_channels"]),
+    ("unknown-key", "task: growing\nmodel: {hiden_channels: 3}\n",
+     ["'model.hiden_channels'", "allowed keys", "hidden_channels"]),
     ("list", "- task\n- growing\n", ["expected a mapping", "got list"]),
     ("scalar", "growing\n", ["expected a mapping", "got str"]),
     ("syntax", "task: growing\nmodel: {hidden_channels: [1\n", ["not valid YAML", "line 3"]),
     ("tab", "task: growing\n\tmodel: 1\n", ["not valid YAML", "line 2"]),
     ("empty", "", ["empty", "task: <name>"]),
     ("comments-only", "# nothing\n", ["empty"]),
-    ("twice", "task: growing\ntrain: {lr: 0.1}\ntrain: {lr: 0.2}\n", ["'train' is given twice", "line 3"]),
+    ("twice", "task: growing\ntrain: {lr: 0.1}\ntrain: {lr: 0.2}\n",
+     ["'train' is given twice", "line 3"]),
     ("no-task", "model: {hidden_channels: 3}\n", ["missing required key 'task'"]),
 ]  # fmt: skip
 

@@ -110,7 +110,9 @@ CASES: list[tuple[str, Any, list[str], list[str]]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("edit", "extra", "needles"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("edit", "extra", "needles"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_bad_config_stops_before_any_job(
     tmp_path: Path, edit: Any, extra: list[str], needles: list[str]
 ) -> None:
@@ -153,7 +155,7 @@ def _pretend_done(root: Path, *, but: str) -> None:
     rows = [line.split("\t") for line in summary.splitlines()[1:] if "\t" in line]
     order = ["download", "train", "evaluate", "aggregate"]
     start = time.time() - 3600
-    for path in [*root.joinpath("config").rglob("*"), root / "Snakefile"]:
+    for path in [*root.joinpath("config").rglob("*"), *root.joinpath("workflow").rglob("*")]:
         os.utime(path, (start, start))
     for path, _, rule, *_ in rows:
         if rule == but:
