@@ -83,7 +83,8 @@ def validate_config(config: dict, schema: str) -> None:
     errors = jsonschema.Draft202012Validator(doc).iter_errors(config)
     err = jsonschema.exceptions.best_match(errors)
     if err is not None:
-        files = [str(f) for f in workflow.overwrite_configfiles] or ["config/config.yaml"]
+        files = [str(f) for f in workflow.overwrite_configfiles]
+        files = files or ["config/config.yaml"]
         if workflow.config_settings.config_args:
             files.append("--config")
         stop(f"{_explain(err)} (in {' + '.join(files)}; see {schema})")
@@ -278,7 +279,8 @@ def run_config(wildcards) -> str:
 
 
 def _data_keys(overrides: list[str]) -> list[str]:
-    return [o for o in overrides if o.split("=", 1)[0].split(".")[0] in ("data", "model")]
+    sections = ("data", "model")
+    return [o for o in overrides if o.split("=", 1)[0].split(".")[0] in sections]
 
 
 def data_overrides(task: Task) -> list[str]:
