@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -461,6 +462,13 @@ def parse_override(item: str) -> tuple[str, Any]:
 
     Raises ConfigError naming the override and the fix.
     """
+    key, value = _parse_override(item)
+    return key, copy.deepcopy(value)  # a list value must not be shared between configs
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_override(item: str) -> tuple[str, Any]:
+    """Parsed once: the workflow checks every grid cell's config (1,000s of overrides)."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=1e-3")
     key, text = item.split("=", 1)
