@@ -436,8 +436,9 @@ def build_config(raw: Any, overrides: Sequence[str] = ()) -> RunConfig:
                 derive(raw)  # fills in (and checks) what the task's data decides
         cfg = from_dict(RunConfig, raw)
         cfg.validate()
-        task = get_task(cfg.task)(config=cfg, device="cpu")  # checks model vs task, no data
-        check_ranges(task.data, "data")
+        task = get_task(cfg.task)
+        check_ranges(task.data_config(cfg.data), "data")
+        task(config=cfg, device="cpu")  # checks that the model fits the task (reads no data)
     except ConfigError as err:
         origin = [item for item, key, _ in parsed if _related(key, err.key)]
         if origin and not str(err).startswith("--set"):

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
+REPO = Path(__file__).resolve().parents[2]
 BASES: dict[str, dict[str, Any]] = {
     "growing": {"task": "growing"},
-    "selfclass": {"task": "selfclass"},
+    "selfclass": yaml.safe_load((REPO / "config/runs/selfclass.yaml").read_text()),
     "classification": {
         "task": "classification",
         "model": {"input_channels": 1, "output_channels": 2},
