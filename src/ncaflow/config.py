@@ -215,10 +215,13 @@ class Range:
         return math.isfinite(value) and above and below
 
     def __str__(self) -> str:
+        def text(x: float) -> str:
+            return str(int(x)) if math.isfinite(x) and x == int(x) else f"{x:g}"
+
         if self.hi == math.inf:
-            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+            return f"{'>' if self.lo_open else '>='} {text(self.lo)}"
         left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
-        return f"in {left}{self.lo:g}, {self.hi:g}{right}"
+        return f"in {left}{text(self.lo)}, {text(self.hi)}{right}"
 
 
 AT_LEAST_0 = Range(0)

@@ -220,6 +220,9 @@ def build_tasks(config: dict) -> dict[str, Task]:
                 " (as the download job reads it: data.* and model.* keys only; "
                 "give the others in the run config)",
             )
+            if spec["fold_by"] == "seed":  # fold k trains with train.seed + k
+                last = f"train.seed={base.train.seed + spec['folds'] - 1}"
+                _check_run(entry, spec["run"], [*fixed, last], f"tasks.{entry}.folds")
             cells = _grid_cells(spec["grid"])
             for cell, grid in cells.items():
                 _check_run(
