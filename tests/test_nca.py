@@ -345,3 +345,25 @@ def test_compiled_step_survives_many_models_and_shapes() -> None:
                 torch.testing.assert_close(
                     nca._step_plain(x, None), nca.step_reference(x, None), rtol=1e-5, atol=1e-6
                 )
+
+
+def test_a_registered_filter_bank_is_a_perception(monkeypatch: pytest.MonkeyPatch) -> None:
+    """perception.register_bank: a config names the bank, the fast path and the reference
+    agree on it, and an unknown name is refused with the registered ones listed."""
+    from ncaflow.config import ConfigError
+
+    bank = torch.stack([fixed_filters()[0], fixed_filters(laplace=True)[3]])  # identity, Laplace
+    monkeypatch.setitem(perception.BANKS, "laplace_only", lambda: bank)
+    cfg = ModelConfig(output_channels=4, hidden_channels=4, perception="laplace_only")
+    cfg.validate()
+    torch.manual_seed(0)
+    ref, fast = NCA(config=cfg, impl="reference"), NCA(config=cfg, impl="fast")
+    torch.nn.init.normal_(ref.fc2.weight, std=0.1)
+    fast.load_state_dict(ref.state_dict())
+    assert ref.kernels().shape == (8 * 2, 1, 3, 3)
+    x = torch.rand(2, 8, 9, 9)
+    g = [torch.Generator().manual_seed(1) for _ in range(2)]
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x, 5, generator=g[1]), ref(x, 5, generator=g[0]))
+    with pytest.raises(ConfigError, match="laplace_only"):
+        ModelConfig(perception="nosuch").validate()

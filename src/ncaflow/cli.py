@@ -80,6 +80,29 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+@command
+def cmd_download(args: argparse.Namespace) -> int:
+    from ncaflow.config import ConfigError, load_config
+    from ncaflow.io import atomic_write
+    from ncaflow.tasks import get_task
+
+    config = load_config(args.config, [*args.set, "data.folds=null"])
+    task = get_task(config.task)(config=config, device="cpu")
+    task.setup()  # fetches every file the task reads (mirror, cache or download)
+    try:
+        checksum = task.fold_pool()[2]
+    except ConfigError:
+        checksum = None  # a task without a train/val pool (growing)
+    data = {k: v for k, v in config.data.items() if k not in ("mirror", "folds", "fold")}
+    manifest = {"name": args.name, "task": config.task, "data": data}
+    manifest["pool_checksum"] = checksum
+    manifest["data_checksum"] = task.data_checksum()  # any change re-runs this task's jobs
+    text = json.dumps(manifest, indent=2) + "\n"
+    atomic_write(args.out, lambda tmp: tmp.write_text(text))
+    print(f"{args.name}: data ready in {task.data.root} (pool {checksum}) -> {args.out}")
+    return 0
+
+
 def _model_and_task(args: argparse.Namespace) -> tuple[Any, Any]:
     """The saved model and its task, set up on the model's data (with --set overrides)."""
     from ncaflow.evaluate import with_overrides
@@ -346,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=5, help="number of folds (1: one train/val split)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    p = sub.add_parser("download", help="fetch a run config's data; write its manifest JSON")
+    p.add_argument("--config", required=True, help="YAML run config")
+    p.add_argument("--name", required=True, help="task name recorded in the manifest")
+    p.add_argument("--out", required=True, help="manifest JSON to write")
+    _set_arg(p, "override a config value, e.g. --set data.flag=dermamnist (repeatable)")
 
     p = sub.add_parser("animate", help="GIF of a saved model's rollout")
     _rollout_args(p, out="GIF to write")

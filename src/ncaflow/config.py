@@ -8,10 +8,15 @@ naming the file and the dotted key.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import json
+import math
+import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
@@ -20,28 +25,37 @@ import yaml
 
 __all__ = [
     "CONFIG_VERSION",
+    "RANGES",
     "CascadeConfig",
     "ConfigError",
     "EarlyStoppingConfig",
     "ModelConfig",
+    "Range",
     "RunConfig",
     "SchedulerConfig",
     "TrainConfig",
     "apply_override",
+    "build_config",
     "check",
+    "check_ranges",
     "from_dict",
     "load_config",
+    "parse_override",
+    "read_yaml",
     "to_dict",
 ]
 
 CONFIG_VERSION = 1
 
 Padding = Literal["zeros", "reflect", "replicate", "circular"]
-Perception = Literal["sobel", "sobel_laplace", "learned"]
 
 
 class ConfigError(ValueError):
-    """A configuration value is missing, unknown or invalid."""
+    """A configuration value is missing, unknown or invalid; ``key`` is the dotted key."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +70,7 @@ class ModelConfig:
     output_channels: int = 4
     hidden_channels: int = 12
     hidden_width: int = 128
-    perception: Perception = "sobel"
+    perception: str = "sobel"  # a fixed bank of ncaflow.perception.BANKS, or "learned"
     learned_filters: int = 2
     kernel_size: int = 3
     padding: Padding = "zeros"
@@ -70,15 +84,13 @@ class ModelConfig:
         return self.input_channels + self.output_channels + self.hidden_channels
 
     def validate(self, where: str = "model") -> None:
+        """Relations between keys; the range of each number is in RANGES."""
         check(self.output_channels + self.hidden_channels > 0, where, "no updatable channels")
-        check(self.input_channels >= 0, f"{where}.input_channels", "must be >= 0")
-        check(self.output_channels >= 0, f"{where}.output_channels", "must be >= 0")
-        check(self.hidden_channels >= 0, f"{where}.hidden_channels", "must be >= 0")
-        check(self.hidden_width >= 1, f"{where}.hidden_width", "must be >= 1")
-        check(0.0 < self.fire_rate <= 1.0, f"{where}.fire_rate", "must be in (0, 1]")
         check(self.kernel_size % 2 == 1, f"{where}.kernel_size", "must be odd")
-        check(self.learned_filters >= 1, f"{where}.learned_filters", "must be >= 1")
-        check(self.head >= 0, f"{where}.head", "must be >= 0 (0: no head)")
+        from ncaflow.perception import BANKS, LEARNED
+
+        names = sorted([*BANKS, LEARNED])
+        check(self.perception in names, f"{where}.perception", f"must be one of {names}")
         if self.alive_channel is not None:
             check(
                 0 <= self.alive_channel < self.channels,
@@ -97,7 +109,6 @@ class CascadeConfig:
 
     def validate(self, where: str = "cascade") -> None:
         check(len(self.scales) == len(self.steps), where, "scales and steps differ in length")
-        check(all(s >= 1 for s in self.scales), f"{where}.scales", "must be >= 1")
         check(
             self.scales == sorted(self.scales, reverse=True),
             f"{where}.scales",
@@ -149,16 +160,16 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self, where: str = "train") -> None:
-        check(self.iterations >= 1, f"{where}.iterations", "must be >= 1")
-        check(self.batch_size >= 1, f"{where}.batch_size", "must be >= 1")
+        """Relations between keys; the range of each number is in RANGES."""
         check(len(self.steps) in (1, 2), f"{where}.steps", "give [n] or [min, max]")
-        check(all(s >= 1 for s in self.steps), f"{where}.steps", "must be >= 1")
         check(self.steps[0] <= self.steps[-1], f"{where}.steps", "min must be <= max")
-        check(self.lr > 0, f"{where}.lr", "must be > 0")
         check(len(self.betas) == 2, f"{where}.betas", "give two numbers")
-        check(self.eval_every >= 1, f"{where}.eval_every", "must be >= 1")
-        check(self.checkpoint_every >= 1, f"{where}.checkpoint_every", "must be >= 1")
-        check(self.early_stopping.patience >= 0, f"{where}.early_stopping.patience", ">= 0")
+        milestones = self.scheduler.milestones
+        check(
+            milestones == sorted(milestones),
+            f"{where}.scheduler.milestones",
+            f"{milestones} must be in increasing order",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,6 +189,7 @@ class RunConfig:
 
         check(self.task in TASKS, "task", f"unknown task; choose one of {sorted(TASKS)}")
         check(self.version == CONFIG_VERSION, "version", f"this ncaflow reads {CONFIG_VERSION}")
+        check_ranges(self)
         self.model.validate()
         self.train.validate()
         if self.cascade is not None:
@@ -187,7 +199,117 @@ class RunConfig:
 def check(ok: bool, key: str, message: str) -> None:
     """Raise ConfigError ``key '<key>': <message>`` unless ``ok``."""
     if not ok:
-        raise ConfigError(f"key '{key}': {message}")
+        raise ConfigError(f"key '{key}': {message}", key)
+
+
+# -- ranges -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of one numeric key: ``lo``..``hi``, each end open or closed."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.lo if self.lo_open else value >= self.lo
+        below = value < self.hi if self.hi_open else value <= self.hi
+        return math.isfinite(value) and above and below
+
+    def __str__(self) -> str:
+        def text(x: float) -> str:
+            return str(int(x)) if math.isfinite(x) and x == int(x) else f"{x:g}"
+
+        if self.hi == math.inf:
+            return f"{'>' if self.lo_open else '>='} {text(self.lo)}"
+        left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+        return f"in {left}{text(self.lo)}, {text(self.hi)}{right}"
+
+
+AT_LEAST_0 = Range(0)
+AT_LEAST_1 = Range(1)
+POSITIVE = Range(0, lo_open=True)
+FRACTION = Range(0, 1, hi_open=True)  # [0, 1)
+
+# The allowed range of every numeric key of a run config, one line each; `data.*` keys
+# are those of the tasks' data sections (a key means the same in every task).  A list's
+# range applies to each element; None (where a key allows it) is always allowed.
+# tests/test_config.py checks that every numeric field of every config has its line.
+RANGES: dict[str, Range] = {
+    "model.input_channels": AT_LEAST_0,
+    "model.output_channels": AT_LEAST_0,
+    "model.hidden_channels": AT_LEAST_0,
+    "model.hidden_width": AT_LEAST_1,
+    "model.learned_filters": AT_LEAST_1,
+    "model.kernel_size": AT_LEAST_1,
+    "model.fire_rate": Range(0, 1, lo_open=True),  # (0, 1]
+    "model.alive_channel": AT_LEAST_0,
+    "model.alive_threshold": Range(0, 1),  # an alpha value; the C export prints it
+    "model.head": AT_LEAST_0,
+    "cascade.scales": AT_LEAST_1,
+    "cascade.steps": AT_LEAST_1,
+    "train.iterations": AT_LEAST_1,
+    "train.batch_size": AT_LEAST_1,
+    "train.steps": AT_LEAST_1,
+    "train.lr": POSITIVE,
+    "train.weight_decay": AT_LEAST_0,
+    "train.betas": FRACTION,
+    "train.scheduler.milestones": AT_LEAST_1,
+    "train.scheduler.gamma": POSITIVE,
+    "train.scheduler.warmup": AT_LEAST_0,
+    "train.grad_clip": POSITIVE,
+    "train.eval_every": AT_LEAST_1,
+    "train.checkpoint_every": AT_LEAST_1,
+    "train.log_images_every": AT_LEAST_1,
+    "train.early_stopping.patience": AT_LEAST_0,
+    "train.early_stopping.min_delta": AT_LEAST_0,
+    "train.seed": Range(0, 2**32 - 3),  # numpy seeds are < 2**32; the trainer adds 2
+    "train.threads": AT_LEAST_1,
+    "version": AT_LEAST_1,
+    "data.fold": AT_LEAST_0,
+    "data.size": AT_LEAST_1,
+    "data.pad": AT_LEAST_0,
+    "data.pool_size": AT_LEAST_1,
+    "data.damage": AT_LEAST_0,
+    "data.eval_batch": AT_LEAST_1,
+    "data.persistence_steps": AT_LEAST_0,
+    "data.test_size": AT_LEAST_1,
+    "data.val_size": AT_LEAST_1,
+    "data.split_seed": AT_LEAST_0,
+    "data.threshold": FRACTION,
+    "data.test_fraction": FRACTION,
+    "data.val_fraction": FRACTION,
+    "data.bce_weight": AT_LEAST_0,
+    "data.uncertainty_samples": AT_LEAST_0,
+    "data.augment_shift": AT_LEAST_0,
+    "data.eval_rollouts": AT_LEAST_1,
+    "data.channels": Range(1, 4),  # own data: grey, grey + alpha, RGB, RGBA
+}
+
+
+def check_ranges(obj: Any, where: str = "") -> None:
+    """Check every number of config dataclass ``obj`` (recursively) against RANGES.
+
+    Raises ConfigError ``key 'train.lr': nan is not allowed; give a number > 0``.  A
+    float without a RANGES line must still be finite.
+    """
+    for f in dataclasses.fields(obj):
+        key = f"{where}.{f.name}" if where else f.name
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, key)
+            continue
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, int | float):
+                continue
+            allowed = RANGES.get(key, Range())
+            if item not in allowed:
+                what = "a finite number" if allowed == Range() else f"a number {allowed}"
+                raise ConfigError(f"key '{key}': {item!r} is not allowed; give {what}", key)
 
 
 T = TypeVar("T")
@@ -196,12 +318,12 @@ T = TypeVar("T")
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     """Build dataclass ``cls`` from a plain mapping, rejecting unknown keys."""
     if not isinstance(data, dict):
-        raise ConfigError(f"key '{where or '<root>'}': expected a mapping, got {data!r}")
+        raise ConfigError(f"key '{where or '<root>'}': expected a mapping, got {data!r}", where)
     hints, fields = _schema(cls)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
-        raise ConfigError(f"unknown key '{key}'; allowed keys: {sorted(fields)}")
+        raise ConfigError(f"unknown key '{key}'; allowed keys: {sorted(fields)}", key)
     kwargs = {}
     for name, value in data.items():
         key = f"{where}.{name}" if where else name
@@ -215,7 +337,7 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     ]
     if missing:
         key = f"{where}.{missing[0]}" if where else missing[0]
-        raise ConfigError(f"missing required key '{key}'")
+        raise ConfigError(f"missing required key '{key}'", key)
     return cls(**kwargs)
 
 
@@ -245,38 +367,38 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return _coerce(a, value, key)
             except ConfigError as err:
                 errors.append(str(err).split(": ", 1)[1])
-        raise ConfigError(f"key '{key}': " + "; or ".join(errors))
+        raise ConfigError(f"key '{key}': " + "; or ".join(errors), key)
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"key '{key}': {value!r} is not one of {list(args)}")
+            raise ConfigError(f"key '{key}': {value!r} is not one of {list(args)}", key)
         return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)  # type: ignore[arg-type]
     if origin is list:
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"key '{key}': expected a list, got {value!r}")
+            raise ConfigError(f"key '{key}': expected a list, got {value!r}", key)
         return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"key '{key}': expected a mapping, got {value!r}")
+            raise ConfigError(f"key '{key}': expected a mapping, got {value!r}", key)
         return dict(value)
     if tp is Any:
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"key '{key}': expected true/false, got {value!r}")
+            raise ConfigError(f"key '{key}': expected true/false, got {value!r}", key)
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"key '{key}': expected an integer, got {value!r}")
+            raise ConfigError(f"key '{key}': expected an integer, got {value!r}", key)
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"key '{key}': expected a number, got {value!r}")
+            raise ConfigError(f"key '{key}': expected a number, got {value!r}", key)
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"key '{key}': expected a string, got {value!r}")
+            raise ConfigError(f"key '{key}': expected a string, got {value!r}", key)
         return value
     raise TypeError(f"unsupported config type {tp!r} at {key}")  # a bug, not user error
 
@@ -286,37 +408,178 @@ def to_dict(obj: Any) -> Any:
     return json.loads(json.dumps(dataclasses.asdict(obj)))
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a YAML/JSON run config, apply ``key.sub=value`` overrides and validate.
 
-    Errors name the file and the dotted key.
+    Errors name the file, the dotted key and (when one set it) the override.
     """
-    path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    for item in overrides or []:
-        apply_override(raw, item)
+        return build_config(read_yaml(path), overrides)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}", err.key) from None
+
+
+def build_config(raw: Any, overrides: Sequence[str] = ()) -> RunConfig:
+    """A parsed run config (not modified) plus overrides -> a validated RunConfig.
+
+    What ``ncaflow train`` checks before it starts, and what the workflow checks for
+    every grid cell before it schedules a job: keys, types, the ranges in RANGES, the
+    relations between keys, the task's data section, whether the model fits the task
+    and what the task derives itself (a MedMNIST subset's channels and classes).
+    """
+    from ncaflow.tasks import TASKS, get_task
+
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"expected a mapping (task:, model:, train:, data:), got {type(raw).__name__}"
+        )
+    raw = copy.deepcopy(raw)
+    parsed = [(item, *parse_override(item)) for item in overrides]
     try:
+        for item, key, value in parsed:
+            _set_key(raw, key, value, item)
+        name = raw.get("task")
+        if isinstance(name, str) and name in TASKS:
+            derive = getattr(get_task(name), "derive_config", None)
+            if derive is not None:
+                derive(raw)  # fills in (and checks) what the task's data decides
         cfg = from_dict(RunConfig, raw)
         cfg.validate()
-        from ncaflow.tasks import get_task
-
-        get_task(cfg.task).data_config(cfg.data)  # validates the task's data section
+        task = get_task(cfg.task)
+        check_ranges(task.data_config(cfg.data), "data")
+        task(config=cfg, device="cpu")  # checks that the model fits the task (reads no data)
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        origin = [item for item, key, _ in parsed if _related(key, err.key)]
+        if origin and not str(err).startswith("--set"):
+            raise ConfigError(f"--set {origin[-1]!r}: {err}", err.key) from None
+        raise
     return cfg
 
 
-def apply_override(raw: dict[str, Any], item: str) -> None:
+def _related(key: str, other: str | None) -> bool:
+    """Whether an override of ``key`` set (part of) config key ``other``."""
+    if not other:
+        return False
+    other = re.sub(r"\[\d+\]$", "", other)  # train.steps[1] -> train.steps
+    return key == other or other.startswith(key + ".") or key.startswith(other + ".")
+
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"train.lr=1e-3"`` -> ``("train.lr", 0.001)``; the value is read as YAML.
+
+    Raises ConfigError naming the override and the fix.
+    """
+    key, value = _parse_override(item)
+    return key, copy.deepcopy(value)  # a list value must not be shared between configs
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_override(item: str) -> tuple[str, Any]:
+    """Parsed once: the workflow checks every grid cell's config (1,000s of overrides)."""
     if "=" not in item:
-        raise ConfigError(f"override {item!r}: expected key.sub=value")
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=1e-3")
     key, text = item.split("=", 1)
+    key = key.strip()
+    if not _KEY.fullmatch(key):
+        raise ConfigError(
+            f"--set {item!r}: {key!r} is not a dotted key; write e.g. --set train.lr=1e-3"
+        )
+    try:
+        value = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(
+            f"--set {item!r}: the value is not valid YAML ({problem}); quote text values, "
+            f"e.g. --set {key}='\"...\"'"
+        ) from None
+    return key, value
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one ``key.sub=value`` override to a parsed run config (in place)."""
+    key, value = parse_override(item)
+    _set_key(raw, key, value, item)
+
+
+def _set_key(raw: dict[str, Any], key: str, value: Any, item: str) -> None:
     node = raw
     parts = key.split(".")
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         node = node.setdefault(part, {})
-    node[parts[-1]] = yaml.safe_load(text)
+        if not isinstance(node, dict):
+            section = ".".join(parts[: i + 1])
+            raise ConfigError(
+                f"--set {item!r}: '{section}' is a value, not a section; "
+                f"set '{section}' itself instead",
+                section,
+            )
+    node[parts[-1]] = value
+
+
+# -- YAML ---------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e4`` and ``1e-3`` as numbers (as YAML 1.2 does;
+    YAML 1.1 reads them as text) and rejecting a key given twice."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?[0-9][0-9_]*(?:\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)
+        |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML (or JSON) config file; ConfigError names the file, line and fix."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; check the path") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; give a YAML config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; give a YAML config file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
+    try:
+        raw = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}; fix the file there") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the file is empty; a run config needs at least 'task: <name>'")
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of keys (task:, model:, train:, data:), "
+            f"got {type(raw).__name__}"
+        )
+    return raw

@@ -178,14 +178,16 @@ def test_changed_data_retrains_only_its_task(tiny: Path, tmp_path: Path) -> None
 def test_failed_training_leaves_no_output(tiny: Path) -> None:
     config = yaml.safe_load((tiny / "config/tiny.yaml").read_text())
     config["tasks"]["growing"]["grid"]["hidden"]["values"] = [4]
-    config["tasks"]["growing"]["set"]["train.lr"] = -1.0  # rejected when training starts
+    # valid as a config (a bad value now stops `snakemake` itself, before any job):
+    # the missing model to fine-tune from fails the job once training starts
+    config["tasks"]["growing"]["set"]["train.finetune_from"] = "nothere/model.safetensors"
     (tiny / "config/broken.yaml").write_text(yaml.safe_dump(config))
     target = "results/models/growing/hidden~4/fold0/model.safetensors"
     proc = snakemake(
         tiny, target, "--cores", "1", "--configfile", "config/broken.yaml", check=False
     )
     assert proc.returncode != 0
-    assert "train.lr" in (tiny / "results/logs/train/growing/hidden~4/fold0.log").read_text()
+    assert "nothere" in (tiny / "results/logs/train/growing/hidden~4/fold0.log").read_text()
     assert not list((tiny / "results/models/growing/hidden~4").rglob("*.safetensors"))
 
 

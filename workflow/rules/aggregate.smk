@@ -32,9 +32,9 @@ rule aggregate:
         metric=select_metric,
         mode=select_mode,
     shell:
-        "ncaflow aggregate {input} --task {wildcards.task} --select {params.metric} "
-        "--mode {params.mode} --csv {output.csv} --md {output.md} --tex {output.tex} "
-        "--folds-csv {output.folds} --best {output.best} > {log} 2>&1"
+        "ncaflow aggregate {input:q} --task {wildcards.task:q} --select {params.metric:q} "
+        "--mode {params.mode:q} --csv {output.csv:q} --md {output.md:q} --tex {output.tex:q} "
+        "--folds-csv {output.folds:q} --best {output.best:q} > {log:q} 2>&1"
 
 
 rule tables:

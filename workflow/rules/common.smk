@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import os
 import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import Paramspace, validate
 
-from ncaflow.config import ConfigError, RunConfig, apply_override, from_dict
+from ncaflow.config import ConfigError, RunConfig, build_config, read_yaml
 
 # Named targets and rule names that a task name must not shadow.
 RESERVED = {
@@ -52,6 +53,12 @@ os.environ.setdefault("NCAFLOW_ROOT", str(Path(workflow.basedir).resolve()))
 # -- validation -----------------------------------------------------------------
 
 
+def stop(message: str) -> None:
+    """End `snakemake` before it schedules any job: one line on stderr, exit code 1."""
+    print(f"ncaflow workflow: invalid config: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
 def _key(path) -> str:
     return ".".join(str(p) for p in path) or "<root>"
 
@@ -76,8 +83,14 @@ def validate_config(config: dict, schema: str) -> None:
     errors = jsonschema.Draft202012Validator(doc).iter_errors(config)
     err = jsonschema.exceptions.best_match(errors)
     if err is not None:
-        raise WorkflowError(f"invalid config: {_explain(err)} (see {schema})")
+        files = [str(f) for f in workflow.overwrite_configfiles]
+        files = files or ["config/config.yaml"]
+        if workflow.config_settings.config_args:
+            files.append("--config")
+        stop(f"{_explain(err)} (in {' + '.join(files)}; see {schema})")
     validate(config, schema)  # snakemake's validator fills in the schema defaults
+    if config.get("mirror"):  # the download jobs (local rules) read it from here
+        os.environ.update(NCAFLOW_DATA_MIRROR=str(Path(config["mirror"]).resolve()))
 
 
 # -- the task table ---------------------------------------------------------------
@@ -125,23 +138,49 @@ def _grid_cells(grid: dict) -> dict[str, list[str]]:
 
 
 @functools.cache
-def _run_yaml(run: str) -> dict:
+def _run_yaml(entry: str, run: str) -> dict:
     """A run config file, parsed once: a grid checks every cell against it (parsing it per
     cell was half of `snakemake -n` on a 1,000-cell grid)."""
-    return yaml.safe_load(Path(run).read_text()) or {}
-
-
-def _check_run(task: str, run: str, overrides: list[str], where: str) -> RunConfig:
-    """Apply overrides to the run config as `ncaflow train` will; stop on unknown keys."""
-    if not Path(run).exists():
-        raise WorkflowError(f"config key 'tasks.{task}.run': {run} does not exist")
-    raw = copy.deepcopy(_run_yaml(run))
+    if not Path(run).is_file():
+        stop(f"config key 'tasks.{entry}.run': {run} does not exist")
     try:
-        for item in overrides:
-            apply_override(raw, item)
-        return from_dict(RunConfig, raw)
+        return read_yaml(run)
     except ConfigError as err:
-        raise WorkflowError(f"config key '{where}': {run} rejects the override: {err}")
+        stop(f"config key 'tasks.{entry}.run': {err}")
+
+
+def _check_run(
+    entry: str, run: str, overrides: list[str], where: str, note: str = ""
+) -> RunConfig:
+    """Build and validate the run config exactly as `ncaflow train` will (keys, types,
+    ranges, the task's data section); stop with one line on the first error."""
+    try:
+        return build_config(_run_yaml(entry, run), overrides)
+    except ConfigError as err:
+        stop(f"config key '{where}'{note}: {run}: {err}")
+
+
+def _flag_keys(entry: str, spec: dict, flag: str) -> list[str]:
+    """A MedMNIST flag's channels and classes (from medmnist's INFO) as overrides; a
+    `set` or `flag_set` value that contradicts them fails the task's check."""
+    from ncaflow.tasks.classification import info_keys
+
+    raw = copy.deepcopy(_run_yaml(entry, spec["run"]))
+    data = {
+        **(raw.get("data") or {}),
+        **{k[5:]: v for k, v in _given(spec, flag).items()},
+    }
+    try:
+        keys = info_keys(flag, str(data.get("readout", "vote")))
+    except ConfigError as err:
+        stop(f"config key 'tasks.{entry}.flags': {err}")
+    return _overrides(keys)
+
+
+def _given(spec: dict, flag: str) -> dict:
+    """The data.* values a task's `set` and `flag_set` give (the later wins)."""
+    both = {**spec["set"], **spec["flag_set"].get(flag, {})}
+    return {k: v for k, v in both.items() if k.startswith("data.")}
 
 
 def build_tasks(config: dict) -> dict[str, Task]:
@@ -153,24 +192,42 @@ def build_tasks(config: dict) -> dict[str, Task]:
         for flag in flags:
             name = flag or entry
             if name in RESERVED:
-                raise WorkflowError(
+                stop(
                     f"config key 'tasks.{entry}': the name {name!r} is taken by a rule; "
                     f"choose another (taken: {sorted(RESERVED)})"
                 )
             if name in tasks:
-                raise WorkflowError(
-                    f"config key 'tasks.{entry}': task {name!r} defined twice"
+                stop(f"config key 'tasks.{entry}': task {name!r} defined twice")
+            unused = set(spec["flag_set"]) - set(spec.get("flags") or [])
+            if unused:
+                stop(
+                    f"config key 'tasks.{entry}.flag_set': {sorted(unused)[0]!r} is not "
+                    f"one of its flags {spec.get('flags') or []}; remove it or add the flag"
                 )
             fixed = _overrides(spec["set"])
+            where = f"tasks.{entry}.set"
             if flag is not None:
+                fixed = _flag_keys(entry, spec, flag) + fixed
                 fixed += [f"data.flag={flag}", f"name={flag}"]
                 fixed += _overrides(spec["flag_set"].get(flag, {}))
+                where = f"tasks.{entry} (flag {flag}: set, flag_set)"
+            base = _check_run(entry, spec["run"], fixed, where)
+            _check_run(  # the download and prepare jobs see the data and model keys only
+                entry,
+                spec["run"],
+                _data_keys(fixed),
+                where,
+                " (as the download job reads it: data.* and model.* keys only; "
+                "give the others in the run config)",
+            )
+            if spec["fold_by"] == "seed":  # fold k trains with train.seed + k
+                last = f"train.seed={base.train.seed + spec['folds'] - 1}"
+                _check_run(entry, spec["run"], [*fixed, last], f"tasks.{entry}.folds")
             cells = _grid_cells(spec["grid"])
             for cell, grid in cells.items():
                 _check_run(
-                    name, spec["run"], fixed + grid, f"tasks.{entry}.grid ({cell})"
+                    entry, spec["run"], fixed + grid, f"tasks.{entry}.grid ({cell})"
                 )
-            base = _check_run(name, spec["run"], fixed, f"tasks.{entry}.set")
             resources = {**config["resources"]["train"], **spec["resources"]}
             tasks[name] = Task(
                 name=name,
@@ -187,7 +244,7 @@ def build_tasks(config: dict) -> dict[str, Task]:
                 resources=resources,
             )
     if not tasks:
-        raise WorkflowError("config key 'tasks': no task is enabled")
+        stop("config key 'tasks': no task is enabled; set enabled: true on one")
     return tasks
 
 
@@ -224,11 +281,14 @@ def run_config(wildcards) -> str:
     return TASKS[wildcards.task].run
 
 
+def _data_keys(overrides: list[str]) -> list[str]:
+    sections = ("data", "model")
+    return [o for o in overrides if o.split("=", 1)[0].split(".")[0] in sections]
+
+
 def data_overrides(task: Task) -> list[str]:
     """The overrides that decide which data a task reads (and whether its model fits it)."""
-    return [
-        o for o in task.fixed if o.split("=", 1)[0].split(".")[0] in ("data", "model")
-    ]
+    return _data_keys(task.fixed)
 
 
 def data_sets(wildcards) -> str:
@@ -278,9 +338,8 @@ def train_args(wildcards) -> str:
     task = TASKS[wildcards.task]
     args = [f"--set {shlex.quote(o)}" for o in train_overrides(wildcards)]
     if task.fold_by == "data":
-        args.append(
-            f"--folds data/prepared/{task.name}/folds.json --fold {wildcards.fold}"
-        )
+        folds = shlex.quote(f"data/prepared/{task.name}/folds.json")
+        args.append(f"--folds {folds} --fold {int(wildcards.fold)}")
     return " ".join(args)
 
 
@@ -339,7 +398,7 @@ def out_dir(path: str):
 
 def animate_args(wildcards) -> str:
     steps = config["animation_steps"]
-    return f"--steps {steps}" if steps else ""
+    return f"--steps {int(steps)}" if steps else ""
 
 
 def export_args(wildcards) -> str:
@@ -352,8 +411,10 @@ def snakemake_args(wildcards) -> str:
     if workflow.overwrite_configfiles:
         files = " ".join(shlex.quote(str(f)) for f in workflow.overwrite_configfiles)
         args.append(f"--configfile {files}")
-    if workflow.config_settings.config_args:
-        args.append(f"--config {workflow.config_settings.config_args}")
+    given = workflow.config_settings.config_args
+    if given:  # the `--config key=value` arguments as given, each quoted for the shell
+        items = [given] if isinstance(given, str) else list(given)
+        args.append("--config " + " ".join(shlex.quote(str(a)) for a in items))
     return " ".join(args)
 
 

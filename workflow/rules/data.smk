@@ -15,13 +15,13 @@ rule download:
         "results/logs/download/{task}.log",
     benchmark:
         "results/benchmarks/download/{task}.tsv"
-    retries: 3
     conda:
         "../envs/ncaflow.yaml"
     params:
-        sets=data_set_list,
-    script:
-        "../scripts/download.py"
+        sets=data_sets,
+    shell:
+        "ncaflow download --config {input.run:q} --name {wildcards.task:q} "
+        "{params.sets} --out {output:q} > {log:q} 2>&1"
 
 
 rule prepare:
@@ -45,5 +45,5 @@ rule prepare:
         k=fold_count,
         seed=config["fold_seed"],
     shell:
-        "ncaflow prepare --config {input.run} {params.sets} --k {params.k} "
-        "--seed {params.seed} --out {output} > {log} 2>&1"
+        "ncaflow prepare --config {input.run:q} {params.sets} --k {params.k:q} "
+        "--seed {params.seed:q} --out {output:q} > {log:q} 2>&1"

@@ -20,5 +20,5 @@ rule evaluate:
         mem_mb=evaluate_resource("mem_mb"),
         runtime=evaluate_resource("runtime"),
     shell:
-        "ncaflow evaluate --model {input.model} --split val --split test "
-        "--out {output} > {log} 2>&1"
+        "ncaflow evaluate --model {input.model:q} --split val --split test "
+        "--out {output:q} > {log:q} 2>&1"

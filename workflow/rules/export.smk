@@ -27,8 +27,8 @@ rule animate:
     params:
         args=animate_args,
     shell:
-        'ncaflow animate --model "$(cat {input.best})" --out {output} {params.args} '
-        "> {log} 2>&1"
+        'ncaflow animate --model "$(cat {input.best:q})" --out {output:q} {params.args} '
+        "> {log:q} 2>&1"
 
 
 rule export:
@@ -50,8 +50,8 @@ rule export:
     params:
         args=export_args,
     shell:
-        'ncaflow export c "$(cat {input.best})" --out {output.header} {params.args} '
-        "> {log} 2>&1"
+        'ncaflow export c "$(cat {input.best:q})" --out {output.header:q} {params.args} '
+        "> {log:q} 2>&1"
 
 
 rule animations:
@@ -89,5 +89,5 @@ rule report:
     params:
         args=snakemake_args,
     shell:
-        "snakemake tables figures animations --nolock --report {output} {params.args} "
-        "> {log} 2>&1"
+        "snakemake tables figures animations --nolock --report {output:q} {params.args} "
+        "> {log:q} 2>&1"

@@ -49,8 +49,8 @@ rule plot:
         mode=select_mode,
         dir=out_dir("results/figures/{task}/grid"),
     shell:
-        "ncaflow figures summary --folds-csv {input.folds} --select {params.metric} "
-        "--mode {params.mode} --out-dir {params.dir} > {log} 2>&1"
+        "ncaflow figures summary --folds-csv {input.folds:q} --select {params.metric:q} "
+        "--mode {params.mode:q} --out-dir {params.dir:q} > {log:q} 2>&1"
 
 
 rule growth:
@@ -70,8 +70,8 @@ rule growth:
     conda:
         "../envs/ncaflow.yaml"
     shell:
-        'ncaflow figures growth --model "$(cat {input.best})" '
-        "--out results/figures/{wildcards.task}/growth > {log} 2>&1"
+        'ncaflow figures growth --model "$(cat {input.best:q})" '
+        "--out results/figures/{wildcards.task:q}/growth > {log:q} 2>&1"
 
 
 rule overlay:
@@ -92,8 +92,8 @@ rule overlay:
     conda:
         "../envs/ncaflow.yaml"
     shell:
-        'ncaflow figures overlay --model "$(cat {input.best})" '
-        "--out results/figures/{wildcards.task}/overlay > {log} 2>&1"
+        'ncaflow figures overlay --model "$(cat {input.best:q})" '
+        "--out results/figures/{wildcards.task:q}/overlay > {log:q} 2>&1"
 
 
 rule figures:

@@ -31,11 +31,11 @@ rule train:
         key=resume_key,
         dir=model_dir,
     shell:
-        "if [ -e {params.dir}/checkpoint.safetensors ] && "
-        '[ "$(cat {params.dir}/checkpoint.key 2>/dev/null)" = {params.key} ]; '
-        "then echo resuming from {params.dir}/checkpoint.safetensors; "
-        "else rm -rf {params.dir}/checkpoint.safetensors {params.dir}/checkpoint.pt "
-        "{params.dir}/tensorboard; fi > {log}; "
-        "echo {params.key} > {params.dir}/checkpoint.key; "
-        "ncaflow train --config {input.run} --out {params.dir} {params.args} >> {log} 2>&1; "
-        "rm -f {params.dir}/checkpoint.key"
+        "if [ -e {params.dir:q}/checkpoint.safetensors ] && "
+        '[ "$(cat {params.dir:q}/checkpoint.key 2>/dev/null)" = {params.key:q} ]; '
+        "then echo resuming from {params.dir:q}/checkpoint.safetensors; "
+        "else rm -rf {params.dir:q}/checkpoint.safetensors {params.dir:q}/checkpoint.pt "
+        "{params.dir:q}/tensorboard; fi > {log:q}; "
+        "echo {params.key:q} > {params.dir:q}/checkpoint.key; "
+        "ncaflow train --config {input.run:q} --out {params.dir:q} {params.args} >> {log:q} 2>&1; "
+        "rm -f {params.dir:q}/checkpoint.key"

@@ -23,12 +23,27 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import Tensor, nn
 
-from ncaflow.config import check
-from ncaflow.data import load_medmnist, medmnist_info
+from ncaflow.config import ConfigError, check
+from ncaflow.data import DataError, load_medmnist, medmnist_info
 from ncaflow.data.folder import OwnImages, check_folder_keys, load_own_classification
 from ncaflow.tasks.base import PALETTE, Batch, CommonData, Task, batches
 
-__all__ = ["Classification", "ClassificationData", "augment"]
+__all__ = ["Classification", "ClassificationData", "augment", "info_keys"]
+
+
+def info_keys(flag: str, readout: str) -> dict[str, int]:
+    """The model keys MedMNIST's own INFO decides for a subset and readout.
+
+    ``{"model.input_channels": n_channels, "model.head" | "model.output_channels":
+    n_classes}`` (the head with ``readout="head"``, per-pixel votes otherwise).  Raises
+    ConfigError naming ``data.flag`` for a flag that is not a 2D MedMNIST subset.
+    """
+    try:
+        info = medmnist_info(flag)
+    except DataError as err:
+        raise ConfigError(f"key 'data.flag': {err}", "data.flag") from None
+    classes = "model.head" if readout == "head" else "model.output_channels"
+    return {"model.input_channels": info["n_channels"], classes: info["n_classes"]}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +114,30 @@ class Classification(Task):
     select_metric = "val_auc"
     select_mode = "max"
     data: ClassificationData
+
+    @classmethod
+    def derive_config(cls, raw: dict[str, Any]) -> None:
+        """Fill in a parsed run config's image channels and classes from MedMNIST's INFO
+        (``data.flag``, ``data.readout``); a value given that contradicts INFO is an error."""
+        data, model = raw.get("data", {}), raw.setdefault("model", {})
+        if not isinstance(data, dict) or not isinstance(model, dict):
+            return  # from_dict names the key that is not a mapping
+        if data.get("dataset", ClassificationData.dataset) == "folder":
+            return  # own data: the images and labels say, once read (setup)
+        flag = data.get("flag", ClassificationData.flag)
+        readout = data.get("readout", ClassificationData.readout)
+        if not isinstance(flag, str):
+            return  # from_dict: expected a string
+        for key, value in info_keys(flag, str(readout)).items():
+            name = key.split(".")[1]
+            given = model.setdefault(name, value)
+            if given != value or isinstance(given, bool):
+                what = "image channels" if name == "input_channels" else "classes"
+                raise ConfigError(
+                    f"key '{key}': {given!r} contradicts MedMNIST's INFO for {flag} "
+                    f"({value} {what}); set it to {value} or leave it out",
+                    key,
+                )
 
     def describe(self, info: dict[str, Any] | None = None) -> None:
         """Class count and label kind, from MedMNIST's metadata or (own data) the model's

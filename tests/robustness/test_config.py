@@ -1,0 +1,160 @@
+"""Bad run configs and bad ``--set`` overrides (issue 21): `ncaflow train` stops before it
+writes anything, with one line naming the file, the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BASES: dict[str, dict[str, Any]] = {
+    "growing": {"task": "growing"},
+    "selfclass": yaml.safe_load((REPO / "config/runs/selfclass.yaml").read_text()),
+    "classification": {
+        "task": "classification",
+        "model": {"input_channels": 1, "output_channels": 2},
+        "data": {"flag": "breastmnist"},
+    },
+    "segmentation": {"task": "segmentation", "model": {"input_channels": 3, "output_channels": 1}},
+}
+
+
+def _merge(base: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    out = yaml.safe_load(yaml.safe_dump(base))
+    *parents, last = key.split(".")
+    node = out
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return out
+
+
+def _train(cli: Any, tmp_path: Path, text: str, *sets: str) -> tuple[Any, Path, Path]:
+    run = tmp_path / "run.yaml"
+    run.write_text(text)
+    out = tmp_path / "out"
+    args = ["train", "--config", run, "--out", out]
+    for item in sets:
+        args += ["--set", item]
+    return cli(*args), run, out
+
+
+NAN, INF = float("nan"), float("inf")
+
+# (task, dotted key, bad value, text the one line must hold besides file and key)
+BAD_VALUES = [
+    ("growing", "train.scheduler.warmup", -1, ">= 0"),
+    ("growing", "train.grad_clip", -0.5, "> 0"),
+    ("growing", "model.alive_threshold", NAN, "in [0, 1]"),
+    ("selfclass", "data.val_size", -1, ">= 1"),
+    ("growing", "train.log_images_every", 0, ">= 1"),
+    ("classification", "data.eval_batch", 0, ">= 1"),
+    ("growing", "train.batch_size", 0, ">= 1"),
+    ("growing", "model.fire_rate", 1.5, "in (0, 1]"),
+    ("growing", "train.lr", NAN, "> 0"),
+    ("growing", "train.lr", INF, "> 0"),
+    ("growing", "train.betas", [0.9, 1.5], "in [0, 1)"),
+    ("growing", "train.seed", -1, "in [0, "),
+    ("growing", "train.threads", 0, ">= 1"),
+    ("growing", "train.scheduler.gamma", 0.0, "> 0"),
+    ("growing", "train.early_stopping.min_delta", -0.1, ">= 0"),
+    ("growing", "model.hidden_width", 0, ">= 1"),
+    ("segmentation", "data.test_fraction", 1.5, "in [0, 1)"),
+    ("growing", "data.pool_size", 0, ">= 1"),
+]
+
+
+@pytest.mark.parametrize(
+    ("task", "key", "value", "allowed"),
+    BAD_VALUES,
+    ids=[f"{k}={v}" for _, k, v, _ in BAD_VALUES],
+)
+def test_out_of_range_value(
+    cli: Any, tmp_path: Path, task: str, key: str, value: Any, allowed: str
+) -> None:
+    text = yaml.safe_dump(_merge(BASES[task], key, value))
+    outcome, run, out = _train(cli, tmp_path, text)
+    shown = str(value[-1] if isinstance(value, list) else value)
+    outcome.fails_cleanly(str(run), f"'{key}'", shown, allowed, absent=[out])
+
+
+MEDMNIST = [
+    ("data.flag", "foomnist", ["'data.flag'", "foomnist", "valid flags", "dermamnist"]),
+    ("data.flag", "organmnist3d", ["'data.flag'", "3D"]),
+    ("model.input_channels", 3, ["'model.input_channels'", "3", "breastmnist", "1 image"]),
+    ("model.output_channels", 5, ["'model.output_channels'", "5", "2 classes"]),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "needles"), MEDMNIST, ids=[m[1] for m in MEDMNIST])
+def test_medmnist_keys_against_info(
+    cli: Any, tmp_path: Path, key: str, value: Any, needles: list[str]
+) -> None:
+    text = yaml.safe_dump(_merge(BASES["classification"], key, value))
+    outcome, run, out = _train(cli, tmp_path, text)
+    outcome.fails_cleanly(str(run), *needles, absent=[out])
+
+
+SETS = [
+    ("train.lr", ["--set 'train.lr'", "KEY=VALUE", "train.lr=1e-3"]),
+    ("nosuch.key=1", ["--set 'nosuch.key=1'", "unknown key 'nosuch'", "allowed keys"]),
+    ("train.lr=abc", ["--set 'train.lr=abc'", "'train.lr'", "expected a number", "'abc'"]),
+    ("train.lr=[1", ["--set 'train.lr=[1'", "not valid YAML", "quote"]),
+    ("train.lr.x=1", ["--set 'train.lr.x=1'", "'train.lr'", "expected a number"]),
+    ("train.x=1", ["--set 'train.x=1'", "unknown key 'train.x'", "allowed keys"]),
+    ("=1", ["--set '=1'", "not a dotted key"]),
+    ("train.lr=-1e-3", ["--set 'train.lr=-1e-3'", "-0.001", "> 0"]),
+    ("model.nope=2", ["--set 'model.nope=2'", "unknown key 'model.nope'", "hidden_channels"]),
+]
+
+
+@pytest.mark.parametrize(("item", "needles"), SETS, ids=[s[0] for s in SETS])
+def test_bad_set(cli: Any, tmp_path: Path, item: str, needles: list[str]) -> None:
+    outcome, run, out = _train(cli, tmp_path, "task: growing\ntrain: {iterations: 2}\n", item)
+    outcome.fails_cleanly(str(run), *needles, absent=[out])
+
+
+def test_set_into_a_value(cli: Any, tmp_path: Path) -> None:
+    outcome, run, out = _train(cli, tmp_path, "task: growing\ntrain: {lr: 0.1}\n", "train.lr.x=1")
+    outcome.fails_cleanly(str(run), "--set 'train.lr.x=1'", "'train.lr' is a value", absent=[out])
+
+
+FILES = [
+    ("unknown-key", "task: growing\nmodel: {hiden_channels: 3}\n",
+     ["'model.hiden_channels'", "allowed keys", "hidden_channels"]),
+    ("list", "- task\n- growing\n", ["expected a mapping", "got list"]),
+    ("scalar", "growing\n", ["expected a mapping", "got str"]),
+    ("syntax", "task: growing\nmodel: {hidden_channels: [1\n", ["not valid YAML", "line 3"]),
+    ("tab", "task: growing\n\tmodel: 1\n", ["not valid YAML", "line 2"]),
+    ("empty", "", ["empty", "task: <name>"]),
+    ("comments-only", "# nothing\n", ["empty"]),
+    ("twice", "task: growing\ntrain: {lr: 0.1}\ntrain: {lr: 0.2}\n",
+     ["'train' is given twice", "line 3"]),
+    ("no-task", "model: {hidden_channels: 3}\n", ["missing required key 'task'"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "needles"), [f[1:] for f in FILES], ids=[f[0] for f in FILES])
+def test_bad_yaml_file(cli: Any, tmp_path: Path, text: str, needles: list[str]) -> None:
+    outcome, run, out = _train(cli, tmp_path, text)
+    outcome.fails_cleanly(str(run), *needles, absent=[out])
+
+
+def test_binary_file(cli: Any, tmp_path: Path) -> None:
+    run = tmp_path / "run.yaml"
+    run.write_bytes(b"\x80\x81\xfe\x00task")
+    outcome = cli("train", "--config", run, "--out", tmp_path / "out")
+    outcome.fails_cleanly(str(run), "not a text file", absent=[tmp_path / "out"])
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder"])
+def test_config_path_not_a_file(cli: Any, tmp_path: Path, kind: str) -> None:
+    run = tmp_path / "run.yaml"
+    if kind == "folder":
+        run.mkdir()
+    outcome = cli("train", "--config", run, "--out", tmp_path / "out")
+    needle = "not found" if kind == "missing" else "is a folder"
+    outcome.fails_cleanly(str(run), needle, absent=[tmp_path / "out"])
