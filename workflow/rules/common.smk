@@ -43,6 +43,17 @@ RESERVED = {
     "overlay",
     "animate",
     "export",
+    "reference",
+    "reference_datasets",
+    "reference_evaluations",
+    "reference_tables",
+    "reference_figures",
+    "reference_runs",
+    "reference_rollouts",
+    "reference_ensembles",
+    "evaluate_with",
+    "ensemble",
+    "evaluations",
 }
 
 # workflow/envs/ncaflow.yaml installs the package from here (pip expands ${NCAFLOW_ROOT}).
@@ -108,6 +119,7 @@ class Task:
     mode: str
     base_seed: int
     resources: dict = field(default_factory=dict)
+    cell_folds: dict[str, int] = field(default_factory=dict)  # variants' own fold counts
 
 
 def _grid_cells(grid: dict) -> dict[str, list[str]]:
@@ -165,7 +177,7 @@ def build_tasks(config: dict) -> dict[str, Task]:
             if flag is not None:
                 fixed += [f"data.flag={flag}", f"name={flag}"]
                 fixed += _overrides(spec["flag_set"].get(flag, {}))
-            cells = _grid_cells(spec["grid"])
+            cells = _variant_cells(entry, spec) or _grid_cells(spec["grid"])
             for cell, grid in cells.items():
                 _check_run(
                     name, spec["run"], fixed + grid, f"tasks.{entry}.grid ({cell})"
@@ -181,14 +193,33 @@ def build_tasks(config: dict) -> dict[str, Task]:
                 fixed=fixed,
                 cells=cells,
                 aliases=list(spec["grid"]),
-                metric=base.train.early_stopping.metric,
-                mode=base.train.early_stopping.mode,
+                metric=spec.get("select", {}).get("metric")
+                or base.train.early_stopping.metric,
+                mode=spec.get("select", {}).get("mode") or base.train.early_stopping.mode,
                 base_seed=base.train.seed,
                 resources=resources,
+                cell_folds=spec["variant_folds"],
             )
     if not tasks:
         raise WorkflowError("config key 'tasks': no task is enabled")
     return tasks
+
+
+def _variant_cells(entry: str, spec: dict) -> dict[str, list[str]]:
+    """Named variants (`tasks.<entry>.variants`): {"big": ["model.hidden_width=192", ...]}.
+    A task has either variants or a grid; `variant_folds` names variants only."""
+    variants = spec["variants"]
+    if variants and spec["grid"]:
+        raise WorkflowError(
+            f"config key 'tasks.{entry}': give either 'grid' or 'variants', not both"
+        )
+    unknown = sorted(set(spec["variant_folds"]) - set(variants))
+    if unknown:
+        raise WorkflowError(
+            f"config key 'tasks.{entry}.variant_folds': {unknown} are not variants of "
+            f"the task; name one of {sorted(variants)}"
+        )
+    return {name: _overrides(sets) for name, sets in variants.items()}
 
 
 # -- paths ------------------------------------------------------------------------
@@ -201,7 +232,7 @@ def model_dirs(task: str) -> list[str]:
     return [
         MODEL_DIR.format(task=task, cell=cell, fold=k)
         for cell in t.cells
-        for k in range(t.folds)
+        for k in range(t.cell_folds.get(cell, t.folds))
     ]
 
 
