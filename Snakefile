@@ -3,7 +3,7 @@
 #   snakemake --cores all                                  # the default run (config/config.yaml)
 #   snakemake --cores all --configfile config/paper.yaml   # another config replaces the default
 #   snakemake --cores 2 tables | figures | report | <task> # named targets
-#   snakemake --cores all --configfile config/paper.yaml reference   # the README's reference results
+#   snakemake --cores all reference --configfile config/paper.yaml   # the README's reference results
 #
 # config/README.md explains the config; workflow/rules/ holds one file per stage.
 from snakemake.utils import min_version
@@ -32,6 +32,7 @@ wildcard_constraints:
 
 validate_config(config, "workflow/schemas/config.schema.yaml")
 TASKS = build_tasks(config)
+REFERENCE = check_reference(config["reference"])
 
 
 include: "workflow/rules/data.smk"

@@ -42,7 +42,7 @@ fi
 snakemake --cores all "$@" "$datasets" ${config[@]+"${config[@]}"}
 # every metrics file of the config's tasks (and, for `reference`, its evaluations and
 # ensembles): the jobs that made them, and the trainings before them, are marked done
-snakemake --cores 1 "$@" --touch "$metrics" ${config[@]+"${config[@]}"} >/dev/null
+snakemake "$metrics" --cores 1 "$@" --touch --quiet all ${config[@]+"${config[@]}"} >/dev/null
 next="snakemake --cores all"
 [ "$metrics" = evaluations ] || next="$next reference ${config[*]}"
 echo "pretrained.sh: the pulled models and metrics are up to date; run: $next"

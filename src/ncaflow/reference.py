@@ -48,7 +48,7 @@ def _json(path: Path) -> dict[str, Any]:
     try:
         data: dict[str, Any] = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: cannot read it ({err}); re-run the job that writes it")
+        raise ValueError(f"{path}: cannot read it ({err}); re-run the job that writes it") from None
     return data
 
 
@@ -77,7 +77,9 @@ def runs_markdown(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def spread(rows: Sequence[dict[str, Any]], by: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
+def spread(
+    rows: Sequence[dict[str, Any]], by: Sequence[str], metrics: Sequence[str]
+) -> pd.DataFrame:
     """Mean and sample std of ``metrics`` per group of ``by`` (groups in input order), with
     ``n`` (rows per group) and ``parameters``; rows are dicts of metrics-file values."""
     frame = pd.DataFrame(list(rows))

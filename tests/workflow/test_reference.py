@@ -95,9 +95,7 @@ def _paper_with(tmp_path: Path, edit: Any) -> Path:
 
 
 def _grid_too(c: dict[str, Any]) -> None:
-    c["tasks"]["sweep_breastmnist"]["grid"] = {
-        "lr": {"key": "train.lr", "values": [0.001]}
-    }
+    c["tasks"]["sweep_breastmnist"]["grid"] = {"lr": {"key": "train.lr", "values": [0.001]}}
 
 
 def _folds_of_unknown(c: dict[str, Any]) -> None:

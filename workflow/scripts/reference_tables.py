@@ -20,10 +20,12 @@ METRICS = ["val_acc", "val_auc", "test_acc", "test_auc", "test_f1"]
 
 def tables(files: list[str], described: list[dict]) -> tuple[pd.DataFrame, str]:
     if snakemake.params.kind == "runs":
-        rows = [run_row(d["run"], Path(path).parent) for d, path in zip(described, files)]
+        rows = [
+            run_row(d["run"], Path(path).parent) for d, path in zip(described, files, strict=True)
+        ]
         return pd.DataFrame(rows), runs_markdown(rows)
     # the description wins over a metrics file's own keys (an ensemble's member list)
-    rows = [{**read_metrics(path), **d} for d, path in zip(described, files)]
+    rows = [{**read_metrics(path), **d} for d, path in zip(described, files, strict=True)]
     by = list(snakemake.params.by)
     table = spread(rows, by, METRICS)
     return table, spread_markdown(table, by, METRICS)
