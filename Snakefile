@@ -3,6 +3,7 @@
 #   snakemake --cores all                                  # the default run (config/config.yaml)
 #   snakemake --cores all --configfile config/paper.yaml   # another config replaces the default
 #   snakemake --cores 2 tables | figures | report | <task> # named targets
+#   snakemake --cores all reference --configfile config/paper.yaml   # the README's reference results
 #
 # config/README.md explains the config; workflow/rules/ holds one file per stage.
 from snakemake.utils import min_version
@@ -23,8 +24,15 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 
 
+# A task name is one path component (the schema allows [a-z0-9_]); without this,
+# `results/tables/{task}.csv` would also match the reference tables' subfolder.
+wildcard_constraints:
+    task="[a-z0-9_]+",
+
+
 validate_config(config, "workflow/schemas/config.schema.yaml")
 TASKS = build_tasks(config)
+REFERENCE = check_reference(config["reference"])
 
 
 include: "workflow/rules/data.smk"
@@ -33,12 +41,14 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/export.smk"
+include: "workflow/rules/reference.smk"
 
 
 rule all:
     default_target: True
     input:
         all_of(task_targets),
+        reference_targets(),
         "results/report.html",
 
 

@@ -1,7 +1,8 @@
 """Print the README's C-export footprint table from the JSON files `ncaflow export c` writes.
 
+bash scripts/pretrained.sh reference
 for m in growing selfclass breastmnist; do
-    ncaflow export c docs/reference-h100/$m --out exports/$m.h --int8
+    ncaflow export c results/models/ref_$m/base/fold0 --out exports/$m.h --int8
 done
 python scripts/footprint_table.py exports/*.json
 """

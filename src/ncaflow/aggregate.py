@@ -91,8 +91,8 @@ def summarise(frame: pd.DataFrame, *, metric: str, mode: str) -> pd.DataFrame:
     for every metric (sample std, NaN for one fold) and ``best`` (by ``metric`` alone)."""
     _check_metric(frame, metric, mode)
     metrics = metric_columns(frame)
-    aliases = [c for c in frame.columns if c not in {"cell", "fold", "model", "parameters"}]
-    aliases = [c for c in aliases if c not in metrics]
+    # the grid's aliases; other keys of a metrics file (e.g. a sweep's "seconds") are not
+    aliases = list(dict.fromkeys(a for c in frame["cell"].unique() for a in parse_cell(c)))
     groups = frame.groupby("cell", sort=False)
     out = groups[aliases].first() if aliases else pd.DataFrame(index=groups.size().index)
     out["folds"] = groups.size()
@@ -130,6 +130,8 @@ def _display(summary: pd.DataFrame, latex: bool) -> tuple[list[str], list[list[s
     metrics = [c.removesuffix("_mean") for c in summary.columns if c.endswith("_mean")]
     fixed = [c for c in summary.columns if c not in {"cell", "best"}]
     fixed = [c for c in fixed if not c.endswith(("_mean", "_std"))]
+    if fixed[:1] == ["folds"]:  # no grid aliases (named variants): name the row by its cell
+        fixed.insert(0, "cell")
     header = fixed + metrics
     rows = []
     for _, r in summary.iterrows():

@@ -72,6 +72,9 @@ def expected_trainings(config: dict[str, Any]) -> dict[str, int]:
         cells = math.prod(len(g["values"]) for g in spec.get("grid", {}).values())
         for flag in spec.get("flags", [name]):
             out[flag] = cells * spec.get("folds", 2)
+        if spec.get("variants"):  # named variants: each its own number of folds (seeds)
+            own = spec.get("variant_folds", {})
+            out[name] = sum(own.get(v, spec.get("folds", 2)) for v in spec["variants"])
     return out
 
 

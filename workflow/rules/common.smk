@@ -16,6 +16,7 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import jsonschema
 import pandas as pd
@@ -44,6 +45,17 @@ RESERVED = {
     "overlay",
     "animate",
     "export",
+    "reference",
+    "reference_datasets",
+    "reference_evaluations",
+    "reference_tables",
+    "reference_figures",
+    "reference_runs",
+    "reference_rollouts",
+    "reference_ensembles",
+    "evaluate_with",
+    "ensemble",
+    "evaluations",
 }
 
 # workflow/envs/ncaflow.yaml installs the package from here (pip expands ${NCAFLOW_ROOT}).
@@ -53,7 +65,7 @@ os.environ.setdefault("NCAFLOW_ROOT", str(Path(workflow.basedir).resolve()))
 # -- validation -----------------------------------------------------------------
 
 
-def stop(message: str) -> None:
+def stop(message: str) -> NoReturn:
     """End `snakemake` before it schedules any job: one line on stderr, exit code 1."""
     print(f"ncaflow workflow: invalid config: {message}", file=sys.stderr)
     raise SystemExit(1)
@@ -121,6 +133,9 @@ class Task:
     mode: str
     base_seed: int
     resources: dict = field(default_factory=dict)
+    cell_folds: dict[str, int] = field(
+        default_factory=dict
+    )  # variants' own fold counts
 
 
 def _grid_cells(grid: dict) -> dict[str, list[str]]:
@@ -223,7 +238,7 @@ def build_tasks(config: dict) -> dict[str, Task]:
             if spec["fold_by"] == "seed":  # fold k trains with train.seed + k
                 last = f"train.seed={base.train.seed + spec['folds'] - 1}"
                 _check_run(entry, spec["run"], [*fixed, last], f"tasks.{entry}.folds")
-            cells = _grid_cells(spec["grid"])
+            cells = _variant_cells(entry, spec) or _grid_cells(spec["grid"])
             for cell, grid in cells.items():
                 _check_run(
                     entry, spec["run"], fixed + grid, f"tasks.{entry}.grid ({cell})"
@@ -238,14 +253,32 @@ def build_tasks(config: dict) -> dict[str, Task]:
                 fixed=fixed,
                 cells=cells,
                 aliases=list(spec["grid"]),
-                metric=base.train.early_stopping.metric,
-                mode=base.train.early_stopping.mode,
+                metric=spec.get("select", {}).get("metric")
+                or base.train.early_stopping.metric,
+                mode=spec.get("select", {}).get("mode")
+                or base.train.early_stopping.mode,
                 base_seed=base.train.seed,
                 resources=resources,
+                cell_folds=spec["variant_folds"],
             )
     if not tasks:
         stop("config key 'tasks': no task is enabled; set enabled: true on one")
     return tasks
+
+
+def _variant_cells(entry: str, spec: dict) -> dict[str, list[str]]:
+    """Named variants (`tasks.<entry>.variants`): {"big": ["model.hidden_width=192", ...]}.
+    A task has either variants or a grid; `variant_folds` names variants only."""
+    variants = spec["variants"]
+    if variants and spec["grid"]:
+        stop(f"config key 'tasks.{entry}': give either 'grid' or 'variants', not both")
+    unknown = sorted(set(spec["variant_folds"]) - set(variants))
+    if unknown:
+        stop(
+            f"config key 'tasks.{entry}.variant_folds': {unknown} are not variants of "
+            f"the task; name one of {sorted(variants)}"
+        )
+    return {name: _overrides(sets) for name, sets in variants.items()}
 
 
 # -- paths ------------------------------------------------------------------------
@@ -258,7 +291,7 @@ def model_dirs(task: str) -> list[str]:
     return [
         MODEL_DIR.format(task=task, cell=cell, fold=k)
         for cell in t.cells
-        for k in range(t.folds)
+        for k in range(t.cell_folds.get(cell, t.folds))
     ]
 
 
@@ -458,3 +491,184 @@ def task_targets(task: str) -> list[str]:
 
 def all_of(targets) -> list[str]:
     return [path for task in TASKS for path in targets(task)]
+
+
+# -- reference results (config key `reference`; rules in reference.smk) --------------
+# REFERENCE is the checked section (Snakefile: check_reference).
+
+
+def _reference_stop(key: str, text: str) -> NoReturn:
+    stop(f"config key 'reference.{key}': {text}")
+
+
+def _check_member(key: str, task: str, member: str) -> None:
+    cell, fold = member.split("/")
+    fold = fold.removeprefix("fold")
+    if cell not in TASKS[task].cells:
+        _reference_stop(
+            key, f"task {task!r} has no cell {cell!r}; have {sorted(TASKS[task].cells)}"
+        )
+    folds = TASKS[task].cell_folds.get(cell, TASKS[task].folds)
+    if int(fold) >= folds:
+        _reference_stop(
+            key, f"{member}: cell {cell!r} of {task!r} has folds 0-{folds - 1}"
+        )
+
+
+def check_reference(ref: dict) -> dict:
+    """Every task, cell, fold and evaluation the section names must exist; returns it."""
+    for key in ("runs", "sweeps"):
+        for i, task in enumerate(ref.get(key, [])):
+            if task not in TASKS:
+                _reference_stop(
+                    f"{key}[{i}]",
+                    f"{task!r} is not an enabled task; have {sorted(TASKS)}",
+                )
+    known = set(ref.get("evaluations", {}))
+    for task, spec in ref.get("rollouts", {}).items():
+        if task not in TASKS:
+            _reference_stop(f"rollouts.{task}", "not an enabled task")
+        for cell in spec["cells"]:
+            _check_member(f"rollouts.{task}.cells", task, f"{cell}/fold0")
+        for name in spec["evaluations"]:
+            if name not in known:
+                _reference_stop(
+                    f"rollouts.{task}.evaluations",
+                    f"{name!r} is not in reference.evaluations {sorted(known)}",
+                )
+    for name, spec in ref.get("ensembles", {}).items():
+        key = f"ensembles.{name}"
+        if spec["task"] not in TASKS:
+            _reference_stop(f"{key}.task", f"{spec['task']!r} is not an enabled task")
+        for member in spec["members"]:
+            _check_member(f"{key}.members", spec["task"], member)
+        if spec["evaluation"] not in known:
+            _reference_stop(
+                f"{key}.evaluation", f"not in reference.evaluations {sorted(known)}"
+            )
+    return ref
+
+
+def reference_tasks() -> list[str]:
+    return list(
+        dict.fromkeys([*REFERENCE.get("runs", []), *REFERENCE.get("sweeps", [])])
+    )
+
+
+def evaluation_sets(wildcards) -> list[str]:
+    """`--set key=value` arguments of one named evaluation (quoted by the rule)."""
+    sets = REFERENCE["evaluations"][wildcards.evaluation]
+    return [arg for item in _overrides(sets) for arg in ("--set", item)]
+
+
+def ensemble_spec(wildcards) -> dict:
+    spec = REFERENCE["ensembles"].get(wildcards.ensemble)
+    if spec is None or spec["task"] != wildcards.task:
+        raise WorkflowError(
+            f"no ensemble {wildcards.ensemble!r} of task {wildcards.task!r}"
+        )
+    return spec
+
+
+def ensemble_models(wildcards) -> list[str]:
+    spec = ensemble_spec(wildcards)
+    return [
+        f"results/models/{spec['task']}/{m}/model.safetensors" for m in spec["members"]
+    ]
+
+
+def ensemble_data(wildcards) -> list[str]:
+    return data_of(ensemble_spec(wildcards)["task"])
+
+
+def ensemble_args(wildcards) -> list[str]:
+    """`--model A --model B --set ...` of one ensemble (quoted by the rule)."""
+    spec = ensemble_spec(wildcards)
+    models = [arg for m in ensemble_models(wildcards) for arg in ("--model", m)]
+    sets = _overrides(REFERENCE["evaluations"][spec["evaluation"]])
+    return models + [arg for item in sets for arg in ("--set", item)]
+
+
+def _run_files() -> list[tuple[dict, str]]:
+    out = []
+    for task in REFERENCE.get("runs", []):
+        folder = MODEL_DIR.format(task=task, cell=next(iter(TASKS[task].cells)), fold=0)
+        out.append(({"run": task}, f"{folder}/metrics.json"))
+    return out
+
+
+def _evaluation_files() -> list[tuple[dict, str]]:
+    """(what, metrics file) of every re-evaluated model; 'as trained' is metrics.json."""
+    out = []
+    for task, spec in REFERENCE.get("rollouts", {}).items():
+        for cell in spec["cells"]:
+            for fold in range(TASKS[task].cell_folds.get(cell, TASKS[task].folds)):
+                folder = MODEL_DIR.format(task=task, cell=cell, fold=fold)
+                for name in ["as trained", *spec["evaluations"]]:
+                    path = (
+                        "metrics.json"
+                        if name == "as trained"
+                        else f"metrics-{name}.json"
+                    )
+                    what = {"task": task, "cell": cell, "evaluation": name}
+                    out.append(({**what, "seed": fold}, f"{folder}/{path}"))
+    return out
+
+
+def _ensemble_files() -> list[tuple[dict, str]]:
+    out = []
+    for name, spec in REFERENCE.get("ensembles", {}).items():
+        for seed in spec["seeds"]:
+            what = {"ensemble": name, "members": " + ".join(spec["members"])}
+            what.update(evaluation=spec["evaluation"], seed=seed)
+            path = f"results/models/{spec['task']}/ensembles/{name}/seed{seed}.json"
+            out.append((what, path))
+    return out
+
+
+def run_histories(wildcards) -> list[str]:
+    return [str(Path(p).parent / "history.csv") for _, p in _run_files()]
+
+
+REFERENCE_TABLES = {  # results/tables/reference/<name>.csv|md
+    "runs": _run_files,
+    "evaluations": _evaluation_files,
+    "ensembles": _ensemble_files,
+}
+
+
+def table_files(name: str):
+    def get(wildcards) -> list[str]:
+        return [path for _, path in REFERENCE_TABLES[name]()]
+
+    return get
+
+
+def table_rows(name: str):
+    def get(wildcards) -> list[dict]:
+        return [what for what, _ in REFERENCE_TABLES[name]()]
+
+    return get
+
+
+def reference_table_targets() -> list[str]:
+    made = [n for n, files in REFERENCE_TABLES.items() if files()]
+    return [
+        f"results/tables/reference/{n}.{ext}" for n in made for ext in ("csv", "md")
+    ]
+
+
+def reference_targets() -> list[str]:
+    """What `snakemake reference` (and `snakemake` itself) makes of the section."""
+    tasks = reference_tasks()
+    return (
+        reference_table_targets()
+        + [f for task in tasks for f in table_targets(task)]
+        + [f for task in tasks for f in figure_targets(task)]
+    )
+
+
+def reference_evaluation_targets() -> list[str]:
+    metrics = [m for task in reference_tasks() for m in metrics_of(task)]
+    extra = [p for files in REFERENCE_TABLES.values() for _, p in files()]
+    return list(dict.fromkeys(metrics + extra))
