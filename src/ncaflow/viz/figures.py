@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -300,6 +302,12 @@ def growth_strip(
         return save(fig, out)
 
 
+def _colour_bar(fig: Figure, mappable: Any, ax: Any, label: str) -> None:
+    bar = fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03)
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+
+
 @torch.no_grad()
 def segmentation_overlay(
     model_dir: str | Path, out: str | Path, *, examples: int = 4, rollouts: int = 8, seed: int = 0
@@ -316,7 +324,7 @@ def segmentation_overlay(
         raise ValueError(f"{model_dir}: the task has no test or validation images")
     gen = torch.Generator().manual_seed(seed)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(pairs), 3, figsize=(7.5, 2.5 * len(pairs)), squeeze=False)
+        fig, axes = plt.subplots(len(pairs), 3, figsize=(9.0, 2.5 * len(pairs)), squeeze=False)
         for row, (split, i) in enumerate(pairs):
             image, truth = splits[split][0][i : i + 1], splits[split][1][i : i + 1]
             state = task.seed_state(image, task.config.model.channels)
@@ -331,13 +339,15 @@ def segmentation_overlay(
                 f"{SPLIT_NAMES.get(split, split)} image, true outline", fontsize=8
             )
             axes[row, 1].imshow(rgb)
-            prob = axes[row, 1].imshow(p, cmap="magma", alpha=0.55, vmin=0, vmax=1)
+            axes[row, 1].imshow(p, cmap="magma", alpha=0.55, vmin=0, vmax=1)
             axes[row, 1].contour(t, levels=[0.5], colors="lime", linewidths=1.0)
             axes[row, 1].set_title(f"mean probability ({rollouts} rollouts)", fontsize=8)
-            fig.colorbar(prob, ax=axes[row, 1], fraction=0.046, label="probability")
+            # the bar shows the colour map itself, not the half-transparent overlay
+            prob = ScalarMappable(norm=Normalize(0, 1), cmap="magma")
+            _colour_bar(fig, prob, axes[row, 1], "probability")
             im = axes[row, 2].imshow(sd, cmap="viridis", vmin=0)
             axes[row, 2].set_title("standard deviation over rollouts", fontsize=8)
-            fig.colorbar(im, ax=axes[row, 2], fraction=0.046, label="standard deviation")
+            _colour_bar(fig, im, axes[row, 2], "standard deviation")
         for ax in axes.flat:
             ax.set_xticks([])
             ax.set_yticks([])
