@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Install ncaflow and everything its workflow and tests use into the current Python.
 #
-# torch is installed first and pinned (2.13.0, CPU): pip then keeps it, instead of
-# letting a dependency pull a multi-GB CUDA build. medmnist goes in with --no-deps
+# torch is installed first and pinned (2.13.0): pip then keeps it, instead of letting a
+# dependency pull another build. Which build comes depends on pip's index: the default
+# index's Linux wheel bundles CUDA (multi-GB); for the CPU-only build, point pip at
+# PyTorch's CPU wheel index first (PIP_EXTRA_INDEX_URL or PIP_INDEX_URL; this project's
+# machines get the CPU build from their pip configuration). medmnist goes in with --no-deps
 # because it asks for an unpinned torchvision, which ncaflow never imports; its
 # real needs are ncaflow's own dependencies.
 set -euo pipefail

@@ -1,4 +1,13 @@
-"""Shared fixtures: the real-data mirror in ../shared/data and a quiet, small torch."""
+"""Shared fixtures: the real-data mirror and a quiet, small torch.
+
+Every test finds the mirror of small real datasets through `mirror_path()`:
+$NCAFLOW_DATA_MIRROR if set, else ../shared/data beside the repository. The
+path is resolved once, when pytest starts (before any test can unset the
+variable), and exported as NCAFLOW_DATA_MIRROR so that every subprocess
+(Snakemake, DVC, SLURM jobs) reads the same folder. Tests that need it take
+the `mirror` fixture: without a mirror they skip on a workstation, and fail in
+CI (CI=true), where a skipped end-to-end test would hide a broken set-up.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +18,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+MIRROR_ENV = "NCAFLOW_DATA_MIRROR"
 
 if not torch.cuda.is_available():
     # Triton kernels (ncaflow.backends.fused) run in Triton's CPU interpreter; read when triton is
@@ -16,11 +26,45 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
-def mirror_path() -> Path | None:
-    """The data mirror: $NCAFLOW_DATA_MIRROR, else ../shared/data beside the repository."""
-    env = os.environ.get("NCAFLOW_DATA_MIRROR")
+def _resolve_mirror() -> Path | None:
+    env = os.environ.get(MIRROR_ENV)
     path = Path(env) if env else REPO.parent / "shared" / "data"
-    return path if path.is_dir() else None
+    return path.resolve() if path.is_dir() else None
+
+
+_MIRROR = _resolve_mirror()
+if _MIRROR is not None:
+    os.environ[MIRROR_ENV] = str(_MIRROR)
+
+
+def mirror_path() -> Path | None:
+    """The data mirror ($NCAFLOW_DATA_MIRROR, else ../shared/data), or None if absent.
+
+    Resolved when this conftest is imported, so a test that unsets the variable
+    (the hermetic data tests) does not change it for the tests after it.
+    """
+    return _MIRROR
+
+
+def in_ci() -> bool:
+    """True on a CI runner (CI set to anything but '', '0' or 'false')."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
+
+
+def require_mirror() -> Path:
+    """The mirror; skip without one, or fail in CI, with what to set."""
+    path = mirror_path()
+    if path is None:
+        env = os.environ.get(MIRROR_ENV)
+        where = f"{MIRROR_ENV}={env} is not a folder" if env else f"no {REPO.parent}/shared/data"
+        message = (
+            f"no data mirror ({where}): set {MIRROR_ENV} to the folder of small real "
+            "datasets (see tests/conftest.py)"
+        )
+        if in_ci():
+            pytest.fail(f"CI needs the data mirror: {message}", pytrace=False)
+        pytest.skip(message)
+    return path
 
 
 @pytest.fixture(autouse=True)
@@ -28,9 +72,7 @@ def _small_torch() -> None:
     torch.set_num_threads(1)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mirror() -> Path:
-    path = mirror_path()
-    if path is None:
-        pytest.skip("no data mirror: set NCAFLOW_DATA_MIRROR or provide ../shared/data")
-    return path
+    """The real-data mirror folder (skip without one; fail in CI)."""
+    return require_mirror()

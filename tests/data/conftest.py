@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -10,19 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-_REPO = Path(__file__).resolve().parents[2]
-# Read once at import, before any test deletes the variable.
-_SHARED = Path(os.environ.get("NCAFLOW_DATA_MIRROR") or _REPO / ".." / "shared" / "data")
-
 torch.set_num_threads(1)
 
 
 @pytest.fixture
-def shared_mirror() -> Path:
-    """The folder of small real dataset copies (skip if this machine has none)."""
-    if not (_SHARED / "README.md").is_file():
-        pytest.skip(f"no shared data mirror at {_SHARED} (set NCAFLOW_DATA_MIRROR)")
-    return _SHARED
+def shared_mirror(mirror: Path) -> Path:
+    """The folder of small real dataset copies: tests/conftest.py's `mirror`, found by
+    `mirror_path()` before this module's hermetic fixture unsets the variable."""
+    return mirror
 
 
 @pytest.fixture(autouse=True)

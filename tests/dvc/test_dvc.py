@@ -18,14 +18,15 @@ import yaml
 pytestmark = pytest.mark.workflow
 
 REPO = Path(__file__).resolve().parents[2]
-MIRROR = REPO.parent / "shared" / "data"
 
 
 def sh(
     cwd: Path, *cmd: str, timeout: float = 600, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NCAFLOW_DATA_MIRROR": str(MIRROR)}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    # NCAFLOW_DATA_MIRROR: exported by tests/conftest.py when a mirror was found
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=dict(os.environ), capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
         pytest.fail(
             f"{' '.join(cmd)} failed ({proc.returncode}):\n"
@@ -48,9 +49,8 @@ def digests(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def pulled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not MIRROR.is_dir():
-        pytest.skip("the data mirror ../shared/data is needed to prepare the data")
+def pulled(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> Path:
+    """A clone with the pretrained weights pulled (the mirror prepares the data)."""
     if not (REPO / "results" / "models.dvc").exists():
         pytest.skip("no pretrained weights are tracked yet (results/models.dvc)")
     repo = clone(tmp_path_factory.mktemp("dvc") / "clone")

@@ -38,7 +38,6 @@ SlurmCluster = Any
 SnakemakeRun = Any
 
 REPO = Path(__file__).resolve().parents[2]
-MIRROR = REPO.parent / "shared" / "data"
 CONFIG = "config/slurm_test.yaml"
 
 # What the trimmed config makes: growing has 1 cell x 2 folds (seeds), selfclass
@@ -108,13 +107,11 @@ def _ok(run: SnakemakeRun) -> None:
 
 @pytest.fixture(scope="module")
 def runs(
-    slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory
+    slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory, mirror: Path
 ) -> dict[str, SnakemakeRun]:
     """The trimmed tiny config on SLURM and locally, and the broken one on SLURM, at once."""
-    if not MIRROR.is_dir():
-        pytest.skip(f"data mirror {MIRROR} not found")
     cluster = dataclasses.replace(
-        slurm_cluster, env={**slurm_cluster.env, "NCAFLOW_DATA_MIRROR": str(MIRROR)}
+        slurm_cluster, env={**slurm_cluster.env, "NCAFLOW_DATA_MIRROR": str(mirror)}
     )
     base = tmp_path_factory.mktemp("workflow")
     roots = {name: _copy_workflow(base / name) for name in ("slurm", "local", "broken")}

@@ -1,7 +1,7 @@
 """End-to-end tests of the Snakemake workflow (marker: workflow).
 
 The tiny config runs for real (`snakemake --cores 2`) in a temporary copy of
-the workflow, on the real data mirror ../shared/data; the other tests are dry
+the workflow, on the real data mirror (tests/conftest.py's `mirror`); the other tests are dry
 runs or stop at config validation, so the module stays within a few minutes.
 """
 
@@ -24,7 +24,6 @@ import yaml
 pytestmark = pytest.mark.workflow
 
 REPO = Path(__file__).resolve().parents[2]
-MIRROR = REPO.parent / "shared" / "data"
 RESERVED_TASKS = {"growing": "growing", "segmentation": "kvasir"}
 
 
@@ -39,11 +38,11 @@ def copy_workflow(dest: Path) -> Path:
 def snakemake(
     cwd: Path, *args: str, timeout: float = 120, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NCAFLOW_DATA_MIRROR": str(MIRROR)}
+    # NCAFLOW_DATA_MIRROR: exported by tests/conftest.py when a mirror was found
     proc = subprocess.run(
         ["snakemake", *args],
         cwd=cwd,
-        env=env,
+        env=dict(os.environ),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -79,9 +78,7 @@ def expected_trainings(config: dict[str, Any]) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not MIRROR.is_dir():
-        pytest.skip(f"data mirror {MIRROR} not found")
+def tiny(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> Path:
     root = copy_workflow(tmp_path_factory.mktemp("tiny"))
     snakemake(root, "--cores", "2", "--configfile", "config/tiny.yaml", timeout=900)
     return root
@@ -153,15 +150,15 @@ def test_changing_one_grid_value_reruns_only_its_cells(tiny: Path) -> None:
         assert rule not in counts, counts
 
 
-def test_changed_data_retrains_only_its_task(tiny: Path, tmp_path: Path) -> None:
+def test_changed_data_retrains_only_its_task(tiny: Path, tmp_path: Path, mirror: Path) -> None:
     """New data for one task (one BreastMNIST label flipped in a copy of the mirror)
     re-runs that task's cells once the download manifests are refreshed; the other
     tasks stay cached, and going back to the original data re-runs nothing."""
     import numpy as np
 
-    mirror = tmp_path / "mirror"
-    shutil.copytree(MIRROR, mirror)
-    npz = mirror / "medmnist" / "breastmnist.npz"
+    changed = tmp_path / "mirror"
+    shutil.copytree(mirror, changed)
+    npz = changed / "medmnist" / "breastmnist.npz"
     with np.load(npz) as f:
         arrays = dict(f)
     arrays["train_labels"][0] = 1 - arrays["train_labels"][0]
@@ -169,7 +166,7 @@ def test_changed_data_retrains_only_its_task(tiny: Path, tmp_path: Path) -> None
     tiny_args = ("--configfile", "config/tiny.yaml")
     refresh = ("--cores", "1", "--forcerun", "download", "--until", "download", *tiny_args)
     try:
-        snakemake(tiny, *refresh, "--config", f"mirror={mirror}")
+        snakemake(tiny, *refresh, "--config", f"mirror={changed}")
         out = snakemake(tiny, "-n", *tiny_args).stdout
         trained = re.findall(r"rule train:\n(?:\s+.*\n)*?\s+wildcards: (task=\w+)", out)
         assert trained and set(trained) == {"task=breastmnist"}, out[-3000:]

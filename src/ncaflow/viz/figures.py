@@ -20,13 +20,18 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from ncaflow.aggregate import metric_columns
+from ncaflow.viz.labels import alias_label, bounds, cell_label, metric_label
 
 __all__ = [
     "SUMMARY",
     "curves_figure",
+    "error_bars",
     "folds_figure",
     "grid_figure",
     "growth_strip",
@@ -37,6 +42,7 @@ __all__ = [
 ]
 
 SUMMARY = ("grid", "folds", "curves", "params")
+SPLIT_NAMES = {"val": "validation", "test": "test"}
 STYLE: Any = {"font.family": "DejaVu Sans", "svg.fonttype": "none", "pdf.fonttype": 42}
 
 
@@ -61,101 +67,169 @@ def _test_of(metric: str, frame: pd.DataFrame) -> str:
     return test if test in frame.columns else metric
 
 
+def _cells(frame: pd.DataFrame) -> list[str]:
+    return [str(c) for c in frame["cell"].unique()]
+
+
+def _folds(frame: pd.DataFrame) -> list[Any]:
+    return sorted(frame["fold"].unique())
+
+
+def _cell_ticks(ax: Any, cells: list[str]) -> None:
+    ax.set_xticks(range(len(cells)))
+    ax.set_xticklabels([cell_label(c) for c in cells], rotation=20, ha="right", fontsize=8)
+
+
 def grid_figure(frame: pd.DataFrame, metric: str, mode: str) -> Figure:
-    """Mean ``metric`` per cell; rows: first grid alias, columns: the others."""
+    """Mean ``metric`` per cell as a heatmap with a colour bar; rows: the first grid
+    alias, columns: the others; the best cell outlined."""
     aliases = _aliases(frame)
     means = frame.groupby("cell", sort=False)[metric].mean()
     first = frame.groupby("cell", sort=False).first()
+    name = metric_label(metric)
     if aliases:
         rows = first[aliases[0]].astype(str)
         rest = aliases[1:]
         cols = (
-            first[rest].astype(str).apply(lambda r: ", ".join(f"{a}={r[a]}" for a in rest), axis=1)
+            first[rest]
+            .astype(str)
+            .apply(lambda r: ", ".join(f"{alias_label(a)} = {r[a]}" for a in rest), axis=1)
             if rest
-            else pd.Series(metric, index=first.index)
+            else pd.Series(name, index=first.index)
         )
         table = pd.DataFrame({"row": rows, "col": cols, "v": means}).pivot_table(
             index="row", columns="col", values="v", sort=False
         )
-        table.index.name = aliases[0]
     else:
-        table = pd.DataFrame({metric: [means.iloc[0]]}, index=["base"])
+        table = pd.DataFrame({name: [means.iloc[0]]}, index=["one cell"])
     values = table.to_numpy(dtype=float)
     flat = np.nanargmin(values) if mode == "min" else np.nanargmax(values)
     r, c = np.unravel_index(flat, values.shape)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * table.shape[1], 1.2 + 0.6 * table.shape[0]))
+    fig, ax = plt.subplots(figsize=(2.4 + 1.5 * table.shape[1], 1.4 + 0.6 * table.shape[0]))
     cmap = "viridis_r" if mode == "min" else "viridis"
-    sns.heatmap(table, annot=True, fmt=".4g", cmap=cmap, cbar_kws={"label": metric}, ax=ax)
+    sns.heatmap(
+        table,
+        annot=True,
+        fmt=".4g",
+        cmap=cmap,
+        cbar=True,
+        cbar_kws={"label": f"{name} (mean over folds)"},
+        ax=ax,
+    )
     ax.add_patch(plt.Rectangle((int(c), int(r)), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
-    ax.set_title(f"mean {metric} over folds (best outlined)")
-    ax.set_xlabel(", ".join(aliases[1:]) if len(aliases) > 1 else "")
+    best = "lowest" if mode == "min" else "highest"
+    ax.set_title(f"{name}, mean over folds ({best} outlined)")
+    ax.set_ylabel(alias_label(aliases[0]) if aliases else "")
+    ax.set_xlabel(", ".join(alias_label(a) for a in aliases[1:]))
+    ax.tick_params(axis="y", rotation=0)
     return fig
 
 
-def folds_figure(frame: pd.DataFrame, metric: str) -> Figure:
-    """Box plot per cell with every fold as a point: validation metric and its test twin."""
+def folds_figure(frame: pd.DataFrame, metric: str, *, seed: int = 0) -> Figure:
+    """Box plot per cell with every fold as a point (seeded jitter, one legend entry per
+    fold): the validation metric and its test twin."""
     metrics = list(dict.fromkeys([metric, _test_of(metric, frame)]))
+    cells, folds = _cells(frame), _folds(frame)
+    where = {c: i for i, c in enumerate(cells)}
+    colours = sns.color_palette("deep", len(folds))
     fig, axes = plt.subplots(
-        1,
-        len(metrics),
-        figsize=(1.5 + 1.2 * frame["cell"].nunique() * len(metrics), 3.6),
-        squeeze=False,
+        1, len(metrics), figsize=(2.0 + 1.4 * len(cells) * len(metrics), 3.8), squeeze=False
     )
     for ax, m in zip(axes[0], metrics, strict=True):
-        sns.boxplot(data=frame, x="cell", y=m, color="0.85", ax=ax, showfliers=False)
-        sns.stripplot(data=frame, x="cell", y=m, hue="fold", palette="deep", ax=ax, size=6)
-        ax.tick_params(axis="x", rotation=30)
+        rng = np.random.default_rng(seed)  # the same jitter in both panels
+        sns.boxplot(data=frame, x="cell", y=m, order=cells, color="0.88", ax=ax, showfliers=False)
+        for fold, colour in zip(folds, colours, strict=True):
+            rows = frame[frame["fold"] == fold]
+            x = rows["cell"].astype(str).map(where).to_numpy(float)
+            x = x + rng.uniform(-0.15, 0.15, len(x))
+            ax.scatter(
+                x, rows[m], s=30, color=colour, edgecolor="white", zorder=3, label=f"fold {fold}"
+            )
+        _cell_ticks(ax, cells)
         ax.set_xlabel("")
-        ax.set_title(m)
+        ax.set_ylabel(metric_label(m))
+        ax.set_title(metric_label(m))
+    axes[0, -1].legend(title="fold", fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     return fig
 
 
 def curves_figure(frame: pd.DataFrame, metric: str) -> Figure:
-    """Training loss and validation metric against iteration; colour = cell, line = fold."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    palette = dict(
-        zip(frame["cell"].unique(), sns.color_palette("deep", frame["cell"].nunique()), strict=True)
-    )
+    """Training loss and the validation metric against iteration (each model's
+    history.csv); colour = grid cell, line style = fold, a legend for each."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.9))
+    cells, folds = _cells(frame), _folds(frame)
+    colour = dict(zip(cells, sns.color_palette("deep", len(cells)), strict=True))
+    styles: list[Any] = ["-", "--", ":", "-."]
+    style = {f: styles[i % len(styles)] for i, f in enumerate(folds)}
     for _, row in frame.iterrows():
         path = Path(row["model"]) / "history.csv"
         if not path.exists():
             continue
         hist = pd.read_csv(path)
-        label = (
-            row["cell"]
-            if row["fold"] == frame[frame["cell"] == row["cell"]]["fold"].min()
-            else None
-        )
         for ax, col in zip(axes, ["loss", metric], strict=True):
             if col in hist:
                 ax.plot(
-                    hist["iteration"], hist[col], color=palette[row["cell"]], label=label, alpha=0.8
+                    hist["iteration"],
+                    hist[col],
+                    color=colour[str(row["cell"])],
+                    linestyle=style[row["fold"]],
+                    alpha=0.85,
                 )
     axes[0].set_yscale("log")
     axes[0].set_title("training loss (at each evaluation)")
-    axes[1].set_title(metric)
+    axes[0].set_ylabel("training loss (log scale)")
+    axes[1].set_title(metric_label(metric))
+    axes[1].set_ylabel(metric_label(metric))
     for ax in axes:
-        ax.set_xlabel("iteration")
-    axes[1].legend(fontsize=7, loc="best")
+        ax.set_xlabel("training iteration")
+    by_cell = [Line2D([], [], color=colour[c], label=cell_label(c)) for c in cells]
+    by_fold = [Line2D([], [], color="0.3", linestyle=style[f], label=f"fold {f}") for f in folds]
+    fig.tight_layout()
+    # beside the axes, as figure legends so that the saved bounding box keeps them
+    fig.legend(
+        handles=by_cell, title="grid cell", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 0.95)
+    )
+    fig.legend(
+        handles=by_fold, title="fold", fontsize=8, loc="lower left", bbox_to_anchor=(1.0, 0.1)
+    )
     return fig
 
 
+def error_bars(mean: np.ndarray, std: np.ndarray, metric: str) -> np.ndarray:
+    """(2, N) lower and upper bar lengths: ± std, clipped to [0, 1] for bounded metrics
+    (no Dice below 0 or accuracy above 1); a missing std (one fold) draws no bar."""
+    std = np.nan_to_num(np.asarray(std, float))
+    mean = np.asarray(mean, float)
+    lower, upper = std.copy(), std.copy()
+    limits = bounds(metric)
+    if limits is not None:
+        lower = np.clip(np.minimum(lower, mean - limits[0]), 0, None)
+        upper = np.clip(np.minimum(upper, limits[1] - mean), 0, None)
+    return np.stack([lower, upper])
+
+
 def params_figure(frame: pd.DataFrame, metric: str) -> Figure:
-    """Trainable parameters against the mean test metric (± std over folds) per cell."""
+    """Trainable parameters against the mean test metric (± std over folds, clipped to
+    the metric's range) per cell."""
     m = _test_of(metric, frame)
     g = frame.groupby("cell", sort=False).agg(
         p=("parameters", "first"), mean=(m, "mean"), std=(m, "std")
     )
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.errorbar(g["p"], g["mean"], yerr=g["std"].fillna(0), fmt="o", capsize=3)
+    fig, ax = plt.subplots(figsize=(5.8, 3.9))
+    yerr = error_bars(g["mean"].to_numpy(), g["std"].to_numpy(), m)
+    ax.errorbar(g["p"], g["mean"], yerr=yerr, fmt="o", capsize=3)
     for cell, r in g.iterrows():
         ax.annotate(
-            str(cell), (r["p"], r["mean"]), fontsize=7, xytext=(4, 4), textcoords="offset points"
+            cell_label(str(cell)),
+            (r["p"], r["mean"]),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
         )
     ax.set_xlabel("trainable parameters")
-    ax.set_ylabel(m)
-    ax.set_title(f"{m} vs model size")
+    ax.set_ylabel(f"{metric_label(m)} (mean ± std over folds)")
+    ax.set_title(f"{metric_label(m)} against model size")
     return fig
 
 
@@ -224,8 +298,14 @@ def growth_strip(
                 ax.imshow(_image(task.preview(state)[0]), interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])
-                ax.set_title(f"{name} {mark}" if j == 0 else str(mark), fontsize=8)
+                ax.set_title(f"{name}, step {mark}" if j == 0 else f"step {mark}", fontsize=8)
         return save(fig, out)
+
+
+def _colour_bar(fig: Figure, mappable: Any, ax: Any, label: str) -> None:
+    bar = fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03)
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
 
 
 @torch.no_grad()
@@ -244,7 +324,7 @@ def segmentation_overlay(
         raise ValueError(f"{model_dir}: the task has no test or validation images")
     gen = torch.Generator().manual_seed(seed)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(pairs), 3, figsize=(7.5, 2.5 * len(pairs)), squeeze=False)
+        fig, axes = plt.subplots(len(pairs), 3, figsize=(9.0, 2.5 * len(pairs)), squeeze=False)
         for row, (split, i) in enumerate(pairs):
             image, truth = splits[split][0][i : i + 1], splits[split][1][i : i + 1]
             state = task.seed_state(image, task.config.model.channels)
@@ -255,14 +335,19 @@ def segmentation_overlay(
             p, sd = mean[0, 0].cpu().numpy(), var[0, 0].sqrt().cpu().numpy()
             axes[row, 0].imshow(rgb)
             axes[row, 0].contour(t, levels=[0.5], colors="lime", linewidths=1.2)
-            axes[row, 0].set_title(f"{split} image + truth", fontsize=8)
+            axes[row, 0].set_title(
+                f"{SPLIT_NAMES.get(split, split)} image, true outline", fontsize=8
+            )
             axes[row, 1].imshow(rgb)
             axes[row, 1].imshow(p, cmap="magma", alpha=0.55, vmin=0, vmax=1)
             axes[row, 1].contour(t, levels=[0.5], colors="lime", linewidths=1.0)
             axes[row, 1].set_title(f"mean probability ({rollouts} rollouts)", fontsize=8)
+            # the bar shows the colour map itself, not the half-transparent overlay
+            prob = ScalarMappable(norm=Normalize(0, 1), cmap="magma")
+            _colour_bar(fig, prob, axes[row, 1], "probability")
             im = axes[row, 2].imshow(sd, cmap="viridis", vmin=0)
-            axes[row, 2].set_title("std over rollouts", fontsize=8)
-            fig.colorbar(im, ax=axes[row, 2], fraction=0.046)
+            axes[row, 2].set_title("standard deviation over rollouts", fontsize=8)
+            _colour_bar(fig, im, axes[row, 2], "standard deviation")
         for ax in axes.flat:
             ax.set_xticks([])
             ax.set_yticks([])

@@ -10,6 +10,7 @@ from torch import nn
 from ncaflow.io import atomic_write
 from ncaflow.tasks.base import Task
 from ncaflow.uncertainty import stochastic_rollouts
+from ncaflow.viz.animate import readable
 
 __all__ = ["uncertainty_figure"]
 
@@ -49,23 +50,37 @@ def uncertainty_figure(
     )
     k = mean.shape[1]
     shown_mean = mean[:, k - 1] if k <= 2 else mean.amax(1)  # (B, H, W)
-    mean_title = "mean p" if k <= 2 else "max mean p"
+    mean_title = "mean probability" if k <= 2 else "largest mean probability"
     for i in range(len(seeds)):
         panels = [
-            (view[i].permute(1, 2, 0).cpu(), "rollout", None),
-            (shown_mean[i].cpu(), mean_title, "viridis"),
-            (var[i].sum(0).cpu(), "variance", "magma"),
+            (view[i].permute(1, 2, 0).cpu().numpy(), "one rollout", None, None),
+            (shown_mean[i].cpu().numpy(), mean_title, "viridis", "probability"),
+            (var[i].sum(0).cpu().numpy(), "variance over rollouts", "magma", "variance"),
         ]
         if spatial_target:
-            panels.append((targets[i, 0].cpu(), "target", "gray"))
-        for ax, (image, title, cmap) in zip(axes[i], panels, strict=True):
-            shown = ax.imshow(image, cmap=cmap)
-            if cmap is not None and title != "target":
-                fig.colorbar(shown, ax=ax, fraction=0.046)
+            panels.append((targets[i, 0].cpu().numpy(), "target", "gray", None))
+        for ax, (image, title, cmap, bar) in zip(axes[i], panels, strict=True):
+            limits: dict[str, float] = {}
+            if bar == "probability":
+                limits = {"vmin": 0.0, "vmax": 1.0}
+            elif bar == "variance":  # never negative; a constant map gets a 0-based bar
+                limits = {"vmin": 0.0, "vmax": max(float(image.max()), 1e-6)}
+            shown = ax.imshow(image, cmap=cmap, **limits)
+            if bar is not None:
+                fig.colorbar(shown, ax=ax, fraction=0.046, label=bar)
             ax.set_title(title if i == 0 else "", fontsize=9)
             ax.axis("off")
-    fig.suptitle(f"{task.name}: {n_rollouts} rollouts, {steps} steps", fontsize=10)
+    fig.suptitle(f"{task.name}: {n_rollouts} stochastic rollouts of {steps} steps", fontsize=10)
     fig.tight_layout()
     suffix = Path(out).suffix.lstrip(".") or "png"
-    atomic_write(out, lambda tmp: fig.savefig(tmp, format=suffix, dpi=120))
+    # no timestamps or version strings: the same rollouts give the same bytes
+    metadata = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Creator": None}}.get(
+        suffix
+    )
+
+    def write(tmp: Path) -> None:
+        fig.savefig(tmp, format=suffix, dpi=120, metadata=metadata)
+        readable(tmp)
+
+    atomic_write(out, write)
     plt.close(fig)

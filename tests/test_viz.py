@@ -1,0 +1,178 @@
+"""The figures read as a paper's would: human labels, colour bars, a legend per fold,
+error bars inside a metric's range, the same bytes from the same input, and files
+that others can read (mode 0644 under umask 022)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import digits_config
+from matplotlib.figure import Figure
+from matplotlib.text import Text
+
+from ncaflow.cascade import build_model
+from ncaflow.tasks import get_task
+from ncaflow.viz import figures
+from ncaflow.viz.animate import animate
+from ncaflow.viz.heatmaps import uncertainty_figure
+from ncaflow.viz.labels import bounds, cell_label, metric_label
+
+RAW_NAMES = ("val_", "test_", "~", "hidden=")
+
+
+def folds_frame(tmp: Path, metric: str = "dice") -> pd.DataFrame:
+    """Two cells x three folds of a segmentation-like table, with a history per model.
+    Fold 0 of each cell scores 0, so mean - std < 0: an unclipped bar would go below 0."""
+    rows, rng = [], np.random.default_rng(1)
+    for hidden in (8, 12):
+        for fold in range(3):
+            model = tmp / "models" / f"hidden~{hidden}" / f"fold{fold}"
+            model.mkdir(parents=True)
+            it = np.arange(0, 101, 20)
+            pd.DataFrame(
+                {
+                    "iteration": it,
+                    "loss": hidden / (8 + it + fold),
+                    f"val_{metric}": np.minimum(1, it / 100 * (0.3 + 0.1 * fold + hidden / 40)),
+                }
+            ).to_csv(model / "history.csv", index=False)
+            score = [0.0, 0.02, 0.3 + 0.1 * rng.random()][fold]
+            rows.append(
+                {
+                    "cell": f"hidden~{hidden}",
+                    "fold": fold,
+                    "hidden": hidden,
+                    "model": str(model),
+                    "parameters": 100 * hidden,
+                    "val_loss": 1 - score,
+                    f"val_{metric}": score,
+                    "test_loss": 1.1 - score,
+                    f"test_{metric}": score,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def texts(fig: Figure) -> list[str]:
+    """Every visible string of a figure: titles, axis and tick labels, legends, colour bars."""
+    return [t.get_text() for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_labels_are_words() -> None:
+    assert metric_label("val_loss") == "validation loss"
+    assert metric_label("test_dice") == "test Dice"
+    assert metric_label("val_pixel_acc") == "validation pixel accuracy"
+    assert metric_label("test_new_metric") == "test new metric"
+    assert cell_label("hidden~12") == "hidden channels = 12"
+    assert cell_label("hidden~8_fire~0.5_percept~sobel") == (
+        "hidden channels = 8, fire rate = 0.5, perception = sobel"
+    )
+    assert bounds("test_dice") == (0.0, 1.0) and bounds("val_loss") is None
+
+
+def test_summary_figures_speak_words(tmp_path: Path) -> None:
+    frame = folds_frame(tmp_path)
+    for fig in (
+        figures.grid_figure(frame, "val_dice", "max"),
+        figures.folds_figure(frame, "val_dice"),
+        figures.curves_figure(frame, "val_dice"),
+        figures.params_figure(frame, "val_dice"),
+    ):
+        shown = texts(fig)
+        raw = [t for t in shown if any(r in t for r in RAW_NAMES)]
+        assert not raw, raw
+        plt.close(fig)
+    grid = figures.grid_figure(frame, "val_dice", "max")
+    heat, bar = grid.axes  # the heatmap and its colour bar
+    assert bar.get_ylabel() == "validation Dice (mean over folds)"
+    assert heat.get_ylabel() == "hidden channels"
+    plt.close(grid)
+
+
+def test_one_legend_entry_per_fold(tmp_path: Path) -> None:
+    frame = folds_frame(tmp_path)
+    fig = figures.folds_figure(frame, "val_dice")
+    legend = fig.axes[-1].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["fold 0", "fold 1", "fold 2"]
+    plt.close(fig)
+    curves = figures.curves_figure(frame, "val_dice")
+    entries = [[t.get_text() for t in legend.get_texts()] for legend in curves.legends]
+    assert entries == [
+        ["hidden channels = 8", "hidden channels = 12"],
+        ["fold 0", "fold 1", "fold 2"],
+    ]
+    assert len(curves.axes[1].get_lines()) == 6  # every model's validation curve
+    plt.close(curves)
+
+
+def test_dice_error_bars_stay_in_0_1(tmp_path: Path) -> None:
+    frame = folds_frame(tmp_path)
+    g = frame.groupby("cell")["test_dice"]
+    assert (g.mean() - g.std() < 0).all()  # the case the clipping is for
+    fig = figures.params_figure(frame, "val_dice")
+    (errorbar,) = fig.axes[0].containers
+    segments = np.concatenate([seg for lc in errorbar[2] for seg in lc.get_segments()])
+    assert segments[:, 1].min() >= 0.0 and segments[:, 1].max() <= 1.0
+    plt.close(fig)
+    bars = figures.error_bars(np.array([0.05, 0.97, 0.5]), np.array([0.2, 0.2, np.nan]), "dice")
+    np.testing.assert_allclose(bars, [[0.05, 0.2, 0.0], [0.2, 0.03, 0.0]])
+    loss = figures.error_bars(np.array([0.05]), np.array([0.2]), "val_loss")
+    np.testing.assert_allclose(loss, [[0.2], [0.2]])  # unbounded metrics keep ± std
+
+
+def test_summary_figures_are_deterministic(tmp_path: Path, umask_022: None) -> None:
+    frame = folds_frame(tmp_path)
+    csv = tmp_path / "folds.csv"
+    frame.to_csv(csv, index=False)
+    runs = [
+        figures.summary_figures(csv, metric="val_dice", mode="max", out_dir=tmp_path / name)
+        for name in ("a", "b")
+    ]
+    assert [p.name for p in runs[0]] == [p.name for p in runs[1]]
+    assert len(runs[0]) == 2 * len(figures.SUMMARY)
+    for a, b in zip(*runs, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name  # seeded jitter, no timestamps
+        assert stat.S_IMODE(a.stat().st_mode) == 0o644
+
+
+def test_gif_and_heatmap_modes_and_colour_bars(
+    tmp_path: Path, umask_022: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bars: list[str] = []
+    colorbar = Figure.colorbar
+
+    def spy(self: Figure, *args: Any, **kwargs: Any) -> Any:
+        bars.append(kwargs.get("label", ""))
+        return colorbar(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "colorbar", spy)
+    cfg = digits_config()
+    task = get_task(cfg.task)(config=cfg)
+    task.setup()
+    model = build_model(cfg)
+    gif = tmp_path / "rollout.gif"
+    assert animate(model, task, gif, steps=2, scale=1) == 3
+    assert stat.S_IMODE(gif.stat().st_mode) == 0o644
+    assert not list(tmp_path.glob(".*.tmp"))
+    outs = [tmp_path / "u1.png", tmp_path / "u2.png"]
+    for out in outs:
+        uncertainty_figure(model, task, out, steps=2, n_rollouts=2, n_examples=1)
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    # per example: a labelled bar for the mean probability and one for the variance
+    assert bars == ["probability", "variance"] * 2
