@@ -158,9 +158,8 @@ PAPER = ("--configfile", "config/paper.yaml")
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not MIRROR.is_dir():
-        pytest.skip("the data mirror ../shared/data is needed to prepare the data")
+def reference(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> Path:
+    """A clone with the reference results pulled (the mirror prepares the data)."""
     repo = clone(tmp_path_factory.mktemp("dvc") / "reference")
     sh(repo, "bash", "scripts/pretrained.sh", "reference", "--cores", "2")
     return repo

@@ -20,7 +20,6 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-MIRROR = REPO.parent / "shared" / "data"
 
 GROWING = {  # one small growing model: 2 iterations on a 16x16 target
     "run": "config/runs/growing.yaml",
@@ -134,8 +133,7 @@ def test_bad_config_stops_before_any_job(
 PAYLOAD = "$(touch PWNED)"
 
 
-@pytest.mark.skipif(not MIRROR.is_dir(), reason="needs the data mirror")
-def test_run_path_reaches_no_shell(tmp_path: Path) -> None:
+def test_run_path_reaches_no_shell(tmp_path: Path, mirror: Path) -> None:
     """A run config whose name is a shell command: the download and training jobs run for
     real and the command never does."""
     tasks = {"growing": {**copy.deepcopy(GROWING), "run": f"config/runs/g{PAYLOAD}.yaml"}}
