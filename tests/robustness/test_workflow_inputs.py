@@ -54,7 +54,7 @@ def workflow(root: Path, tasks: dict[str, Any]) -> Path:
 
 
 def snakemake(root: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "NCAFLOW_DATA_MIRROR": str(MIRROR)}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}  # the mirror: tests/conftest.py
     return subprocess.run(
         ["snakemake", *args, "--cores", "1", "--configfile", "config/min.yaml"],
         cwd=root,
