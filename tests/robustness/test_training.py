@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Outcome
 from helpers import digits_config
 
 from ncaflow import train as train_module
@@ -29,6 +28,7 @@ from ncaflow.config import to_dict
 from ncaflow.lock import folder_lock
 from ncaflow.tasks.selfclass import SelfClassification
 from ncaflow.train import CHECKPOINT, train
+from tests.robustness.conftest import Outcome
 
 REPO = Path(__file__).resolve().parents[2]
 PWNED = "pwned-by-pickle"
