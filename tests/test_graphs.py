@@ -169,7 +169,7 @@ def test_train_with_cuda_graphs_equals_eager(tmp_path) -> None:  # type: ignore[
 
 @cuda
 def test_interrupted_graph_training_resumes_on_cuda(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """A CUDA checkpoint (generator states mapped to the GPU by torch.load) resumes."""
+    """A checkpoint written while training on CUDA (its CUDA generator state included) resumes."""
 
     class Crash(Exception):
         pass
