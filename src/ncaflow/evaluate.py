@@ -94,10 +94,10 @@ def evaluate(
 
 def _ensemble(models: list[nn.Module], paths: list[str | Path], config: RunConfig) -> nn.Module:
     """The members as one ``nn.ModuleList``, after checking that they share their data."""
-    if config.task != "classification":
+    if not get_task(config.task).ensembles:
         raise ConfigError(
-            f"{paths[0]}: an ensemble evaluates classification models only, and this one's "
-            f"task is {config.task!r}; evaluate one model at a time"
+            f"{paths[0]}: task {config.task!r} has no ensembles (classification has); "
+            "evaluate one model at a time"
         )
 
     def data_key(cfg: RunConfig) -> tuple[Any, ...]:

@@ -75,7 +75,7 @@ class Prediction:
 
 
 def read_image(
-    path: str | Path, *, channels: int, size: int, resize: bool = True
+    path: str | Path, *, channels: int, size: int | tuple[int, int], resize: bool = True
 ) -> tuple[Tensor, tuple[int, int]]:
     """One image file -> ((channels, size, size) float32 in [0, 1], its own (width, height)).
 
@@ -100,18 +100,19 @@ def read_image(
         raise ValueError(
             f"{path}: cannot read as an image ({err}); pass a PNG or JPEG file"
         ) from None
-    if img.size != (size, size):
+    h, w = size if isinstance(size, tuple) else (size, size)
+    if img.size != (w, h):
         if not resize:
             raise ValueError(
-                f"{path}: {img.size[0]}x{img.size[1]} pixels, the model reads {size}x{size}; "
+                f"{path}: {img.size[0]}x{img.size[1]} pixels, the model reads {w}x{h}; "
                 "resize it or allow resizing (drop --no-resize)"
             )
         warnings.warn(
-            f"{path}: resized from {img.size[0]}x{img.size[1]} to the model's {size}x{size}",
+            f"{path}: resized from {img.size[0]}x{img.size[1]} to the model's {w}x{h}",
             PredictWarning,
             stacklevel=2,
         )
-        img = img.resize((size, size), Image.Resampling.BILINEAR)
+        img = img.resize((w, h), Image.Resampling.BILINEAR)
     arr = np.asarray(img, dtype=np.float32) / 255.0  # (H, W) or (H, W, C)
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(arr)), own  # (C, size, size)
@@ -172,7 +173,8 @@ def predict(
             f"{out}: two images are named {dup!r}, and their masks would overwrite each "
             "other; predict them into separate --out folders"
         )
-    size = int(task.data.size)
+    size = task.data.size  # own data may give [H, W]
+    size = (int(size[0]), int(size[-1])) if isinstance(size, list | tuple) else int(size)
     x, shapes = [], []
     for path in images:
         image, own = read_image(

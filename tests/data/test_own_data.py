@@ -17,6 +17,7 @@ from PIL import Image
 
 from ncaflow.cli import main
 from ncaflow.io import load_config_of
+from ncaflow.predict import predict
 
 
 def _ncaflow(*argv: str | Path) -> None:
@@ -37,6 +38,8 @@ def test_classification_folder_learns_bright_vs_dark(tmp_path: Path) -> None:
     metrics = json.loads(out.read_text())
     assert metrics["test_acc"] >= 5 / 6  # chance is 1/2 (3 bright, 3 dark test images)
     assert load_config_of(model)[1]["labels"] == {"0": "bright", "1": "dark"}
+    images = sorted((folder / "images").glob("*.png"))[:4]  # predict names the classes
+    assert {p.name for p in predict(model, images)} <= {"bright", "dark"}
 
 
 def test_segmentation_folder_runs_every_stage(
@@ -63,6 +66,10 @@ def test_segmentation_folder_runs_every_stage(
     capsys.readouterr()
     _ncaflow("export", "c", model, "--out", tmp_path / "nca.h")  # the grid: data.size [H, W]
     assert "2 states at 16x12" in capsys.readouterr().out
+    image = sorted((test / "images").glob("*"))[0]  # a [H, W] model predicts a mask
+    _ncaflow("predict", "--model", model, "--out", tmp_path / "masks", image)
+    with Image.open(tmp_path / "masks" / f"{image.stem}.png") as mask, Image.open(image) as im:
+        assert mask.size == im.size
 
 
 @pytest.mark.parametrize("task", ["classification", "segmentation"])

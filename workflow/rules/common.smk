@@ -25,6 +25,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import Paramspace, validate
 
 from ncaflow.config import ConfigError, RunConfig, build_config, read_yaml
+from ncaflow.tasks import get_task
 
 # Named targets and rule names that a task name must not shadow.
 RESERVED = {
@@ -303,10 +304,6 @@ def metrics_of(task: str) -> list[str]:
     return [f"{d}/metrics.json" for d in model_dirs(task)]
 
 
-def tasks_of(kind: str) -> list[str]:
-    return [name for name, t in TASKS.items() if t.kind == kind]
-
-
 # -- inputs and params (functions of wildcards) --------------------------------------
 
 
@@ -462,11 +459,9 @@ FIGURES = ("grid", "folds", "curves", "params")
 
 
 def figure_targets(task: str) -> list[str]:
-    kinds = list(FIGURES)
-    if TASKS[task].kind == "growing":
-        kinds.append("growth")
-    if TASKS[task].kind == "segmentation":
-        kinds.append("overlay")
+    """The summary figures, and the per-model ones its library task draws (Task.figures:
+    "growth", "overlay", each a rule of figures.smk)."""
+    kinds = [*FIGURES, *get_task(TASKS[task].kind).figures]
     return [
         f"results/figures/{task}/{k}.{ext}" for k in kinds for ext in ("png", "pdf")
     ]

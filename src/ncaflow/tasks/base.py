@@ -65,6 +65,7 @@ class Task(ABC):
     # channel; a classification model with a linear head reads it out instead ("head").
     readout: ClassVar[str] = "vote"
     figures: ClassVar[tuple[str, ...]] = ()  # per-model workflow figures: "growth", "overlay"
+    ensembles: ClassVar[bool] = False  # `ncaflow evaluate --model A --model B` averages scores
 
     @classmethod
     def export_check(cls, model: ModelConfig) -> None:

@@ -111,6 +111,7 @@ def augment(
 class Classification(Task):
     name = "classification"
     Data = ClassificationData
+    ensembles = True
     select_metric = "val_auc"
     select_mode = "max"
     data: ClassificationData
