@@ -128,49 +128,34 @@ def test_edited_json_is_refused(tmp_path: Path, edit: Callable[[dict], None], me
         load(path)
 
 
-def test_version_1_files_are_read_with_their_weights_sha256(tmp_path: Path) -> None:
-    path = saved(tmp_path)
-    edit_json(path, lambda d: d.update(format_version=1, digest=None) or d.pop("digest"))
-    assert verify(path).format_version == 1
-    load(path)
-    edit_json(path, lambda d: d.pop("weights_sha256"))
-    with pytest.raises(ModelFileError, match="key 'weights_sha256': missing"):
-        load(path)
-
-
-def test_upgrade_rewrites_a_version_1_json_only(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_version_1_files_are_refused_but_upgraded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The repository's version-1 reference model, copied: `ncaflow check --upgrade` adds
-    the digest, keeps the weights and every other value; then version 1 can be turned off."""
-    import shutil
-
-    from ncaflow import io
+    """A JSON that claims version 1 (no digest) is refused by load and check, so that an
+    edit cannot skip the digest that way; `ncaflow check --upgrade` rewrites an intact one
+    as version 2 (digest added, the weights and every other value unchanged)."""
     from ncaflow.cli import main
 
-    source = Path(__file__).parents[1] / "docs" / "reference-h100" / "growing"
-    folder = tmp_path / "growing"
-    shutil.copytree(source, folder)
-    before = json.loads((folder / "model.json").read_text())
-    weights = (folder / "model.safetensors").read_bytes()
+    path = saved(tmp_path / "m")
+    edit_json(path, lambda d: d.update(format_version=1) or d.pop("digest"))
+    before = json.loads((tmp_path / "m" / "model.json").read_text())
+    weights = (tmp_path / "m" / "model.safetensors").read_bytes()
+    for read in (load, verify):
+        with pytest.raises(ModelFileError, match="is no longer read"):
+            read(path)
+    assert main(["check", str(tmp_path)]) == 1
     assert main(["check", "--upgrade", str(tmp_path)]) == 0
     assert "1 of 1 models intact (1 rewritten from format version 1)" in capsys.readouterr().out
-    after = json.loads((folder / "model.json").read_text())
+    after = json.loads((tmp_path / "m" / "model.json").read_text())
     assert after.pop("digest") == json_digest(after)
     assert after == {**before, "format_version": 2}
-    assert (folder / "model.safetensors").read_bytes() == weights
-    assert upgrade(folder) is False  # already current
-    monkeypatch.setattr(io, "READS_VERSION_1", False)
-    load(folder)
-    with pytest.raises(ModelFileError, match="is no longer read"):
-        load(source)
-
-
-def test_the_repositorys_reference_models_verify() -> None:
-    files = sorted((Path(__file__).parents[1] / "docs").rglob("model.safetensors"))
-    assert files
-    for path in files:
-        assert verify(path).format_version == 1
+    assert (tmp_path / "m" / "model.safetensors").read_bytes() == weights
+    assert upgrade(path) is False  # already current
+    load(path)
+    edit_json(path, lambda d: d.update(format_version=1) or d.pop("digest"))
+    edit_json(path, lambda d: d.pop("weights_sha256"))
+    with pytest.raises(ModelFileError, match="key 'weights_sha256': missing"):
+        upgrade(path)
 
 
 def test_mismatched_config_is_reported(tmp_path: Path) -> None:

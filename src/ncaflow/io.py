@@ -57,7 +57,9 @@ FORMAT_VERSION = 2  # 2: the JSON carries `digest`; 1: weights_sha256 only
 # Version-1 files are still read (the repository's reference and DVC-tracked models are
 # version 1). Their JSON has no digest, so an edited file that claims version 1 passes;
 # once every model has been rewritten by upgrade() (`ncaflow check --upgrade`), set False.
-READS_VERSION_1 = True
+# Version-1 files (no digest) are read only by `upgrade` (`ncaflow check --upgrade`), so that
+# an edited JSON cannot skip the digest by claiming version 1.
+READS_VERSION_1 = False
 RESAVE = "restore both files together from their source (`dvc pull`, the download) or retrain"
 
 
@@ -150,7 +152,7 @@ def upgrade(path: str | Path) -> bool:
     """Rewrite a version-1 model's JSON as the current version (digest added; the weights
     and every other value unchanged) after the full :func:`verify`. True if rewritten."""
     _, meta_path = model_paths(path)
-    if verify(path).format_version == FORMAT_VERSION:
+    if verify(path, legacy=True).format_version == FORMAT_VERSION:
         return False
     doc = json.loads(meta_path.read_text(encoding="utf-8"))
     doc["format_version"] = FORMAT_VERSION
@@ -159,8 +161,9 @@ def upgrade(path: str | Path) -> bool:
     return True
 
 
-def _read_json(meta_path: Path) -> dict[str, Any]:
-    """The model JSON, checked for format, version and (version 2) its digest."""
+def _read_json(meta_path: Path, *, legacy: bool = False) -> dict[str, Any]:
+    """The model JSON, checked for format, version and (version 2) its digest; ``legacy``
+    reads version 1 (no digest) too, as :func:`upgrade` must."""
     if not meta_path.is_file():
         raise ModelFileError(
             f"{meta_path}: missing; a model needs its .json next to the .safetensors"
@@ -185,7 +188,7 @@ def _read_json(meta_path: Path) -> dict[str, Any]:
             f"{meta_path}: key 'format_version': {version} was written by a newer ncaflow "
             f"(this one reads 1..{FORMAT_VERSION}); upgrade ncaflow to read it"
         )
-    if version == 1 and not READS_VERSION_1:
+    if version == 1 and not (READS_VERSION_1 or legacy):
         raise ModelFileError(
             f"{meta_path}: key 'format_version': 1 (no digest) is no longer read; rewrite it "
             "with an ncaflow that reads it: `ncaflow check --upgrade FOLDER`"
@@ -254,7 +257,7 @@ def _check_tensors(state: dict[str, Tensor], config: RunConfig, weights: Path) -
             )
 
 
-def verify(path: str | Path) -> Verified:
+def verify(path: str | Path, *, legacy: bool = False) -> Verified:
     """Every check :func:`load` relies on; raises ModelFileError naming the file and why.
 
     JSON: format, version, digest (v2), a valid config. Weights: present, SHA-256 as
@@ -267,7 +270,7 @@ def verify(path: str | Path) -> Verified:
             f"{path}: no such model (neither {weights.name} nor {meta_path.name} is there); "
             "pass a model folder, its .safetensors or its .json"
         )
-    doc = _read_json(meta_path)
+    doc = _read_json(meta_path, legacy=legacy)
     config, meta = _config(doc, meta_path)
     if not weights.is_file():
         raise ModelFileError(f"{weights}: missing; run `dvc pull` or retrain this model")

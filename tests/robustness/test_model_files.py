@@ -198,13 +198,13 @@ def test_check_names_each_damaged_model_and_passes_the_intact_ones(cli, tmp_path
 def test_a_models_data_root_is_named_before_evaluate_writes_there(
     cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror: Path
 ) -> None:
-    """A version-1 file (no digest) whose data.root points elsewhere: evaluate says where
-    it caches the data, and --set data.root chooses another folder (nothing goes there)."""
+    """A model whose data.root points elsewhere: evaluate says where it caches the data,
+    and --set data.root chooses another folder (nothing goes there)."""
     monkeypatch.chdir(tmp_path)
     folder = saved(tmp_path / "model")
     elsewhere = tmp_path / "elsewhere"
-    edit(folder, lambda d: d["config"]["data"].update(root=str(elsewhere)))
-    edit(folder, lambda d: d.update(format_version=1) or d.pop("digest"))
+    # as if trained with that root (resealed: the digest covers data.root)
+    edit(folder, lambda d: d["config"]["data"].update(root=str(elsewhere)), reseal=True)
     small = ["--split", "test", "--set", "data.eval_batch=16", "--set", f"data.mirror={mirror}"]
     outcome = cli("evaluate", "--model", folder, *small)
     assert outcome.code == 0, outcome.err
