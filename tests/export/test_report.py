@@ -105,8 +105,9 @@ def test_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[s
         model.fc1.bias[0] = float("nan")
     with pytest.raises(ExportError, match=r"fc1\.bias.*NaN"):
         export_c(model, tmp_path / "a.h", task="growing")
-    cascade = build_model(RunConfig(task="growing", model=cfg, cascade=CascadeConfig()))
-    with pytest.raises(ExportError, match="cascade is not supported"):
+    odd = CascadeConfig(scales=[3, 2, 1], steps=[2, 2, 2])  # 3 x 3 blocks do not nest in 2 x 2
+    cascade = build_model(RunConfig(task="growing", model=cfg, cascade=odd))
+    with pytest.raises(ExportError, match="multiple of the next"):
         export_c(cascade, tmp_path / "a.h", task="growing")
     assert not (tmp_path / "a.h").exists()  # nothing half-written
     with pytest.raises(ExportError, match="HxW"):

@@ -306,8 +306,11 @@ def check_folder_keys(data: Any, *, targets: str, default: str) -> None:
     )
     size = data.size if isinstance(data.size, list) else [data.size]
     check(len(size) in (1, 2) and min(size) >= 1, "data.size", "give N or [H, W], each >= 1")
-    check(0.0 <= data.test_fraction < 1.0, "data.test_fraction", "must be in [0, 1)")
-    check(0.0 < data.val_fraction < 1.0, "data.val_fraction", "must be in (0, 1)")
+    test, val = data.test_fraction, data.val_fraction
+    check(
+        0.0 <= test < 1.0, "data.test_fraction", f"{test!r} is not allowed; give a number in [0, 1)"
+    )
+    check(0.0 < val < 1.0, "data.val_fraction", f"{val!r} is not allowed; give a number in (0, 1)")
     check(
         data.test_fraction + data.val_fraction < 1.0,
         "data.val_fraction",
