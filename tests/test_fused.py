@@ -18,6 +18,7 @@ pytest.importorskip("triton")
 from helpers import assert_same_rollout
 
 import ncaflow.backends.fused
+from ncaflow.backends import runner
 from ncaflow.config import ModelConfig
 from ncaflow.nca import NCA
 
@@ -174,14 +175,14 @@ def test_fused_rollout_checkpointed_equals_stored(fused, monkeypatch: pytest.Mon
     x = torch.zeros(2, cfg.channels, 10, 10, device=device)
     x[:, 3:, 5, 5] = 1.0
     calls = 0
-    step = nca._step_plain  # one fused step, called from Python on every device
+    step = runner.plain_step  # one fused step, called from Python on every device
 
-    def counted(x: torch.Tensor, fire: torch.Tensor | None) -> torch.Tensor:
+    def counted(model: NCA, x: torch.Tensor, fire: torch.Tensor | None) -> torch.Tensor:
         nonlocal calls
         calls += 1
-        return step(x, fire)
+        return step(model, x, fire)
 
-    monkeypatch.setattr(nca, "_step_plain", counted)
+    monkeypatch.setattr(runner, "plain_step", counted)
     grads, counts = [], []
     for every in (0, 2):
         calls = 0

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from helpers import assert_same_rollout
 
 from ncaflow import perception
-from ncaflow.backends import gemm
+from ncaflow.backends import gemm, runner
 from ncaflow.config import ModelConfig
 from ncaflow.nca import NCA
 from ncaflow.perception import fixed_filters, perceive
@@ -343,7 +343,10 @@ def test_compiled_step_survives_many_models_and_shapes() -> None:
             for batch in (1, 2, 3):
                 x = torch.rand(batch, cfg.channels, 6, 6)
                 torch.testing.assert_close(
-                    nca._step_plain(x, None), nca.step_reference(x, None), rtol=1e-5, atol=1e-6
+                    runner.plain_step(nca, x, None),
+                    nca.step_reference(x, None),
+                    rtol=1e-5,
+                    atol=1e-6,
                 )
 
 

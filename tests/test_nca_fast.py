@@ -9,6 +9,7 @@ import shutil
 import pytest
 import torch
 
+from ncaflow.backends import runner
 from ncaflow.config import ModelConfig
 from ncaflow.nca import NCA
 
@@ -197,4 +198,4 @@ def test_compiled_perception_equals_reference(monkeypatch: pytest.MonkeyPatch) -
     fast, ref = _pair(cfg)
     x = _seed(cfg)
     _assert_same(_rollout(fast, x), _rollout(ref, x), 1e-9)
-    assert fast._workspace(x.permute(0, 2, 3, 1)).compiled  # it did not fall back
+    assert runner.workspace(fast, x.permute(0, 2, 3, 1)).compiled  # it did not fall back

@@ -15,24 +15,25 @@ Nothing here knows about tasks.
 
 ``forward`` runs the CPU fast path of :mod:`ncaflow.backends.fast` (channels-last
 state, GEMMs, a hand-written backward that stores little per step), or on a GPU the
-compiled or Triton-fused step of :mod:`ncaflow.backends.gemm`; the plain formulation
-below stays the definition (``impl="reference"``). All agree to float rounding
-(tests/test_nca_fast.py, tests/test_fused.py).
+compiled or Triton-fused step of :mod:`ncaflow.backends.gemm`, as
+:mod:`ncaflow.backends.runner` chooses; the plain formulation below stays the
+definition (``impl="reference"``). All agree to float rounding (tests/test_nca_fast.py,
+tests/test_fused.py).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Callable, Iterator
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ncaflow.backends import fast, fused
-from ncaflow.backends.gemm import gemm_step, gemm_step_compiled
+from ncaflow.backends import fast, fused, runner
+from ncaflow.backends.gemm import gemm_step
 from ncaflow.config import ModelConfig
 from ncaflow.perception import alive_planes, filter_bank, n_filters, perceive, taps
 
@@ -52,7 +53,7 @@ def mlp_sizes(config: ModelConfig) -> tuple[int, int, int]:
 class NCA(nn.Module):
     """A single-scale NCA built from a :class:`~ncaflow.config.ModelConfig`.
 
-    impl: "auto" (fast path on CPU and for large GPU grids, see _use_fast), "fast",
+    impl: "auto" (fast path on CPU and for large GPU grids, see backends.runner.use_fast), "fast",
     "reference" (the plain formulation, kept as the definition and for tests),
     "compiled" (:meth:`step_gemm` through torch.compile: fused kernels for GPUs) or
     "fused" (:meth:`step_gemm` with the MLP as Triton kernels, :mod:`ncaflow.backends.fused`, where
@@ -82,16 +83,16 @@ class NCA(nn.Module):
         self.fc1 = nn.Conv2d(sizes[0], sizes[1], 1)
         self.fc2 = nn.Conv2d(sizes[1], self.updated, 1, bias=False)
         nn.init.zeros_(self.fc2.weight)  # the first step leaves the state unchanged
-        self._plan = self._make_plan()
-        self._triton_mlp = impl == "fused" and fused.supports(*sizes)  # fixed by the shapes
-        if impl == "fused" and not self._triton_mlp:
+        self.plan = self._make_plan()
+        self.triton_mlp = impl == "fused" and fused.supports(*sizes)  # fixed by the shapes
+        if impl == "fused" and not self.triton_mlp:
             warnings.warn(
                 "impl='fused': the update MLP {} -> {} -> {} is too large for the fused "
                 "kernels (fused.supports); it runs as compiled GEMMs".format(*sizes),
                 stacklevel=2,
             )
         # what the compiled step's graphs depend on besides input shapes (gemm_step_compiled)
-        self._structure = (config, self._triton_mlp)
+        self.structure = (config, self.triton_mlp)
 
     def _make_plan(self) -> fast.Plan:
         cfg = self.config
@@ -111,7 +112,7 @@ class NCA(nn.Module):
 
     def kernels(self) -> Tensor:
         """The perception bank as ``(C*K, 1, k, k)`` depthwise weights."""
-        if self._plan.taps is not None:  # a fixed bank
+        if self.plan.taps is not None:  # a fixed bank
             bank: Tensor = self.bank  # type: ignore[assignment]
             return bank
         c, n, k = self.config.channels, self.config.learned_filters, self.config.kernel_size
@@ -133,11 +134,11 @@ class NCA(nn.Module):
 
     def step(self, x: Tensor, fire: Tensor | None) -> Tensor:
         """One NCA step. fire: (B, 1, H, W) 0/1 mask, or None to update every cell."""
-        if not self._use_fast(x):
-            return self._step_plain(x, fire)
+        if not runner.use_fast(self, x):
+            return runner.plain_step(self, x, fire)
         s = x.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C)
-        s = self._fast_step(s, fire, self._fast_weights(), self._needs_grad(x))
-        return s.permute(0, 3, 1, 2).contiguous()
+        weights, grad = runner.fast_weights(self), runner.needs_grad(self, x)
+        return runner.fast_step(self, s, fire, weights, grad).permute(0, 3, 1, 2).contiguous()
 
     def step_reference(self, x: Tensor, fire: Tensor | None) -> Tensor:
         """:meth:`step` in the plain formulation (the definition the fast path must match)."""
@@ -155,42 +156,7 @@ class NCA(nn.Module):
 
     def step_gemm(self, x: Tensor, fire: Tensor | None) -> Tensor:
         """:meth:`step_reference` written for a compiler (see :func:`gemm_step`)."""
-        return gemm_step(x, fire, *self._gemm_args(self._needs_grad(x)))
-
-    def _gemm_args(self, training: bool) -> tuple[Any, ...]:
-        """The weights and constants of :func:`~ncaflow.backends.gemm.gemm_step` after x, fire.
-
-        The Triton MLP skips rows only when training: there the backward, twice the
-        forward's work, gains most. In inference choosing the rows cost more than it saved
-        (H200, graph-fused, grown state, alternating processes: batch 8 411-414 it/s with
-        the skipping against 472-474 without, batch 256 29.1-29.3 against 29.4-29.5)."""
-        cfg = self.config
-        kernels = self.kernels() if self._plan.taps is None else None
-        w1, b1, w2 = self.fc1.weight.flatten(1), self.fc1.bias, self.fc2.weight.flatten(1)
-        alive = (cfg.alive_channel, cfg.alive_threshold) if cfg.alive_channel is not None else None
-        return (
-            kernels,
-            w1,
-            b1,
-            w2,
-            self._plan.taps,
-            cfg.padding,
-            cfg.input_channels,
-            alive,
-            self._triton_mlp,
-            training,
-        )
-
-    def _step_plain(self, x: Tensor, fire: Tensor | None) -> Tensor:
-        """The step of the non-fast implementations: reference, or step_gemm compiled (on a
-        GPU the fused implementation compiles it too, around its Triton MLP)."""
-        if self.impl == "fused" and x.device.type != "cuda":
-            return self.step_gemm(x, fire)  # Triton's interpreter: no compiler to fuse for
-        if self.impl not in ("compiled", "fused"):
-            return self.step_reference(x, fire)
-        training = self._needs_grad(x)
-        step = gemm_step_compiled(self._structure, training)
-        return step(x, fire, *self._gemm_args(training))
+        return gemm_step(x, fire, *runner.gemm_args(self, runner.needs_grad(self, x)))
 
     # -- rollout ----------------------------------------------------------------
 
@@ -222,133 +188,39 @@ class NCA(nn.Module):
         Masks are drawn outside checkpointed chunks, so recomputation is exact.
         callback(t, state) is called after every step (animations).
         """
-        if not self._use_fast(x):
-            return self._forward_reference(
-                x, steps, generator, fire_masks, checkpoint_every, callback
-            )
-        return self._forward_fast(x, steps, generator, fire_masks, checkpoint_every, callback)
-
-    def _use_fast(self, x: Tensor) -> bool:
-        """The fast path on CPU; on a GPU only for large grids (B*H*W > 2**20 cells), where its
-        0.12-0.16x memory matters more than its speed: on one H100 it ran 0.4x the eager speed
-        at batch 8 (launch-bound), see benchmarks/README.md."""
-        plain = self.impl in ("reference", "compiled", "fused")
-        if plain or x.dim() != 4 or not x.is_floating_point():
-            return False
-        if self.impl == "fast" or x.device.type == "cpu":
-            return True
-        return x.shape[0] * x.shape[2] * x.shape[3] > 2**20
-
-    def _masks(
-        self,
-        x: Tensor,
-        t: int,
-        n: int,
-        generator: torch.Generator | None,
-        fire_masks: Tensor | None,
-    ) -> list[Tensor | None]:
-        """The fire masks of steps t..t+n-1, drawn in the reference order."""
-        if fire_masks is not None:
-            return [fire_masks[t + i] for i in range(n)]
-        return [self.fire_mask(x, generator) for _ in range(n)]
-
-    def _forward_reference(
-        self,
-        x: Tensor,
-        steps: int,
-        generator: torch.Generator | None,
-        fire_masks: Tensor | None,
-        checkpoint_every: int,
-        callback: Callable[[int, Tensor], None] | None,
-    ) -> Tensor:
+        masks = self.masks(x, steps, generator, fire_masks)
+        if runner.use_fast(self, x):
+            return runner.fast_rollout(self, x, masks, callback)
         channels_last = self.impl in ("compiled", "fused")  # what step_gemm reads and writes
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        t = 0
+        t, chunk = 0, checkpoint_every if checkpoint_every > 0 else steps
         while t < steps:
-            n = min(checkpoint_every, steps - t) if checkpoint_every > 0 else steps - t
-            masks = self._masks(x, t, n, generator, fire_masks)
+            n = min(chunk, steps - t)
+            drawn = [next(masks) for _ in range(n)]  # outside the checkpoint: recomputed exactly
             if checkpoint_every > 0 and torch.is_grad_enabled() and callback is None:
-                x = checkpoint(self._chunk, x, *masks, use_reentrant=False)
+                x = checkpoint(self._chunk, x, *drawn, use_reentrant=False)
             else:
-                for i, m in enumerate(masks):
-                    x = self._step_plain(x, m)
+                for i, m in enumerate(drawn):
+                    x = runner.plain_step(self, x, m)
                     if callback is not None:
                         callback(t + i + 1, x)
             t += n
         return x.contiguous() if channels_last else x
 
-    def _forward_fast(
+    def masks(
         self,
         x: Tensor,
         steps: int,
-        generator: torch.Generator | None,
-        fire_masks: Tensor | None,
-        checkpoint_every: int,
-        callback: Callable[[int, Tensor], None] | None,
-    ) -> Tensor:
-        """The rollout of :mod:`ncaflow.backends.fast`: masks drawn in the same chunks and order
-        as the reference; checkpoint_every > 0 keeps only the state per step."""
-        weights, grad = self._fast_weights(), self._needs_grad(x)
-        s = x.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C)
-        t = 0
-        while t < steps:
-            n = min(checkpoint_every, steps - t) if checkpoint_every > 0 else steps - t
-            for i, m in enumerate(self._masks(x, t, n, generator, fire_masks)):
-                s = self._fast_step(s, m, weights, grad)
-                if callback is not None:
-                    callback(t + i + 1, s.permute(0, 3, 1, 2).contiguous())
-            t += n
-        return s.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
-
-    def _fast_weights(self) -> tuple[Tensor, Tensor, Tensor | None]:
-        """(w1a (hidden, K*C + 1) = [fc1 | bias], w2 (C_upd, hidden), kern (K, k, k, C) or None),
-        built once per rollout with autograd, so gradients reach fc1, fc2 and filters."""
-        cfg = self.config
-        c, k_n, hid = cfg.channels, self.n_filters, cfg.hidden_width
-        w1 = self.fc1.weight.view(hid, c, k_n).transpose(1, 2).reshape(hid, k_n * c)  # j*C + c
-        b1: Tensor = self.fc1.bias  # type: ignore[assignment]
-        w1a = torch.cat([w1, b1.unsqueeze(1)], 1)
-        w2 = self.fc2.weight.view(self.updated, hid)
-        kern = None
-        if self._plan.taps is None:
-            k = cfg.kernel_size
-            kern = self.kernels().view(c, k_n, k, k).permute(1, 2, 3, 0).contiguous()
-        return w1a, w2, kern
-
-    def _needs_grad(self, x: Tensor) -> bool:
-        return torch.is_grad_enabled() and (
-            x.requires_grad or any(p.requires_grad for p in self.parameters())
-        )
-
-    def _fast_step(
-        self,
-        s: Tensor,
-        fire: Tensor | None,
-        weights: tuple[Tensor, Tensor, Tensor | None],
-        grad: bool,
-    ) -> Tensor:
-        """One fast-path step on a (B, H, W, C) state; fire (B, 1, H, W) or None."""
-        b, h, w, _ = s.shape
-        f = None if fire is None else fire.to(s.dtype).reshape(b * h * w, 1)
-        ws = self._workspace(s)
-        if grad:
-            y: Tensor = fast.StepFn.apply(s, f, *weights, ws)
-            return y
-        return fast.step_cl(ws, s, f, *weights)[0]
-
-    def _workspace(self, s: Tensor) -> fast.Workspace:
-        """The fast path's scratch memory for states like s, kept for the next rollout of
-        the same shape (re-touching fresh pages costs more than the step's elementwise work).
-        Rollouts of one model must therefore not run concurrently in several threads."""
-        key = (tuple(s.shape), s.dtype, s.device)
-        cached = self.__dict__.get("_ws")
-        if cached is None or cached[0] != key:
-            cached = (key, fast.Workspace(self._plan, s, self.config.hidden_width))
-            self.__dict__["_ws"] = cached
-        return cached[1]
+        generator: torch.Generator | None = None,
+        fire_masks: Tensor | None = None,
+    ) -> Iterator[Tensor | None]:
+        """The fire masks of a rollout from x, one per step, in the order every backend uses:
+        fire_masks[t] when given, else drawn from generator at step t."""
+        for t in range(steps):
+            yield fire_masks[t] if fire_masks is not None else self.fire_mask(x, generator)
 
     def _chunk(self, x: Tensor, *masks: Tensor | None) -> Tensor:
         for m in masks:
-            x = self._step_plain(x, m)
+            x = runner.plain_step(self, x, m)
         return x
