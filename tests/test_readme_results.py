@@ -1,0 +1,171 @@
+"""The README's result tables quote the workflow's tables, not hand-typed numbers.
+
+Every claim below is a (text in the README, table written by a workflow target, row, column)
+quadruple: the test renders the table's value the way the README shows it and asserts the
+README says exactly that. Retraining, or editing either side alone, fails it.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = ROOT / "results" / "tables"
+README = (ROOT / "README.md").read_text()
+
+
+def _rows(table: str) -> list[dict[str, str]]:
+    with (TABLES / table).open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def best(table: str) -> dict[str, str]:
+    """The aggregate table's best cell (chosen on validation by the aggregate rule)."""
+    (row,) = [r for r in _rows(table) if r["best"] == "True"]
+    return row
+
+
+def keyed(table: str, **match: str) -> dict[str, str]:
+    (row,) = [r for r in _rows(table) if all(r[k] == v for k, v in match.items())]
+    return row
+
+
+def pm(digits: int) -> Callable[[dict[str, str], str], str]:
+    """'mean ± std' of column <name>_mean / <name>_std to the given decimals."""
+    return lambda row, name: (
+        f"{float(row[name + '_mean']):.{digits}f} ± {float(row[name + '_std']):.{digits}f}"
+    )
+
+
+def fixed(digits: int) -> Callable[[dict[str, str], str], str]:
+    return lambda row, name: f"{float(row[name]):.{digits}f}"
+
+
+def sci(digits: int) -> Callable[[dict[str, str], str], str]:
+    """3.8e-4 rather than Python's 3.8e-04."""
+
+    def render(row: dict[str, str], name: str) -> str:
+        mantissa, exponent = f"{float(row[name]):.{digits}e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+
+    return render
+
+
+def thousands(row: dict[str, str], name: str) -> str:
+    return f"{int(row[name]):,}"
+
+
+GROWING, SELFCLASS = best("growing.csv"), best("selfclass.csv")
+BREAST, KVASIR = best("breastmnist.csv"), best("kvasir.csv")
+ENSEMBLE = keyed("reference/ensembles.csv", ensemble="big_long_6k_s0s1")
+SINGLE = best("sweep_breastmnist_long.csv")
+LIZARD = keyed("reference/runs.csv", run="ref_growing")
+DIGITS = keyed("reference/runs.csv", run="ref_selfclass")
+
+# (README text with {} for the value, row, column, rendering)
+CLAIMS = [
+    # the main job (config/config.yaml, target tables)
+    ("| growing (`results/tables/growing.md`) | hidden 8 | {} |", GROWING, "parameters", thousands),
+    ("MSE {}", GROWING, "test_mse", pm(4)),
+    ("| selfclass | fire rate 1.0 | {} |", SELFCLASS, "parameters", thousands),
+    ("accuracy {}", SELFCLASS, "test_acc", pm(3)),
+    ("| breastmnist | width 64 | {} |", BREAST, "parameters", thousands),
+    ("AUC {} (ACC", BREAST, "test_auc", pm(3)),
+    ("(ACC {}: the majority class)", BREAST, "test_acc_mean", fixed(3)),
+    ("| kvasir | hidden 8 | {} |", KVASIR, "parameters", thousands),
+    ("Dice {} |", KVASIR, "test_dice", pm(2)),
+    # the reference results (config/paper.yaml, target reference)
+    ("ensemble of two NCAs | {} |", ENSEMBLE, "parameters", thousands),
+    ("test ACC {}, AUC", ENSEMBLE, "test_acc", pm(3)),
+    ("AUC {} (3 evaluation seeds)", ENSEMBLE, "test_auc", pm(3)),
+    ("best single NCA by validation | {} |", SINGLE, "parameters", thousands),
+    ("test ACC {}, AUC", SINGLE, "test_acc", pm(3)),
+    ("AUC {} (3 seeds)", SINGLE, "test_auc", pm(3)),
+    ("| growing lizard | {} |", LIZARD, "parameters", thousands),
+    ("MSE {} at 96 steps", LIZARD, "test_mse", sci(1)),
+    ("{} after 1,000 steps", LIZARD, "test_persistence_mse", sci(1)),
+    ("circular cut ({} →", LIZARD, "test_damaged_mse", sci(1)),
+    ("→ {})", LIZARD, "test_regrowth_mse", sci(1)),
+    ("| self-classifying MNIST | {} |", DIGITS, "parameters", thousands),
+    ("test accuracy {} (per-pixel vote)", DIGITS, "test_acc", fixed(3)),
+    ("pixel accuracy {} |", DIGITS, "test_pixel_acc", fixed(3)),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "row", "column", "render"), CLAIMS, ids=[c[0].strip("| ") for c in CLAIMS]
+)
+def test_readme_quotes_the_workflow_tables(
+    text: str, row: dict[str, str], column: str, render: Callable[[dict[str, str], str], str]
+) -> None:
+    claim = text.format(render(row, column))
+    assert claim in README, f"README.md should say {claim!r} (from the workflow's table)"
+
+
+def test_the_claims_cover_every_result_row() -> None:
+    """Each row of the README's two result tables is checked above (a new row needs claims)."""
+    section = README.split("## Results", 1)[1].split("## Your own data", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    body = [r for r in rows if not r.startswith(("| task |",))]
+    assert len(body) == 8
+    for line in body:
+        assert any(c[0].format("").strip("| ").split(" |")[0] in line for c in CLAIMS), line
+
+
+# -- the performance table: benchmarks/run.py and scripts/gpu_check.sh records --------------
+
+RECORDS = ROOT / "benchmarks" / "reference"
+
+
+def _bench(name: str) -> dict[tuple[str, str, str], dict[str, float]]:
+    import json
+
+    rows = json.loads((RECORDS / name).read_text())["rows"]
+    return {(r["impl"], r["mode"], r["state"]): r for r in rows}
+
+
+def _span(values: list[float], digits: int) -> str:
+    low, high = f"{min(values):.{digits}f}", f"{max(values):.{digits}f}"
+    return low if low == high else f"{low}–{high}"
+
+
+def test_readme_performance_quotes_the_benchmark_records() -> None:
+    """The CPU row ranges span the two recorded peer runs; the GPU rows quote the H200 runs."""
+    cpu = [_bench("cpu-20261203-peers.json"), _bench("cpu-20261203-peers-2.json")]
+
+    def ratio(run: dict, peer: str, mode: str) -> float:  # type: ignore[type-arg]
+        return run[(peer, mode, "grown")]["seconds"] / run[("ncaflow", mode, "grown")]["seconds"]
+
+    def speed(peer: str, mode: str, digits: int) -> str:
+        return _span([ratio(run, peer, mode) for run in cpu], digits)
+
+    memory = _span([run[("ncaflow", "train", "grown")]["memory_vs_baseline"] for run in cpu], 2)
+    train = (
+        f"| CPU training (2 cores) | {speed('baseline', 'train', 1)}x faster, {memory}x the "
+        f"memory | {speed('ncalab', 'train', 1)}x | {speed('cax', 'train', 0)}x |"
+    )
+    infer = (
+        f"| CPU inference | {speed('baseline', 'infer', 0)}x | {speed('ncalab', 'infer', 1)}x "
+        f"| {speed('cax', 'infer', 1)}x |"
+    )
+    b8 = _bench("cuda-20261203-h200-b8.json")[("graph-fused", "train", "grown")]
+    b256 = _bench("cuda-20261203-h200-b256.json")
+    fused, ckpt = (
+        b256[("graph-fused", "train", "grown")],
+        b256[("graph-fused-ckpt", "train", "grown")],
+    )
+    gpu8 = (
+        f"| GPU training, batch 8 (one H200) | {b8['speed_vs_baseline']:.1f}x "
+        f"({b8['iterations_per_s']:.0f} iterations/s), {b8['memory_vs_baseline']:.2f}x the memory |"
+    )
+    gpu256 = (
+        f"| GPU training, batch 256 | {fused['speed_vs_baseline']:.1f}x "
+        f"({fused['cell_steps_per_s']:.2e} cell-steps/s); "
+        f"{ckpt['memory_mb'] / 1000:.1f} GB with checkpointing |"
+    ).replace("e+09", "e9")
+    for line in (train, infer, gpu8, gpu256):
+        assert line in README, f"README.md should have the row {line!r} (from the records)"
