@@ -447,3 +447,32 @@ def test_ensemble_averages_its_members_scores(tmp_path: Path) -> None:
         ConfigError, match=r"must share task, data\.flag, data\.size and data\.readout"
     ):
         evaluate([runs[0], tmp_path / "c"], splits=("val",))
+
+
+def test_every_task_declares_headline_metrics_its_evaluation_reports() -> None:
+    """Task.headline (the reference-runs table's columns) names metrics the task's evaluation
+    really writes: the main job's aggregate tables, one per task, carry each as a column.
+    Task.predicts is "labels", "masks" or None with a reason that points elsewhere."""
+    import csv
+
+    from ncaflow.tasks import TASKS
+
+    tables = {  # task -> the main job's aggregate table of a model of that task
+        "growing": "growing.csv",
+        "selfclass": "selfclass.csv",
+        "classification": "breastmnist.csv",
+        "segmentation": "kvasir.csv",
+    }
+    assert set(tables) == set(TASKS), "a new task needs a table here"
+    root = Path(__file__).resolve().parents[1] / "results" / "tables"
+    for name, table in tables.items():
+        task = get_task(name)
+        with (root / table).open(newline="") as f:
+            columns = next(csv.reader(f))
+        assert task.headline, name
+        for key, label in task.headline:
+            assert f"{key}_mean" in columns, (name, key)
+            assert label, (name, key)
+        assert task.predicts in ("labels", "masks", None), name
+        if task.predicts is None:
+            assert "use `ncaflow" in task.predict_instead, name

@@ -27,17 +27,10 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ncaflow.io import atomic_write, config_of, load
-from ncaflow.tasks import get_task
+from ncaflow.tasks import TASKS, get_task
 from ncaflow.tasks.base import Task, batches
 
-__all__ = ["PREDICTABLE", "PredictWarning", "Prediction", "predict", "read_image"]
-
-PREDICTABLE = ("classification", "segmentation")
-_ELSEWHERE = {
-    "growing": "it grows its pattern from one seed cell and reads no image; "
-    "use `ncaflow animate` to watch it",
-    "selfclass": "it classifies MNIST digits by their own shape; use `ncaflow evaluate`",
-}
+__all__ = ["PredictWarning", "Prediction", "predict", "read_image"]
 
 
 class PredictWarning(UserWarning):
@@ -120,13 +113,14 @@ def read_image(
 
 def _task_for(model: nn.Module, device: str) -> Task:
     config = config_of(model)
-    if config.task not in PREDICTABLE:
-        why = _ELSEWHERE.get(config.task, "predict does not support this task")
+    kind = get_task(config.task)
+    if kind.predicts is None:
+        able = sorted(name for name in TASKS if get_task(name).predicts is not None)
         raise ValueError(
-            f"key 'task': predict reads images for {' and '.join(PREDICTABLE)} models; "
-            f"this model's task is {config.task!r}: {why}"
+            f"key 'task': predict reads images for {' and '.join(able)} models; "
+            f"this model's task is {config.task!r}: {kind.predict_instead}"
         )
-    task = get_task(config.task)(config=config, device=device)
+    task = kind(config=config, device=device)
     describe = getattr(task, "describe", None)
     if describe is not None:
         describe()  # class count and label kind, without reading the data set
@@ -157,11 +151,11 @@ def predict(
         model = load(model, device=device)
     task = _task_for(model, device)
     config = config_of(model)
-    if config.task == "segmentation" and out is None:
-        raise ValueError("--out: a segmentation model writes masks; give an --out folder")
-    if config.task == "classification" and out is not None:
+    if task.predicts == "masks" and out is None:
+        raise ValueError(f"--out: a {config.task} model writes masks; give an --out folder")
+    if task.predicts == "labels" and out is not None:
         raise ValueError(
-            f"{out}: a classification model writes a table, not masks; give a .csv or .json "
+            f"{out}: a {config.task} model writes a table, not masks; give a .csv or .json "
             "file as --out, or none to print it"
         )
     if not images:
@@ -183,50 +177,27 @@ def predict(
         x.append(image)
         shapes.append(own)
     gen = torch.Generator(device=device).manual_seed(seed)
+    labels = getattr(model, "meta", {}).get("labels", {})
     results = []
     with torch.no_grad():
         for s in batches(len(x), batch or int(getattr(task.data, "eval_batch", 64))):
             chunk = torch.stack(x[s]).to(device)  # (B, C_in, S, S)
-            paths, sizes = images[s], shapes[s]
-            if config.task == "classification":
-                results += _classify(task, model, chunk, gen, paths, sizes)
-            else:
-                results += _segment(task, model, chunk, gen, paths, sizes)
-    if out is not None and config.task == "segmentation":
+            records = task.predict_batch(model, chunk, gen, labels)
+            for path, own, record in zip(images[s], shapes[s], records, strict=True):
+                results.append(_prediction(Path(path), own, record))
+    if out is not None and task.predicts == "masks":
         _write_masks(results, Path(out))
     return results
 
 
-def _classify(
-    task: Any, model: nn.Module, x: Tensor, gen: torch.Generator, paths: Any, sizes: Any
-) -> list[Prediction]:
-    scores = task.predict_scores(model, x, gen).cpu()  # (B, K)
-    labels = getattr(model, "meta", {}).get("labels", {})
-    results = []
-    for path, wh, row in zip(paths, sizes, scores, strict=True):
-        if task.multilabel:
-            chosen = [k for k, v in enumerate(row.tolist()) if v > 0.5]
-            label: int | list[int] = chosen
-            name: str | list[str] = [str(labels.get(str(k), k)) for k in chosen]
-        else:
-            label = int(row.argmax())
-            name = str(labels.get(str(label), label))
-        results.append(Prediction(Path(path), wh, label, name, [float(v) for v in row]))
-    return results
-
-
-def _segment(
-    task: Any, model: nn.Module, x: Tensor, gen: torch.Generator, paths: Any, sizes: Any
-) -> list[Prediction]:
-    out = model(task.seed(x), task.eval_steps, generator=gen)
-    masks = (task.logit(out) > 0).cpu()  # (B, 1, S, S), the threshold evaluate() uses
-    results = []
-    for path, wh, mask in zip(paths, sizes, masks, strict=True):
-        img = Image.fromarray(mask[0].numpy().astype(np.uint8) * 255)
-        if img.size != tuple(wh):
-            img = img.resize(tuple(wh), Image.Resampling.NEAREST)
-        results.append(Prediction(Path(path), wh, mask=np.asarray(img) > 127))
-    return results
+def _prediction(path: Path, own: tuple[int, int], record: dict[str, Any]) -> Prediction:
+    """A task's record for one image as a Prediction; a mask is scaled to the image's size."""
+    if "mask" not in record:
+        return Prediction(path, own, record["label"], record["name"], record["scores"])
+    img = Image.fromarray(record["mask"].astype(np.uint8) * 255)
+    if img.size != own:
+        img = img.resize(own, Image.Resampling.NEAREST)
+    return Prediction(path, own, mask=np.asarray(img) > 127)
 
 
 def _write_masks(results: list[Prediction], out: Path) -> None:

@@ -23,10 +23,11 @@ from typing import Any
 
 import pandas as pd
 
+from ncaflow.config import ConfigError
 from ncaflow.io import atomic_write
+from ncaflow.tasks import get_task
 
 __all__ = [
-    "HEADLINE",
     "read_metrics",
     "run_row",
     "runs_markdown",
@@ -34,14 +35,6 @@ __all__ = [
     "spread_markdown",
     "write",
 ]
-
-HEADLINE = {  # task -> (metric key, label) shown in the runs table
-    "growing": [("test_mse", "MSE"), ("test_persistence_mse", "MSE after 1000 steps"),
-                ("test_damaged_mse", "MSE damaged"), ("test_regrowth_mse", "MSE regrown")],
-    "selfclass": [("test_acc", "test accuracy (vote)"), ("test_pixel_acc", "pixel accuracy")],
-    "classification": [("test_acc", "test ACC"), ("test_auc", "test AUC"), ("test_f1", "F1")],
-    "segmentation": [("test_dice", "test Dice"), ("test_iou", "IoU")],
-}  # fmt: skip
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -57,12 +50,14 @@ def run_row(name: str, folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     metrics = _json(folder / "metrics.json")
     task = _json(folder / "model.json")["config"]["task"]
-    if task not in HEADLINE:
-        raise ValueError(f"{folder}/model.json: task {task!r} has no headline metrics")
+    try:
+        headline = get_task(task).headline
+    except ConfigError as err:
+        raise ValueError(f"{folder}/model.json: {err}; re-run the job that trains it") from None
     with (folder / "history.csv").open() as f:
         last = list(csv.DictReader(f))[-1]
     row = {"run": name, "task": task, "parameters": int(metrics["parameters"])}
-    row.update({key: metrics[key] for key, _ in HEADLINE[task]})
+    row.update({key: metrics[key] for key, _ in headline})
     row.update(iterations=int(float(last["iteration"])), seconds=float(last["seconds"]))
     return row
 
@@ -71,7 +66,8 @@ def runs_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """``| run | task | parameters | results | training |``, one line per run."""
     lines = ["| run | task | parameters | results | training |", "| --- | --- | ---: | --- | --- |"]
     for r in rows:
-        cells = ", ".join(f"{label} {r[key]:.4g}" for key, label in HEADLINE[r["task"]])
+        headline = get_task(r["task"]).headline
+        cells = ", ".join(f"{label} {r[key]:.4g}" for key, label in headline)
         trained = f"{r['iterations']} it, {r['seconds']:.0f} s"
         lines.append(f"| {r['run']} | {r['task']} | {r['parameters']:,} | {cells} | {trained} |")
     return "\n".join(lines) + "\n"

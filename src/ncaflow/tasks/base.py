@@ -66,6 +66,12 @@ class Task(ABC):
     readout: ClassVar[str] = "vote"
     figures: ClassVar[tuple[str, ...]] = ()  # per-model workflow figures: "growth", "overlay"
     ensembles: ClassVar[bool] = False  # `ncaflow evaluate --model A --model B` averages scores
+    # The test metrics a reference-runs table shows: (metrics.json key, label)
+    headline: ClassVar[tuple[tuple[str, str], ...]] = (("test_loss", "test loss"),)
+    # What `ncaflow predict` writes for image files: "labels" (a table) or "masks" (PNGs);
+    # None refuses, saying predict_instead
+    predicts: ClassVar[str | None] = None
+    predict_instead: ClassVar[str] = "predict does not support this task"
 
     @classmethod
     def export_check(cls, model: ModelConfig) -> None:
@@ -169,6 +175,14 @@ class Task(ABC):
         if split not in splits:
             raise ConfigError(f"task {self.name!r} has no split {split!r}")
         return self.seed_state(splits[split][0][:n], self.config.model.channels)
+
+    def predict_batch(
+        self, model: nn.Module, x: Tensor, generator: torch.Generator, labels: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """``ncaflow predict`` on images x (B, C_in, H, W), one record per image: "labels"
+        tasks give {"label", "name", "scores"}, "masks" tasks {"mask": (H, W) bool array}.
+        labels: the saved label names (``meta.labels``, class index as text -> name)."""
+        raise NotImplementedError(f"{self.name}: {self.predict_instead}")
 
     def pixel_map(self, out: Tensor) -> Tensor:
         """(B, C, H, W) states -> (B, K, H, W) per-pixel prediction (probabilities, RGBA...)."""

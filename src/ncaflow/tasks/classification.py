@@ -114,6 +114,8 @@ class Classification(Task):
     ensembles = True
     select_metric = "val_auc"
     select_mode = "max"
+    headline = (("test_acc", "test ACC"), ("test_auc", "test AUC"), ("test_f1", "F1"))
+    predicts = "labels"
     data: ClassificationData
 
     @classmethod
@@ -320,6 +322,23 @@ class Classification(Task):
         """Images (B, C_in, H, W) in [0, 1] -> (B, K) class scores, as evaluate() computes them."""
         runs = [self.scores(logits) for logits, _ in self.eval_runs(model, x, generator)]
         return torch.stack(runs).mean(0)
+
+    def predict_batch(
+        self, model: nn.Module, x: Tensor, generator: torch.Generator, labels: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Each image's class (for multi-label the classes scoring > 0.5), its name and the
+        per-class scores, as :meth:`evaluate` scores them."""
+        records = []
+        for row in self.predict_scores(model, x, generator).cpu().tolist():
+            if self.multilabel:
+                chosen = [k for k, v in enumerate(row) if v > 0.5]
+                label: int | list[int] = chosen
+                name: str | list[str] = [str(labels.get(str(k), k)) for k in chosen]
+            else:
+                label = max(range(len(row)), key=row.__getitem__)
+                name = str(labels.get(str(label), label))
+            records.append({"label": label, "name": name, "scores": row})
+        return records
 
     @torch.no_grad()
     def evaluate(

@@ -47,6 +47,16 @@ class Growing(Task):
     select_metric = "val_loss"
     readout = "rgba"
     figures = ("growth",)
+    headline = (
+        ("test_mse", "MSE"),
+        ("test_persistence_mse", "MSE after 1000 steps"),
+        ("test_damaged_mse", "MSE damaged"),
+        ("test_regrowth_mse", "MSE regrown"),
+    )
+    predict_instead = (
+        "it grows its pattern from one seed cell and reads no image; "
+        "use `ncaflow animate` to watch it"
+    )
     data: GrowingData
 
     @classmethod

@@ -79,6 +79,8 @@ class Segmentation(Task):
     select_mode = "max"
     readout = "mask"
     figures = ("overlay",)
+    headline = (("test_dice", "test Dice"), ("test_iou", "IoU"))
+    predicts = "masks"
     data: SegmentationData
 
     @classmethod
@@ -173,6 +175,15 @@ class Segmentation(Task):
 
     def loss(self, model: nn.Module, out: Tensor, batch: Batch) -> Tensor:
         return self.loss_from_logit(self.logit(out), batch.target)
+
+    @torch.no_grad()
+    def predict_batch(
+        self, model: nn.Module, x: Tensor, generator: torch.Generator, labels: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Each image's mask at the model's size: logit > 0, the threshold evaluate uses."""
+        out = model(self.seed(x), self.eval_steps, generator=generator)
+        masks = (self.logit(out) > 0).cpu().numpy()  # (B, 1, H, W)
+        return [{"mask": m[0]} for m in masks]
 
     @torch.no_grad()
     def evaluate(

@@ -60,6 +60,8 @@ class SelfClassification(Task):
     Data = SelfClassificationData
     select_metric = "val_acc"
     select_mode = "max"
+    headline = (("test_acc", "test accuracy (vote)"), ("test_pixel_acc", "pixel accuracy"))
+    predict_instead = "it classifies MNIST digits by their own shape; use `ncaflow evaluate`"
     data: SelfClassificationData
 
     @classmethod
