@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import math
 import random
+import shutil
 import signal
 import threading
 import time
@@ -193,6 +194,7 @@ def train(
             f"impl 'fused' (--impl fused) needs triton and a CUDA device, and this run trains "
             f"on {device.type} (train.device={config.train.device}); use impl 'auto'"
         )
+    created = not out.exists()  # then a run that fails before training removes it again
     with ExitStack() as stack:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -211,6 +213,9 @@ def train(
             raise TrainingInterrupted(
                 f"interrupted at iteration {done}; run the same command again to resume from {out}"
             ) from None
+        finally:
+            if created and progress is None:  # still locked: only this call wrote here
+                shutil.rmtree(out, ignore_errors=True)
     raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
 
 

@@ -116,7 +116,13 @@ def test_bad_npz_stops_train_before_a_model(cli, tmp_path: Path) -> None:
     _truncated(tmp_path / "m" / "medmnist" / "breastmnist.npz")
     out = tmp_path / "model"
     outcome = cli("train", "--config", _breast_run(tmp_path, tmp_path / "m"), "--out", out)
-    outcome.fails_cleanly("breastmnist.npz", "truncated or damaged", absent=[out / "model.json"])
+    # the folder this call created is gone again; one that was there stays, as it was
+    outcome.fails_cleanly("breastmnist.npz", "truncated or damaged", absent=[out])
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    outcome = cli("train", "--config", _breast_run(tmp_path, tmp_path / "m"), "--out", out)
+    outcome.fails_cleanly("breastmnist.npz", absent=[out / "model.json", out / "train.lock"])
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
 def test_mirror_without_the_file_names_path_and_url(cli, tmp_path: Path) -> None:
