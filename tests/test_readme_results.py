@@ -169,3 +169,36 @@ def test_readme_performance_quotes_the_benchmark_records() -> None:
     ).replace("e+09", "e9")
     for line in (train, infer, gpu8, gpu256):
         assert line in README, f"README.md should have the row {line!r} (from the records)"
+
+
+# -- the bad-input corpus table: what pytest collects in tests/robustness -------------------
+
+CORPUS = {  # README row -> the corpus file
+    "model files": "test_model_files.py",
+    "run configs and `--set`": "test_config.py",
+    "data files and folders": "test_data.py",
+    "training and checkpoints": "test_training.py",
+    "command lines": "test_cli.py",
+    "workflow configs": "test_workflow_inputs.py",
+}
+
+
+def test_readme_counts_the_bad_input_corpus() -> None:
+    import subprocess
+    import sys
+
+    listing = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+         str(ROOT / "tests" / "robustness")],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    ).stdout  # fmt: skip
+    cases = [line for line in listing.splitlines() if "::" in line]
+    section = README.split("### Bad input", 1)[1].split("\n## ", 1)[0]
+    assert f"A corpus of {len(cases)} bad inputs" in section
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) - 1 == len(CORPUS)  # the header, then one row per file
+    for row in rows[1:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        (name,) = [k for k in CORPUS if cells[0].startswith(k)]
+        count = sum(1 for c in cases if f"robustness/{CORPUS[name]}::" in c)
+        assert cells[1] == str(count), f"README row {name!r}: {cells[1]} cases, pytest has {count}"

@@ -31,10 +31,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +42,7 @@ from tqdm import tqdm
 
 from ncaflow.backends import fused
 from ncaflow.backends.graphs import GraphedIteration, graphs_supported
+from ncaflow.board import Board
 from ncaflow.cascade import build_model
 from ncaflow.checkpoint import write_checkpoint
 from ncaflow.config import ConfigError, RunConfig, TrainConfig
@@ -298,11 +298,9 @@ def _graphed_iteration(run: Run) -> GraphedIteration:
 
 def _loop(run: Run, progress: Progress, on_iteration: Callable[[int], None] | None) -> None:
     """Train from ``progress.iteration`` to the end (or an early stop), checkpointing."""
-    from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
-
     cfg, task = run.config.train, run.task
     start = progress.iteration
-    writer = SummaryWriter(log_dir=str(run.out / "tensorboard"), purge_step=start or None)
+    board = Board(run.out / "tensorboard", start or None, cannot_write)
     graphed = _graphed_iteration(run)
     lo, hi = cfg.steps[0], cfg.steps[-1]
     end = start if progress.stopped_early else cfg.iterations
@@ -315,7 +313,7 @@ def _loop(run: Run, progress: Progress, on_iteration: Callable[[int], None] | No
         leave=False,
     )
     progress.lap_start = time.perf_counter()
-    try:
+    with board, closing(bar):
         for it in bar:
             run.model.train()
             batch = task.sample(run.data_gen)
@@ -332,26 +330,23 @@ def _loop(run: Run, progress: Progress, on_iteration: Callable[[int], None] | No
             task.after_step(batch, final, losses)
             n = progress.iteration = it + 1
             lr = float(run.opt.param_groups[0]["lr"])
-            writer.add_scalar("train/loss", loss, n)
-            writer.add_scalar("train/lr", lr, n)
+            board.scalar("train/loss", loss, n)
+            board.scalar("train/lr", lr, n)
             bar.set_postfix(loss=f"{loss:.4g}")
             if n % cfg.log_images_every == 0:
-                writer.add_images("train/final_state", task.preview(final[:8]).cpu(), n)
+                board.images("train/final_state", task.preview(final[:8]).cpu(), n)
             if n % cfg.eval_every == 0 or n == cfg.iterations:
-                _evaluate_and_track(run, progress, writer, loss=loss, lr=lr)
+                _evaluate_and_track(run, progress, board, loss=loss, lr=lr)
             if n % cfg.checkpoint_every == 0 or progress.stopped_early or n == cfg.iterations:
                 _save_checkpoint(run, progress)
             if on_iteration is not None:
                 on_iteration(n)
             if progress.stopped_early:
                 break
-    finally:
-        bar.close()
-        writer.close()
 
 
 def _evaluate_and_track(
-    run: Run, progress: Progress, writer: Any, *, loss: float, lr: float
+    run: Run, progress: Progress, board: Board, *, loss: float, lr: float
 ) -> None:
     """Evaluate on the validation split; append a history row; track the best weights
     and early stopping."""
@@ -373,7 +368,7 @@ def _evaluate_and_track(
     progress.lap_start = time.perf_counter()
     history.append(row)
     for k, v in metrics.items():
-        writer.add_scalar(k.replace("_", "/", 1), v, n)
+        board.scalar(k.replace("_", "/", 1), v, n)
     if _improved(metrics[stop.metric], progress.best, stop.mode, stop.min_delta):
         progress.best, progress.best_iteration, progress.bad_evals = metrics[stop.metric], n, 0
         progress.best_state = clone(run.model.state_dict())

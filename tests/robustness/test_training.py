@@ -347,3 +347,21 @@ def test_sigterm_keeps_the_checkpoint_and_the_run_resumes(
     _check_interrupted(outcome, out)
     monkeypatch.setattr(SelfClassification, "after_step", after)
     _resumes_to_the_end(cli, argv, out)
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_tensorboard_write_fails(cli: Any, run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The event file is written by a background thread; its failure (here: disk full)
+    surfaces in the trainer as one line naming the folder, the thread prints no traceback
+    of its own (the filter turns one into an error), and the last checkpoint stays."""
+    from tensorboard.summary.writer import record_writer
+
+    out = run / "out"
+    before = (out / CHECKPOINT).read_bytes()
+    monkeypatch.setattr(
+        record_writer.RecordWriter, "write", _raise(OSError(errno.ENOSPC, "No space left"))
+    )
+    outcome = cli("train", "--config", run / "run.yaml", "--out", out)
+    needles = ("disk full while writing", str(out / "tensorboard"))
+    outcome.fails_cleanly(*needles, absent=_finished(out))
+    assert (out / CHECKPOINT).read_bytes() == before
