@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -137,4 +138,61 @@ def test_folder_keys_are_checked_when_the_config_loads(
     model = {"input_channels": 3, "output_channels": 1}
     path.write_text(yaml.safe_dump({"task": "segmentation", "model": model, "data": data}))
     with pytest.raises(ConfigError, match=f"{path}: key '{key}'"):
+        load_config(path)
+
+
+def _own_config(tmp_path: Path, task: str, model: dict[str, object], **data: object) -> Path:
+    import yaml
+
+    path = tmp_path / "run.yaml"
+    raw = {"task": task, "model": model, "data": {"dataset": "folder", "size": 10, **data}}
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_own_data_decides_channels_and_classes(tmp_path: Path) -> None:
+    """As MedMNIST's INFO does: model.input_channels from the images (or data.channels),
+    the head or vote channels from the labels CSV; a run config need not state them."""
+    grey = write_classification_folder(tmp_path / "grey", n=6)
+    rows = (grey / "labels.csv").read_text().splitlines()
+    rows[1] = rows[1].replace("bright", "medium")  # three labels
+    (grey / "labels.csv").write_text("\n".join(rows) + "\n")
+    colour = write_segmentation_folder(tmp_path / "colour", n=3)
+    model = {"hidden_channels": 4, "hidden_width": 8}
+    files = {"images": str(grey / "images"), "labels": str(grey / "labels.csv")}
+
+    head = load_config(_own_config(tmp_path, "classification", model, readout="head", **files))
+    assert (head.model.input_channels, head.model.head) == (1, 3)
+    vote = load_config(_own_config(tmp_path, "classification", model, readout="vote", **files))
+    assert (vote.model.input_channels, vote.model.output_channels) == (1, 3)
+    rgb = load_config(
+        _own_config(tmp_path, "classification", model, readout="head", channels=3, **files)
+    )
+    assert rgb.model.input_channels == 3
+    masks = {"images": str(colour / "images"), "masks": str(colour / "masks")}
+    seg = load_config(
+        _own_config(tmp_path, "segmentation", {**model, "output_channels": 1}, **masks)
+    )
+    assert seg.model.input_channels == 3
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "needle"),
+    [
+        ({"head": 3}, {}, "key 'model.head': 3 contradicts the 2 labels in"),
+        ({"input_channels": 3}, {}, "key 'model.input_channels': 3 contradicts the images in"),
+        ({"input_channels": 1}, {"channels": 3}, "contradicts data.channels: 3; set it to 3"),
+        ({}, {"labels": "missing.csv"}, "data.labels: no labels file missing.csv"),
+        ({}, {"images": "nowhere"}, "data.images: nowhere does not exist"),
+    ],
+)
+def test_own_data_keys_that_contradict_the_files(
+    tmp_path: Path, model: dict[str, object], data: dict[str, object], needle: str
+) -> None:
+    own = write_classification_folder(tmp_path / "own", n=4)
+    files = {"images": str(own / "images"), "labels": str(own / "labels.csv"), "readout": "head"}
+    path = _own_config(
+        tmp_path, "classification", {"hidden_channels": 4, **model}, **{**files, **data}
+    )
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: ") + ".*" + re.escape(needle)):
         load_config(path)

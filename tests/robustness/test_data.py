@@ -317,7 +317,8 @@ def test_model_channels_that_do_not_fit_the_images(cli, tmp_path: Path) -> None:
     folder = write_classification_folder(tmp_path / "own", n=8, rgb=True)
     run, out = classification_run(tmp_path / "run.yaml", folder), tmp_path / "model"
     outcome = cli("train", "--config", run, "--out", out)
-    outcome.fails_cleanly("model.input_channels", "must be 3", "data.channels")
+    needles = ("key 'model.input_channels': 1 contradicts the images", "set it to 3")
+    outcome.fails_cleanly(*needles, "or data.channels: 1 as grey")
     assert not (out / "model.json").exists()
 
 

@@ -13,6 +13,7 @@ come from the rest (or from a folds file over the rest, written by ``ncaflow pre
 from __future__ import annotations
 
 import csv
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "OwnImages",
     "check_folder_keys",
     "class_names",
+    "derived_keys",
     "holdout_split",
     "load_own_classification",
     "load_own_segmentation",
@@ -146,6 +148,16 @@ def class_names(labels: list[str]) -> list[str]:
         return sorted(distinct)
 
 
+def _classes(labels: str, strings: list[str]) -> list[str]:
+    """class_names, refusing a labels CSV of one class."""
+    names = class_names(strings)
+    if len(names) < 2:
+        raise DataError(
+            f"{labels} (data.labels) has one class only ({names[0]!r}); a classifier needs two"
+        )
+    return names
+
+
 def _labelled(
     images: str | Path,
     labels: str | Path,
@@ -198,11 +210,7 @@ def load_own_classification(
 ) -> OwnImages:
     """Images + labels CSV (and an optional test folder) -> `OwnImages` with names set."""
     files, strings = _labelled(images, labels, keys=("data.images", "data.labels"))
-    names = class_names(strings)
-    if len(names) < 2:
-        raise DataError(
-            f"{labels} (data.labels) has one class only ({names[0]!r}); a classifier needs two"
-        )
+    names = _classes(labels, strings)
     n_pool = len(files)
     if test_images is not None and test_labels is not None:
         test_files, test_strings = _labelled(
@@ -268,6 +276,44 @@ def _parts(
     if own_test:
         parts["test"] = np.arange(n_pool, n, dtype=np.int64)
     return parts
+
+
+def derived_keys(data: dict[str, Any], *, classes: str | None) -> dict[str, tuple[int, str]]:
+    """The model keys your own data decides, each with what decided it (for errors).
+
+    ``model.input_channels``: ``data.channels``, else 1 if every training image is grey,
+    else 3 (image headers only); and with ``classes`` (``"model.head"`` or
+    ``"model.output_channels"``) the number of distinct labels in ``data.labels``.
+    Raises DataError naming the key and file when a folder or the CSV cannot be read.
+    """
+    images, out = data.get("images"), {}
+    channels = data.get("channels")
+    if isinstance(channels, int) and not isinstance(channels, bool):
+        out["model.input_channels"] = (channels, f"data.channels: {channels}")
+    elif isinstance(images, str):
+        grey = _grey_or_colour(images, recursive=classes is not None)
+        what = "grey: 1 channel" if grey == 1 else "colour: 3 channels"
+        other = "data.channels: 3 reads them as RGB" if grey == 1 else "data.channels: 1 as grey"
+        other = f"or {other}"
+        out["model.input_channels"] = (grey, f"the images in {images} ({what}; {other})")
+    labels = data.get("labels")
+    if classes is not None and isinstance(labels, str):
+        names = _classes(labels, [label for _, label, _ in read_labels(labels, key="data.labels")])
+        out[classes] = (len(names), f"the {len(names)} labels in {labels}")
+    return out
+
+
+def _grey_or_colour(folder: str, *, recursive: bool) -> int:
+    """image_channels of a folder's images, remembered per folder state: the workflow asks
+    once per grid cell."""
+    path = Path(folder)
+    stamp = path.stat().st_mtime_ns if path.is_dir() else 0
+    return _channels_cached(folder, str(path.resolve()), recursive, stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _channels_cached(folder: str, resolved: str, recursive: bool, stamp: int) -> int:
+    return image_channels(image_files(folder, key="data.images", recursive=recursive))
 
 
 def check_folder_keys(data: Any, *, targets: str, default: str) -> None:

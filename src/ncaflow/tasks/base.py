@@ -97,6 +97,21 @@ class Task(ABC):
         self.check_model()
 
     @classmethod
+    def own_data_keys(cls, data: dict[str, Any], *, classes: str | None) -> dict[str, Any]:
+        """The model keys own data (``data.dataset: folder``) decides, from its files
+        (:func:`ncaflow.data.folder.derived_keys`), once the data section itself is valid;
+        a file that cannot be read is a ConfigError naming its key."""
+        from ncaflow.data import DataError
+        from ncaflow.data.folder import derived_keys
+
+        cls.data_config(data)  # the folder keys first: missing, unknown or out of range
+        try:
+            return derived_keys(data, classes=classes)
+        except DataError as err:
+            key = str(err).split(":", 1)[0]
+            raise ConfigError(str(err), key if key.startswith("data.") else None) from None
+
+    @classmethod
     def data_config(cls, raw: dict[str, Any]) -> Any:
         """Validate the ``data:`` section into this task's ``Data`` dataclass."""
         return from_dict(cls.Data, raw, "data")
@@ -220,6 +235,20 @@ class Task(ABC):
         state = image.new_zeros(b, channels, h, w)
         state[:, :c_in] = image
         return state
+
+
+def fill_model_keys(model: dict[str, Any], derived: dict[str, tuple[int, str]]) -> None:
+    """Set each derived ``model.<name>`` the run config leaves out; one it gives must agree.
+
+    derived: key -> (value, what decided it, as the error shows it)."""
+    for key, (value, source) in derived.items():
+        name = key.split(".", 1)[1]
+        given = model.setdefault(name, value)
+        if given != value or isinstance(given, bool):
+            raise ConfigError(
+                f"key '{key}': {given!r} contradicts {source}; set it to {value} or leave it out",
+                key,
+            )
 
 
 def batches(n: int, size: int) -> list[slice]:

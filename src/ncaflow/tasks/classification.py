@@ -26,7 +26,14 @@ from torch import Tensor, nn
 from ncaflow.config import ConfigError, check
 from ncaflow.data import DataError, load_medmnist, medmnist_info
 from ncaflow.data.folder import OwnImages, check_folder_keys, load_own_classification
-from ncaflow.tasks.base import PALETTE, Batch, CommonData, Task, batches
+from ncaflow.tasks.base import (
+    PALETTE,
+    Batch,
+    CommonData,
+    Task,
+    batches,
+    fill_model_keys,
+)
 
 __all__ = ["Classification", "ClassificationData", "augment", "info_keys"]
 
@@ -121,26 +128,24 @@ class Classification(Task):
     @classmethod
     def derive_config(cls, raw: dict[str, Any]) -> None:
         """Fill in a parsed run config's image channels and classes from MedMNIST's INFO
-        (``data.flag``, ``data.readout``); a value given that contradicts INFO is an error."""
+        (``data.flag``, ``data.readout``) or, for own data, from the images and the labels
+        CSV; a value given that contradicts them is an error."""
         data, model = raw.get("data", {}), raw.setdefault("model", {})
         if not isinstance(data, dict) or not isinstance(model, dict):
             return  # from_dict names the key that is not a mapping
-        if data.get("dataset", ClassificationData.dataset) == "folder":
-            return  # own data: the images and labels say, once read (setup)
-        flag = data.get("flag", ClassificationData.flag)
         readout = data.get("readout", ClassificationData.readout)
+        classes = "model.head" if readout == "head" else "model.output_channels"
+        if data.get("dataset", ClassificationData.dataset) == "folder":
+            fill_model_keys(model, cls.own_data_keys(data, classes=classes))
+            return
+        flag = data.get("flag", ClassificationData.flag)
         if not isinstance(flag, str):
             return  # from_dict: expected a string
+        derived = {}
         for key, value in info_keys(flag, str(readout)).items():
-            name = key.split(".")[1]
-            given = model.setdefault(name, value)
-            if given != value or isinstance(given, bool):
-                what = "image channels" if name == "input_channels" else "classes"
-                raise ConfigError(
-                    f"key '{key}': {given!r} contradicts MedMNIST's INFO for {flag} "
-                    f"({value} {what}); set it to {value} or leave it out",
-                    key,
-                )
+            what = "image channels" if key == "model.input_channels" else "classes"
+            derived[key] = (value, f"MedMNIST's INFO for {flag} ({value} {what})")
+        fill_model_keys(model, derived)
 
     def describe(self, info: dict[str, Any] | None = None) -> None:
         """Class count and label kind, from MedMNIST's metadata or (own data) the model's

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ncaflow.config import ModelConfig, check
 from ncaflow.data import load_kvasir
 from ncaflow.data.folder import check_folder_keys, load_own_segmentation
-from ncaflow.tasks.base import Batch, CommonData, Task, batches
+from ncaflow.tasks.base import Batch, CommonData, Task, batches, fill_model_keys
 from ncaflow.tasks.classification import augment
 from ncaflow.uncertainty import error_auroc, stochastic_rollouts
 
@@ -82,6 +82,16 @@ class Segmentation(Task):
     headline = (("test_dice", "test Dice"), ("test_iou", "IoU"))
     predicts = "masks"
     data: SegmentationData
+
+    @classmethod
+    def derive_config(cls, raw: dict[str, Any]) -> None:
+        """Own data (``data.dataset: folder``): ``model.input_channels`` from
+        ``data.channels`` or the images; a value given that contradicts them is an error."""
+        data, model = raw.get("data", {}), raw.setdefault("model", {})
+        if not isinstance(data, dict) or not isinstance(model, dict):
+            return  # from_dict names the key that is not a mapping
+        if data.get("dataset", SegmentationData.dataset) == "folder":
+            fill_model_keys(model, cls.own_data_keys(data, classes=None))
 
     @classmethod
     def export_check(cls, model: ModelConfig) -> None:
