@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
 __all__ = ["error_auroc", "stochastic_rollouts"]
@@ -51,6 +50,8 @@ def error_auroc(prob: Tensor, truth: Tensor, uncertainty: Tensor) -> float:
 
     0.5 is chance; NaN when every pixel is right (or every pixel is wrong).
     """
+    from sklearn.metrics import roc_auc_score  # a 1 s import: only when evaluating
+
     wrong = ((prob > 0.5) != (truth > 0.5)).flatten().cpu().numpy()
     if wrong.all() or not wrong.any():
         return float("nan")

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from ncaflow.data.sources import DataError
 
@@ -88,6 +87,8 @@ def make_folds(
     frac = 0.2 if val_fraction is None else float(val_fraction)
     if not 0.0 < frac < 1.0:
         raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
+
+    from sklearn.model_selection import KFold, StratifiedKFold, train_test_split  # 1 s import
 
     index = np.arange(n_samples)
     key = None if labels is None else _strat_key(labels, min_count=max(k, 2))
