@@ -155,3 +155,18 @@ def test_bad_images_and_tasks_without_images_are_refused(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="two images are named 'x'"):
         predict(seg, twins, out=tmp_path / "m")
     assert not (tmp_path / "m").exists()
+
+
+def test_predict_reads_16_bit_grey_as_training_does(tmp_path: Path) -> None:
+    """A 16-bit PNG is scaled by 65535 (data.images.image_array), not clipped to 8 bits."""
+    from ncaflow.data.images import image_array
+    from ncaflow.predict import read_image
+
+    values = np.linspace(0, 60000, 16, dtype=np.uint16).reshape(4, 4)
+    path = tmp_path / "wide.png"
+    Image.fromarray(values).save(path)
+    x, own = read_image(path, channels=1, size=4)
+    with Image.open(path) as im:
+        want = image_array(im, channels=1, size=(4, 4))
+    assert own == (4, 4) and np.allclose(x.numpy(), want)
+    assert 0.9 < float(x.max()) < 0.93  # 60000 / 65535

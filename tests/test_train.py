@@ -128,8 +128,10 @@ def test_learns_digits(tmp_path: Path) -> None:
     assert result.best_metric > 0.4, result.history
 
 
-def test_finetune_last_layer_keeps_the_rest_bit_identical(tmp_path: Path) -> None:
+@pytest.mark.parametrize("perception", ["sobel", "learned"])  # learned: a top-level "filters"
+def test_finetune_last_layer_keeps_the_rest_bit_identical(tmp_path: Path, perception: str) -> None:
     base = digits_config(iterations=4)
+    base = dataclasses.replace(base, model=dataclasses.replace(base.model, perception=perception))
     train(base, tmp_path / "base")
     before = load(tmp_path / "base").state_dict()
     cfg = dataclasses.replace(

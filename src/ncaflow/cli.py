@@ -27,10 +27,12 @@ def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
 
 @command
 def cmd_train(args: argparse.Namespace) -> int:
-    from ncaflow.config import load_config
+    from ncaflow.config import ConfigError, load_config
     from ncaflow.train import train
 
     overrides = list(args.set)
+    if args.fold is not None and args.folds is None:
+        raise ConfigError(f"--fold {args.fold} needs --folds FOLDS.json (from ncaflow prepare)")
     if args.fold is not None:
         overrides.append(f"data.fold={args.fold}")
     if args.folds is not None:
@@ -307,6 +309,21 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= low."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    return parse
+
+
 def _set_arg(p: argparse.ArgumentParser, help: str) -> None:
     """The repeatable ``--set KEY=VALUE`` config override."""
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
@@ -316,7 +333,9 @@ def _rollout_args(p: argparse.ArgumentParser, *, out: str) -> None:
     """Arguments of the commands that roll out a saved model on examples of its data."""
     p.add_argument("--model", required=True, help="model.safetensors, its .json, or its directory")
     p.add_argument("--out", required=True, help=out)
-    p.add_argument("--steps", type=int, help="rollout length (default: the evaluation length)")
+    p.add_argument(
+        "--steps", type=_at_least(1), help="rollout length (default: the evaluation length)"
+    )
     p.add_argument("--split", default="test", help="split to take the examples from")
     p.add_argument("--seed", type=int, default=0, help="seed of the fire masks")
     _set_arg(p, "override a stored config value, e.g. --set data.mirror=DIR")
@@ -378,8 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("animate", help="GIF of a saved model's rollout")
     _rollout_args(p, out="GIF to write")
-    p.add_argument("--index", type=int, default=0, help="which example of the split")
-    p.add_argument("--every", type=int, default=1, help="keep every n-th step as a frame")
+    p.add_argument("--index", type=_at_least(0), default=0, help="which example of the split")
+    p.add_argument("--every", type=_at_least(1), default=1, help="keep every n-th step as a frame")
     p.add_argument("--scale", type=int, default=4, help="pixel upscaling")
 
     p = sub.add_parser("uncertainty", help="mean/variance heatmaps over stochastic rollouts")

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from ncaflow.data.images import image_array
 from ncaflow.io import atomic_write, config_of, load
 from ncaflow.tasks import TASKS, get_task
 from ncaflow.tasks.base import Task, batches
@@ -78,36 +79,33 @@ def read_image(
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such image file; check the path")
+    if channels not in (1, 3, 4):
+        raise ValueError(
+            f"{path}: the model reads {channels}-channel images; predict needs a grey (1), "
+            "RGB (3) or RGBA (4) model"
+        )
     try:
         with Image.open(path) as im:
             im.load()  # decode now, so a truncated file fails here
-            mode = {1: "L", 3: "RGB"}.get(channels)
-            if mode is None:
-                raise ValueError(
-                    f"{path}: the model reads {channels}-channel images, which image files "
-                    "cannot hold; predict with a grey (1) or RGB (3) model"
-                )
-            img = im.convert(mode)
-            own = im.size
+            img = im.copy() if im.mode != "P" else im.convert("RGBA")
     except (OSError, Image.DecompressionBombError, SyntaxError) as err:
         raise ValueError(
             f"{path}: cannot read as an image ({err}); pass a PNG or JPEG file"
         ) from None
+    own = img.size
     h, w = size if isinstance(size, tuple) else (size, size)
-    if img.size != (w, h):
+    if own != (w, h):
         if not resize:
             raise ValueError(
-                f"{path}: {img.size[0]}x{img.size[1]} pixels, the model reads {w}x{h}; "
+                f"{path}: {own[0]}x{own[1]} pixels, the model reads {w}x{h}; "
                 "resize it or allow resizing (drop --no-resize)"
             )
         warnings.warn(
-            f"{path}: resized from {img.size[0]}x{img.size[1]} to the model's {w}x{h}",
+            f"{path}: resized from {own[0]}x{own[1]} to the model's {w}x{h}",
             PredictWarning,
             stacklevel=2,
         )
-        img = img.resize((w, h), Image.Resampling.BILINEAR)
-    arr = np.asarray(img, dtype=np.float32) / 255.0  # (H, W) or (H, W, C)
-    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    arr = image_array(img, channels=channels, size=(h, w))  # as the training data is read
     return torch.from_numpy(np.ascontiguousarray(arr)), own  # (C, size, size)
 
 
@@ -167,6 +165,14 @@ def predict(
             f"{out}: two images are named {dup!r}, and their masks would overwrite each "
             "other; predict them into separate --out folders"
         )
+    if out is not None:
+        inputs = {Path(image).resolve() for image in images}
+        clash = next((s for s in stems if (Path(out) / f"{s}.png").resolve() in inputs), None)
+        if clash is not None:
+            raise ValueError(
+                f"{Path(out) / (clash + '.png')}: the mask would overwrite that input image; "
+                "give another --out folder"
+            )
     size = task.data.size  # own data may give [H, W]
     size = (int(size[0]), int(size[-1])) if isinstance(size, list | tuple) else int(size)
     x, shapes = [], []

@@ -97,7 +97,14 @@ class TrainResult:
 def select_device(name: str = "auto") -> torch.device:
     """``auto`` picks cuda, then mps, then cpu."""
     if name != "auto":
-        return torch.device(name)
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(
+                f"key 'train.device': {name!r}, but this PyTorch sees no CUDA device; "
+                "use 'auto' or 'cpu'",
+                "train.device",
+            )
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():
@@ -160,7 +167,8 @@ def _prepare_finetune(model: nn.Module, config: RunConfig) -> None:
         ) from None
     if cfg.trainable == "last":
         for name, p in model.named_parameters():
-            p.requires_grad_(name.split(".")[-2] in ("fc2", "head"))
+            owner = name.rsplit(".", 2)[-2] if "." in name else ""  # learned filters: none
+            p.requires_grad_(owner in ("fc2", "head"))
 
 
 def resolve_impl(impl: Impl, config: RunConfig, device: torch.device) -> Impl:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
 from PIL import Image
 
 from ncaflow import cli as cli_module
@@ -54,6 +56,7 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "sub").mkdir()
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "sub" / "good.png")
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "rgb.png")
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(CONFIGS["growing"]))
     return tmp_path
 
 
@@ -145,16 +148,44 @@ CASES: dict[str, tuple[list[str], list[str], int | None]] = {
     "check-not-a-model": (["check", "good.png"], ["good.png: not a model file"], 1),
     "check-empty-folder": (["check", "sub"], ["sub: no model files"], 1),
     "info-missing-model": (["info", "absent"], ["ncaflow info: absent: no such model"], 1),
+    "predict-mask-over-its-input": (
+        ["predict", "--model", "segmentation", "--out", ".", "rgb.png"],
+        ["rgb.png: the mask would overwrite that input image", "another --out"],
+        1,
+    ),
+    "animate-every-zero": (
+        ["animate", "--model", "growing", "--out", "results/a.gif", "--every", "0"],
+        ["ncaflow animate: argument --every: 0 is below 1"],
+        2,
+    ),
+    "animate-steps-negative": (
+        ["animate", "--model", "growing", "--out", "results/a.gif", "--steps", "-3"],
+        ["ncaflow animate: argument --steps: -3 is below 1"],
+        2,
+    ),
+    "train-fold-without-folds": (
+        ["train", "--config", "run.yaml", "--out", "results/t", "--fold", "1"],
+        ["--fold 1 needs --folds"],
+        2,
+    ),
+    "train-on-cuda-without-cuda": (
+        ["train", "--config", "run.yaml", "--out", "results/t", "--set", "train.device=cuda"],
+        ["key 'train.device'", "no CUDA device", "use 'auto' or 'cpu'"],
+        2,
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_command_line_fails_cleanly(cli, work: Path, case: str) -> None:
     argv, needles, code = CASES[case]
+    if "cuda" in case and torch.cuda.is_available():
+        pytest.skip("the machine has CUDA")
     outcome = cli(*argv)
-    outcome.fails_cleanly(
-        *needles, absent=[work / OUT, work / "masks", work / "results" / "m.json"]
-    )
+    before = (work / "rgb.png").read_bytes()
+    absent = [work / OUT, work / "masks", work / "results" / "m.json", work / "results" / "t"]
+    outcome.fails_cleanly(*needles, absent=[*absent, work / "results" / "a.gif"])
+    assert (work / "rgb.png").read_bytes() == before
     if code is not None:
         assert outcome.code == code
     assert "Traceback" not in outcome.out

@@ -101,7 +101,10 @@ def image_array(im: Image.Image, *, channels: int, size: tuple[int, int]) -> np.
         grey = im.convert("F").resize((w, h), Image.Resampling.BILINEAR)
         scale = 65535.0 if im.mode in _WIDE else 1.0
         arr = np.clip(np.asarray(grey, dtype=np.float32) / scale, 0.0, 1.0)[None]  # (1, H, W)
-        return np.repeat(arr, min(channels, 3), axis=0) if channels > 1 else arr
+        if channels == 1:
+            return arr
+        colour = np.repeat(arr, 3, axis=0)  # grey as RGB, then an opaque alpha for 4
+        return colour if channels == 3 else np.concatenate([colour, np.ones_like(arr)])
     mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
     resized = im.convert(mode).resize((w, h), Image.Resampling.BILINEAR)
     arr = np.asarray(resized, dtype=np.float32) / 255.0  # (H, W) or (H, W, C)

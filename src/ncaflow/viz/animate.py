@@ -73,7 +73,13 @@ def animate(
     seed: int = 0,
 ) -> int:
     """Write a GIF of one rollout; returns the number of frames (1 + steps // every)."""
-    state = task.examples(split, index + 1)[index : index + 1]  # (1, C, H, W)
+    examples = task.examples(split, index + 1)
+    if not 0 <= index < len(examples):
+        raise ValueError(
+            f"--index {index}: the {split} split has {len(examples)} examples; "
+            f"give 0..{len(examples) - 1}"
+        )
+    state = examples[index : index + 1]  # (1, C, H, W)
     first_hidden = task.config.model.input_channels + task.config.model.output_channels
     frames: list[Image.Image] = []
 
