@@ -31,7 +31,7 @@ import protocol
 from worker import build, train_iteration
 
 from ncaflow.backends.graphs import GraphedIteration
-from ncaflow.train import ROLLOUT_CHUNK
+from ncaflow.training.train import ROLLOUT_CHUNK
 
 # The README's rows, by kernel name (Inductor names a kernel after the ops it fuses)
 GROUPS: tuple[tuple[str, Callable[[str], bool]], ...] = (

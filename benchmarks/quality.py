@@ -19,7 +19,7 @@ import torch
 
 from ncaflow.config import load_config
 from ncaflow.nca import Impl
-from ncaflow.train import train
+from ncaflow.training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -33,7 +33,7 @@ from baseline import DistillNCA
 from ncaflow.backends.graphs import GraphedIteration, graphs_supported
 from ncaflow.config import ModelConfig
 from ncaflow.nca import NCA
-from ncaflow.train import ROLLOUT_CHUNK
+from ncaflow.training.train import ROLLOUT_CHUNK
 
 
 def build(impl: str, device: torch.device) -> torch.nn.Module:

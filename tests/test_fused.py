@@ -155,7 +155,7 @@ def test_training_with_fused_on_a_cpu_is_refused_before_writing(
     from helpers import digits_config
 
     from ncaflow.config import ConfigError
-    from ncaflow.train import train
+    from ncaflow.training.train import train
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ConfigError, match="needs triton and a CUDA device"):

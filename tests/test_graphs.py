@@ -16,7 +16,7 @@ from helpers import digits_config
 from ncaflow.backends.graphs import GraphedIteration, graphs_supported
 from ncaflow.config import ModelConfig, RunConfig, from_dict
 from ncaflow.nca import NCA
-from ncaflow.train import train
+from ncaflow.training.train import train
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 DEVICE = "cuda"
@@ -208,7 +208,7 @@ def test_auto_resolves_to_the_fused_kernels_only_on_cuda_where_they_fit(
 ) -> None:
     """train's 'auto': the fused kernels on a CUDA device with Triton, for MLPs they take."""
     import ncaflow.backends.fused
-    from ncaflow.train import resolve_impl
+    from ncaflow.training.train import resolve_impl
 
     cfg = digits_config()
     cuda_dev, cpu = torch.device("cuda"), torch.device("cpu")

@@ -14,9 +14,9 @@ from PIL import Image
 from ncaflow.cascade import build_model
 from ncaflow.cli import main
 from ncaflow.config import RunConfig, from_dict
-from ncaflow.evaluate import evaluate
+from ncaflow.inference.evaluate import evaluate
+from ncaflow.inference.predict import PredictWarning, predict
 from ncaflow.io import load, save
-from ncaflow.predict import PredictWarning, predict
 from ncaflow.tasks.base import Task
 
 LABELS = {"0": "malignant", "1": "normal, benign"}
@@ -64,7 +64,7 @@ def test_predict_agrees_with_evaluate(tmp_path: Path, mirror: Path) -> None:
     path = classifier(tmp_path, eval_rollouts=2, eval_hflip=True, eval_batch=16)
     where = [f"data.root={tmp_path / 'raw'}", f"data.mirror={mirror}"]
     metrics = evaluate(path, splits=("test",), overrides=where)
-    from ncaflow.evaluate import with_overrides
+    from ncaflow.inference.evaluate import with_overrides
     from ncaflow.io import config_of
     from ncaflow.tasks import get_task
 
@@ -160,7 +160,7 @@ def test_bad_images_and_tasks_without_images_are_refused(tmp_path: Path) -> None
 def test_predict_reads_16_bit_grey_as_training_does(tmp_path: Path) -> None:
     """A 16-bit PNG is scaled by 65535 (data.images.image_array), not clipped to 8 bits."""
     from ncaflow.data.images import image_array
-    from ncaflow.predict import read_image
+    from ncaflow.inference.predict import read_image
 
     values = np.linspace(0, 60000, 16, dtype=np.uint16).reshape(4, 4)
     path = tmp_path / "wide.png"

@@ -14,9 +14,9 @@ from PIL import Image
 
 from ncaflow.cascade import build_model
 from ncaflow.config import ConfigError, RunConfig, from_dict
-from ncaflow.evaluate import evaluate
+from ncaflow.inference.evaluate import evaluate
 from ncaflow.tasks import get_task
-from ncaflow.train import train
+from ncaflow.training.train import train
 from ncaflow.uncertainty import stochastic_rollouts
 from ncaflow.viz.animate import animate
 

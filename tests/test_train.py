@@ -20,7 +20,7 @@ from ncaflow.io import load, save
 from ncaflow.lock import FolderLocked, folder_lock
 from ncaflow.tasks import get_task
 from ncaflow.tasks.selfclass import SelfClassification
-from ncaflow.train import CHECKPOINT, TrainingError, TrainingInterrupted, train
+from ncaflow.training.train import CHECKPOINT, TrainingError, TrainingInterrupted, train
 
 
 class Crash(Exception):

@@ -22,9 +22,9 @@ _LAZY = {
     "load_config": "ncaflow.config",
     "load": "ncaflow.io",
     "save": "ncaflow.io",
-    "train": "ncaflow.train",
-    "evaluate": "ncaflow.evaluate",
-    "predict": "ncaflow.predict",
+    "train": "ncaflow.training.train",
+    "evaluate": "ncaflow.inference.evaluate",
+    "predict": "ncaflow.inference.predict",
     "get_task": "ncaflow.tasks",
 }
 

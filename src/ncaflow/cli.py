@@ -28,7 +28,7 @@ def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
 @command
 def cmd_train(args: argparse.Namespace) -> int:
     from ncaflow.config import ConfigError, load_config
-    from ncaflow.train import train
+    from ncaflow.training.train import train
 
     overrides = list(args.set)
     if args.fold is not None and args.folds is None:
@@ -49,8 +49,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 @command
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ncaflow.evaluate import evaluate
-    from ncaflow.train import select_device
+    from ncaflow.inference.evaluate import evaluate
+    from ncaflow.training.train import select_device
 
     metrics = evaluate(
         args.model,
@@ -107,7 +107,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def _model_and_task(args: argparse.Namespace) -> tuple[Any, Any]:
     """The saved model and its task, set up on the model's data (with --set overrides)."""
-    from ncaflow.evaluate import with_overrides
+    from ncaflow.inference.evaluate import with_overrides
     from ncaflow.io import config_of, load
     from ncaflow.tasks import get_task
 
@@ -209,8 +209,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import csv
     import io
 
-    from ncaflow.predict import predict
-    from ncaflow.train import select_device
+    from ncaflow.inference.predict import predict
+    from ncaflow.training.train import select_device
 
     fmt = args.format
     table = None

@@ -27,7 +27,7 @@ from ncaflow.checkpoint import read_checkpoint, write_checkpoint
 from ncaflow.config import to_dict
 from ncaflow.lock import folder_lock
 from ncaflow.tasks.selfclass import SelfClassification
-from ncaflow.train import CHECKPOINT, train
+from ncaflow.training.train import CHECKPOINT, train
 from tests.robustness.conftest import Outcome
 
 REPO = Path(__file__).resolve().parents[2]

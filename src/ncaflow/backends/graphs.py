@@ -11,7 +11,7 @@ What the captured function may do is what CUDA graphs allow: no host
 synchronisation (``.item()``, data-dependent shapes), randomness only from the
 registered generator, and an optimiser that runs on device tensors
 (``Adam``/``AdamW`` with ``capturable=True`` and a tensor learning rate, see
-:func:`ncaflow.train.build_optimizer`).
+:func:`ncaflow.training.train.build_optimizer`).
 
 Graphs share one memory pool: they never run concurrently, and everything a
 graph reads that it did not write in the same replay (parameters, optimiser
