@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ncaflow.config import load_config
 from ncaflow.nca import Impl
+from ncaflow.tasks.runconfig import load_config
 from ncaflow.training.train import train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from ncaflow import perception
 from ncaflow.backends import gemm, runner
 from ncaflow.config import ModelConfig
 from ncaflow.nca import NCA
-from ncaflow.perception import fixed_filters, perceive
+from ncaflow.perception import check_perception, fixed_filters, perceive
 
 
 def randomised(cfg: ModelConfig, seed: int = 0) -> NCA:
@@ -369,4 +369,4 @@ def test_a_registered_filter_bank_is_a_perception(monkeypatch: pytest.MonkeyPatc
     with torch.no_grad():
         torch.testing.assert_close(fast(x, 5, generator=g[1]), ref(x, 5, generator=g[0]))
     with pytest.raises(ConfigError, match="laplace_only"):
-        ModelConfig(perception="nosuch").validate()
+        check_perception("nosuch")

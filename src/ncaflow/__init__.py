@@ -19,7 +19,7 @@ _LAZY = {
     "ModelConfig": "ncaflow.config",
     "TrainConfig": "ncaflow.config",
     "ConfigError": "ncaflow.config",
-    "load_config": "ncaflow.config",
+    "load_config": "ncaflow.tasks.runconfig",
     "load": "ncaflow.io",
     "save": "ncaflow.io",
     "train": "ncaflow.training.train",

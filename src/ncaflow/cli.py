@@ -27,7 +27,8 @@ def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
 
 @command
 def cmd_train(args: argparse.Namespace) -> int:
-    from ncaflow.config import ConfigError, load_config
+    from ncaflow.config import ConfigError
+    from ncaflow.tasks.runconfig import load_config
     from ncaflow.training.train import train
 
     overrides = list(args.set)
@@ -67,9 +68,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 @command
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from ncaflow.config import load_config
     from ncaflow.data import make_folds, write_folds
     from ncaflow.tasks import get_task
+    from ncaflow.tasks.runconfig import load_config
 
     config = load_config(args.config, [*args.set, "data.folds=null"])
     task = get_task(config.task)(config=config, device="cpu")
@@ -84,9 +85,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 @command
 def cmd_download(args: argparse.Namespace) -> int:
-    from ncaflow.config import ConfigError, load_config
+    from ncaflow.config import ConfigError
     from ncaflow.io import atomic_write
     from ncaflow.tasks import get_task
+    from ncaflow.tasks.runconfig import load_config
 
     config = load_config(args.config, [*args.set, "data.folds=null"])
     task = get_task(config.task)(config=config, device="cpu")

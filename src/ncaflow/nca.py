@@ -35,7 +35,14 @@ from torch.utils.checkpoint import checkpoint
 from ncaflow.backends import fast, fused, runner
 from ncaflow.backends.gemm import gemm_step
 from ncaflow.config import ModelConfig
-from ncaflow.perception import alive_planes, filter_bank, n_filters, perceive, taps
+from ncaflow.perception import (
+    alive_planes,
+    check_perception,
+    filter_bank,
+    n_filters,
+    perceive,
+    taps,
+)
 
 __all__ = ["NCA", "Impl", "mlp_sizes"]
 
@@ -64,6 +71,7 @@ class NCA(nn.Module):
     def __init__(self, *, config: ModelConfig, impl: Impl = "auto") -> None:
         super().__init__()
         config.validate()
+        check_perception(config.perception)
         if impl not in ("auto", "fast", "reference", "compiled", "fused"):
             raise ValueError(
                 f"impl must be 'auto', 'fast', 'reference', 'compiled' or 'fused', got {impl!r}"

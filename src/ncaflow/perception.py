@@ -15,10 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ncaflow.config import check
+
 __all__ = [
     "BANKS",
     "LEARNED",
     "alive_planes",
+    "check_perception",
     "filter_bank",
     "fixed_filters",
     "n_filters",
@@ -57,6 +60,12 @@ def register_bank(name: str, make: Callable[[], Tensor]) -> None:
     if name == LEARNED:
         raise ValueError(f"{LEARNED!r} names the trained filters; pick another name")
     BANKS[name] = make
+
+
+def check_perception(perception: str, key: str = "model.perception") -> None:
+    """Raise ConfigError ``key '<key>': must be one of [...]`` unless a bank or learned."""
+    names = sorted([*BANKS, LEARNED])
+    check(perception in names, key, f"must be one of {names}")
 
 
 def filter_bank(perception: str) -> Tensor | None:

@@ -10,7 +10,7 @@ import pytest
 from own_folders import write_classification_folder, write_segmentation_folder
 from PIL import Image
 
-from ncaflow.config import ConfigError, load_config
+from ncaflow.config import ConfigError
 from ncaflow.data import DataError
 from ncaflow.data.folder import (
     class_names,
@@ -20,6 +20,7 @@ from ncaflow.data.folder import (
     read_labels,
 )
 from ncaflow.data.images import image_array, read_pairs
+from ncaflow.tasks.runconfig import load_config
 
 
 def test_class_names_numeric_then_text_order() -> None:

@@ -24,7 +24,8 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import Paramspace, validate
 
-from ncaflow.config import ConfigError, RunConfig, build_config, read_yaml
+from ncaflow.config import ConfigError, RunConfig, read_yaml
+from ncaflow.tasks.runconfig import build_config
 from ncaflow.tasks import get_task
 
 # Named targets and rule names that a task name must not shadow.

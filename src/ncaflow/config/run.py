@@ -1,61 +1,41 @@
-"""Configuration: dataclasses built from YAML/JSON with strict, user-facing errors.
+"""The run config's dataclasses: every hyperparameter in exactly one field, with the
+range of every number beside it (:func:`~ncaflow.config.checks.ranged`).
 
-Every hyperparameter lives in exactly one dataclass field here (or in a task's
-``DataConfig``); YAML files, the CLI and the workflow all flow through
-:func:`from_dict`, which rejects unknown keys and wrong types with a message
-naming the file and the dotted key.
+A task's ``data:`` section is its own dataclass (``Task.Data``, in the task's module).
+YAML files, the CLI and the workflow all flow through
+:func:`~ncaflow.config.parse.from_dict`, which rejects unknown keys and wrong types
+with a message naming the file and the dotted key.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import functools
-import json
-import math
-import re
-import types
-import typing
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, Literal
 
-import yaml
+from ncaflow.config.checks import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    FRACTION,
+    POSITIVE,
+    Range,
+    check,
+    check_ranges,
+    ranged,
+)
 
 __all__ = [
     "CONFIG_VERSION",
-    "RANGES",
     "CascadeConfig",
-    "ConfigError",
     "EarlyStoppingConfig",
     "ModelConfig",
-    "Range",
     "RunConfig",
     "SchedulerConfig",
     "TrainConfig",
-    "apply_override",
-    "build_config",
-    "check",
-    "check_ranges",
-    "from_dict",
-    "load_config",
-    "parse_override",
-    "read_yaml",
-    "to_dict",
 ]
 
 CONFIG_VERSION = 1
 
 Padding = Literal["zeros", "reflect", "replicate", "circular"]
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or invalid; ``key`` is the dotted key."""
-
-    def __init__(self, message: str, key: str | None = None) -> None:
-        super().__init__(message)
-        self.key = key
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,31 +46,29 @@ class ModelConfig:
     channels (e.g. the image to classify) are frozen: updates never touch them.
     """
 
-    input_channels: int = 0
-    output_channels: int = 4
-    hidden_channels: int = 12
-    hidden_width: int = 128
+    input_channels: int = ranged(0, AT_LEAST_0)
+    output_channels: int = ranged(4, AT_LEAST_0)
+    hidden_channels: int = ranged(12, AT_LEAST_0)
+    hidden_width: int = ranged(128, AT_LEAST_1)
     perception: str = "sobel"  # a fixed bank of ncaflow.perception.BANKS, or "learned"
-    learned_filters: int = 2
-    kernel_size: int = 3
+    learned_filters: int = ranged(2, AT_LEAST_1)
+    kernel_size: int = ranged(3, AT_LEAST_1)
     padding: Padding = "zeros"
-    fire_rate: float = 0.5
-    alive_channel: int | None = None
-    alive_threshold: float = 0.1
-    head: int = 0  # > 0: a linear head from the mean hidden state to this many logits
+    fire_rate: float = ranged(0.5, Range(0, 1, lo_open=True))  # (0, 1]
+    alive_channel: int | None = ranged(None, AT_LEAST_0)
+    alive_threshold: float = ranged(0.1, Range(0, 1))  # an alpha value; the C export prints it
+    # > 0: a linear head from the mean hidden state to this many logits
+    head: int = ranged(0, AT_LEAST_0)
 
     @property
     def channels(self) -> int:
         return self.input_channels + self.output_channels + self.hidden_channels
 
     def validate(self, where: str = "model") -> None:
-        """Relations between keys; the range of each number is in RANGES."""
+        """Relations between keys (the range of each number is beside its field; the
+        perception's name is checked by the filter banks, :mod:`ncaflow.perception`)."""
         check(self.output_channels + self.hidden_channels > 0, where, "no updatable channels")
         check(self.kernel_size % 2 == 1, f"{where}.kernel_size", "must be odd")
-        from ncaflow.perception import BANKS, LEARNED
-
-        names = sorted([*BANKS, LEARNED])
-        check(self.perception in names, f"{where}.perception", f"must be one of {names}")
         if self.alive_channel is not None:
             check(
                 0 <= self.alive_channel < self.channels,
@@ -103,8 +81,8 @@ class ModelConfig:
 class CascadeConfig:
     """Coarse-to-fine schedule: run ``steps[i]`` steps at ``1/scales[i]`` resolution."""
 
-    scales: list[int] = field(default_factory=lambda: [4, 2, 1])
-    steps: list[int] = field(default_factory=lambda: [16, 16, 16])
+    scales: list[int] = ranged([4, 2, 1], AT_LEAST_1)
+    steps: list[int] = ranged([16, 16, 16], AT_LEAST_1)
     shared: bool = False
 
     def validate(self, where: str = "cascade") -> None:
@@ -119,48 +97,49 @@ class CascadeConfig:
 @dataclass(frozen=True, kw_only=True)
 class SchedulerConfig:
     name: Literal["constant", "multistep", "cosine", "exponential"] = "constant"
-    milestones: list[int] = field(default_factory=list)
-    gamma: float = 0.1
-    warmup: int = 0
+    milestones: list[int] = ranged([], AT_LEAST_1)
+    gamma: float = ranged(0.1, POSITIVE)
+    warmup: int = ranged(0, AT_LEAST_0)
 
 
 @dataclass(frozen=True, kw_only=True)
 class EarlyStoppingConfig:
     metric: str = "val_loss"
     mode: Literal["min", "max"] = "min"
-    patience: int = 0  # evaluations without improvement; 0 disables early stopping
-    min_delta: float = 0.0
+    # evaluations without improvement; 0 disables early stopping
+    patience: int = ranged(0, AT_LEAST_0)
+    min_delta: float = ranged(0.0, AT_LEAST_0)
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    iterations: int = 2000
-    batch_size: int = 8
-    steps: list[int] = field(default_factory=lambda: [64, 96])  # [n] fixed, [lo, hi] sampled
+    iterations: int = ranged(2000, AT_LEAST_1)
+    batch_size: int = ranged(8, AT_LEAST_1)
+    steps: list[int] = ranged([64, 96], AT_LEAST_1)  # [n] fixed, [lo, hi] sampled
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    lr: float = ranged(2e-3, POSITIVE)
+    weight_decay: float = ranged(0.0, AT_LEAST_0)
+    betas: list[float] = ranged([0.9, 0.999], FRACTION)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    grad_clip: float | None = None
+    grad_clip: float | None = ranged(None, POSITIVE)
     grad_norm: bool = False  # Distill: normalise each parameter's gradient to unit L2
     gradient_checkpointing: bool = False
     cuda_graphs: bool = (
         True  # CUDA + Adam/AdamW: replay iterations as graphs (ncaflow.backends.graphs)
     )
-    eval_every: int = 100
-    checkpoint_every: int = 100
-    log_images_every: int = 500
+    eval_every: int = ranged(100, AT_LEAST_1)
+    checkpoint_every: int = ranged(100, AT_LEAST_1)
+    log_images_every: int = ranged(500, AT_LEAST_1)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     finetune_from: str | None = None  # a saved model to start from
     trainable: Literal["all", "last"] = "all"  # "last": only the last update layer (and head)
-    seed: int = 0
+    seed: int = ranged(0, Range(0, 2**32 - 3))  # numpy seeds are < 2**32; the trainer adds 2
     device: str = "auto"
-    threads: int | None = None
+    threads: int | None = ranged(None, AT_LEAST_1)
     progress: bool = True
 
     def validate(self, where: str = "train") -> None:
-        """Relations between keys; the range of each number is in RANGES."""
+        """Relations between keys; the range of each number is beside its field."""
         check(len(self.steps) in (1, 2), f"{where}.steps", "give [n] or [min, max]")
         check(self.steps[0] <= self.steps[-1], f"{where}.steps", "min must be <= max")
         check(len(self.betas) == 2, f"{where}.betas", "give two numbers")
@@ -179,407 +158,17 @@ class RunConfig:
     task: str
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    data: dict[str, Any] = field(default_factory=dict)  # task-specific, see tasks/*.py
+    data: dict[str, Any] = field(default_factory=dict)  # task-specific: Task.Data
     cascade: CascadeConfig | None = None
     name: str = ""
-    version: int = CONFIG_VERSION
+    version: int = ranged(CONFIG_VERSION, AT_LEAST_1)
 
     def validate(self) -> None:
-        from ncaflow.tasks import TASKS
-
-        check(self.task in TASKS, "task", f"unknown task; choose one of {sorted(TASKS)}")
+        """Ranges and relations between keys; the task's name and ``data:`` section are
+        checked by the task registry (:mod:`ncaflow.tasks`)."""
         check(self.version == CONFIG_VERSION, "version", f"this ncaflow reads {CONFIG_VERSION}")
         check_ranges(self)
         self.model.validate()
         self.train.validate()
         if self.cascade is not None:
             self.cascade.validate()
-
-
-def check(ok: bool, key: str, message: str) -> None:
-    """Raise ConfigError ``key '<key>': <message>`` unless ``ok``."""
-    if not ok:
-        raise ConfigError(f"key '{key}': {message}", key)
-
-
-# -- ranges -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Range:
-    """Allowed values of one numeric key: ``lo``..``hi``, each end open or closed."""
-
-    lo: float = -math.inf
-    hi: float = math.inf
-    lo_open: bool = False
-    hi_open: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        above = value > self.lo if self.lo_open else value >= self.lo
-        below = value < self.hi if self.hi_open else value <= self.hi
-        return math.isfinite(value) and above and below
-
-    def __str__(self) -> str:
-        def text(x: float) -> str:
-            return str(int(x)) if math.isfinite(x) and x == int(x) else f"{x:g}"
-
-        if self.hi == math.inf:
-            return f"{'>' if self.lo_open else '>='} {text(self.lo)}"
-        left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
-        return f"in {left}{text(self.lo)}, {text(self.hi)}{right}"
-
-
-AT_LEAST_0 = Range(0)
-AT_LEAST_1 = Range(1)
-POSITIVE = Range(0, lo_open=True)
-FRACTION = Range(0, 1, hi_open=True)  # [0, 1)
-
-# The allowed range of every numeric key of a run config, one line each; `data.*` keys
-# are those of the tasks' data sections (a key means the same in every task).  A list's
-# range applies to each element; None (where a key allows it) is always allowed.
-# tests/test_config.py checks that every numeric field of every config has its line.
-RANGES: dict[str, Range] = {
-    "model.input_channels": AT_LEAST_0,
-    "model.output_channels": AT_LEAST_0,
-    "model.hidden_channels": AT_LEAST_0,
-    "model.hidden_width": AT_LEAST_1,
-    "model.learned_filters": AT_LEAST_1,
-    "model.kernel_size": AT_LEAST_1,
-    "model.fire_rate": Range(0, 1, lo_open=True),  # (0, 1]
-    "model.alive_channel": AT_LEAST_0,
-    "model.alive_threshold": Range(0, 1),  # an alpha value; the C export prints it
-    "model.head": AT_LEAST_0,
-    "cascade.scales": AT_LEAST_1,
-    "cascade.steps": AT_LEAST_1,
-    "train.iterations": AT_LEAST_1,
-    "train.batch_size": AT_LEAST_1,
-    "train.steps": AT_LEAST_1,
-    "train.lr": POSITIVE,
-    "train.weight_decay": AT_LEAST_0,
-    "train.betas": FRACTION,
-    "train.scheduler.milestones": AT_LEAST_1,
-    "train.scheduler.gamma": POSITIVE,
-    "train.scheduler.warmup": AT_LEAST_0,
-    "train.grad_clip": POSITIVE,
-    "train.eval_every": AT_LEAST_1,
-    "train.checkpoint_every": AT_LEAST_1,
-    "train.log_images_every": AT_LEAST_1,
-    "train.early_stopping.patience": AT_LEAST_0,
-    "train.early_stopping.min_delta": AT_LEAST_0,
-    "train.seed": Range(0, 2**32 - 3),  # numpy seeds are < 2**32; the trainer adds 2
-    "train.threads": AT_LEAST_1,
-    "version": AT_LEAST_1,
-    "data.fold": AT_LEAST_0,
-    "data.size": AT_LEAST_1,
-    "data.pad": AT_LEAST_0,
-    "data.pool_size": AT_LEAST_1,
-    "data.damage": AT_LEAST_0,
-    "data.eval_batch": AT_LEAST_1,
-    "data.persistence_steps": AT_LEAST_0,
-    "data.test_size": AT_LEAST_1,
-    "data.val_size": AT_LEAST_1,
-    "data.split_seed": AT_LEAST_0,
-    "data.threshold": FRACTION,
-    "data.test_fraction": FRACTION,
-    "data.val_fraction": FRACTION,
-    "data.bce_weight": AT_LEAST_0,
-    "data.uncertainty_samples": AT_LEAST_0,
-    "data.augment_shift": AT_LEAST_0,
-    "data.eval_rollouts": AT_LEAST_1,
-    "data.channels": Range(1, 4),  # own data: grey, grey + alpha, RGB, RGBA
-}
-
-
-def check_ranges(obj: Any, where: str = "") -> None:
-    """Check every number of config dataclass ``obj`` (recursively) against RANGES.
-
-    Raises ConfigError ``key 'train.lr': nan is not allowed; give a number > 0``.  A
-    float without a RANGES line must still be finite.
-    """
-    for f in dataclasses.fields(obj):
-        key = f"{where}.{f.name}" if where else f.name
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            check_ranges(value, key)
-            continue
-        items = value if isinstance(value, list) else [value]
-        for item in items:
-            if isinstance(item, bool) or not isinstance(item, int | float):
-                continue
-            allowed = RANGES.get(key, Range())
-            if item not in allowed:
-                what = "a finite number" if allowed == Range() else f"a number {allowed}"
-                raise ConfigError(f"key '{key}': {item!r} is not allowed; give {what}", key)
-
-
-T = TypeVar("T")
-
-
-def from_dict(cls: type[T], data: Any, where: str = "") -> T:
-    """Build dataclass ``cls`` from a plain mapping, rejecting unknown keys."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"key '{where or '<root>'}': expected a mapping, got {data!r}", where)
-    hints, fields = _schema(cls)
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        key = f"{where}.{unknown[0]}" if where else unknown[0]
-        raise ConfigError(f"unknown key '{key}'; allowed keys: {sorted(fields)}", key)
-    kwargs = {}
-    for name, value in data.items():
-        key = f"{where}.{name}" if where else name
-        kwargs[name] = _coerce(hints[name], value, key)
-    missing = [
-        n
-        for n, f in fields.items()
-        if n not in kwargs
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        key = f"{where}.{missing[0]}" if where else missing[0]
-        raise ConfigError(f"missing required key '{key}'", key)
-    return cls(**kwargs)
-
-
-_Schema = tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]
-_SCHEMAS: dict[type, _Schema] = {}
-
-
-def _schema(cls: type) -> _Schema:
-    """A config dataclass's field types and fields, resolved once: the workflow builds a
-    run config per grid cell, and resolving the type hints was 90 % of that (0.63 against
-    0.07 s per 1,000 growing configs)."""
-    if cls not in _SCHEMAS:
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        _SCHEMAS[cls] = typing.get_type_hints(cls), fields
-    return _SCHEMAS[cls]
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    origin, args = get_origin(tp), get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        errors = []
-        for a in inner:
-            try:
-                return _coerce(a, value, key)
-            except ConfigError as err:
-                errors.append(str(err).split(": ", 1)[1])
-        raise ConfigError(f"key '{key}': " + "; or ".join(errors), key)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"key '{key}': {value!r} is not one of {list(args)}", key)
-        return value
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, key)  # type: ignore[arg-type]
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"key '{key}': expected a list, got {value!r}", key)
-        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"key '{key}': expected a mapping, got {value!r}", key)
-        return dict(value)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"key '{key}': expected true/false, got {value!r}", key)
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"key '{key}': expected an integer, got {value!r}", key)
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"key '{key}': expected a number, got {value!r}", key)
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"key '{key}': expected a string, got {value!r}", key)
-        return value
-    raise TypeError(f"unsupported config type {tp!r} at {key}")  # a bug, not user error
-
-
-def to_dict(obj: Any) -> Any:
-    """Plain JSON-able form of a config dataclass."""
-    return json.loads(json.dumps(dataclasses.asdict(obj)))
-
-
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
-    """Read a YAML/JSON run config, apply ``key.sub=value`` overrides and validate.
-
-    Errors name the file, the dotted key and (when one set it) the override.
-    """
-    try:
-        return build_config(read_yaml(path), overrides)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}", err.key) from None
-
-
-def build_config(raw: Any, overrides: Sequence[str] = ()) -> RunConfig:
-    """A parsed run config (not modified) plus overrides -> a validated RunConfig.
-
-    What ``ncaflow train`` checks before it starts, and what the workflow checks for
-    every grid cell before it schedules a job: keys, types, the ranges in RANGES, the
-    relations between keys, the task's data section, whether the model fits the task
-    and what the task derives itself (a MedMNIST subset's channels and classes).
-    """
-    from ncaflow.tasks import TASKS, get_task
-
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"expected a mapping (task:, model:, train:, data:), got {type(raw).__name__}"
-        )
-    raw = copy.deepcopy(raw)
-    parsed = [(item, *parse_override(item)) for item in overrides]
-    try:
-        for item, key, value in parsed:
-            _set_key(raw, key, value, item)
-        name = raw.get("task")
-        if isinstance(name, str) and name in TASKS:
-            derive = getattr(get_task(name), "derive_config", None)
-            if derive is not None:
-                derive(raw)  # fills in (and checks) what the task's data decides
-        cfg = from_dict(RunConfig, raw)
-        cfg.validate()
-        task = get_task(cfg.task)
-        check_ranges(task.data_config(cfg.data), "data")
-        task(config=cfg, device="cpu")  # checks that the model fits the task (reads no data)
-    except ConfigError as err:
-        origin = [item for item, key, _ in parsed if _related(key, err.key)]
-        if origin and not str(err).startswith("--set"):
-            raise ConfigError(f"--set {origin[-1]!r}: {err}", err.key) from None
-        raise
-    return cfg
-
-
-def _related(key: str, other: str | None) -> bool:
-    """Whether an override of ``key`` set (part of) config key ``other``."""
-    if not other:
-        return False
-    other = re.sub(r"\[\d+\]$", "", other)  # train.steps[1] -> train.steps
-    return key == other or other.startswith(key + ".") or key.startswith(other + ".")
-
-
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    """``"train.lr=1e-3"`` -> ``("train.lr", 0.001)``; the value is read as YAML.
-
-    Raises ConfigError naming the override and the fix.
-    """
-    key, value = _parse_override(item)
-    return key, copy.deepcopy(value)  # a list value must not be shared between configs
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse_override(item: str) -> tuple[str, Any]:
-    """Parsed once: the workflow checks every grid cell's config (1,000s of overrides)."""
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=1e-3")
-    key, text = item.split("=", 1)
-    key = key.strip()
-    if not _KEY.fullmatch(key):
-        raise ConfigError(
-            f"--set {item!r}: {key!r} is not a dotted key; write e.g. --set train.lr=1e-3"
-        )
-    try:
-        value = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
-    except yaml.YAMLError as err:
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(
-            f"--set {item!r}: the value is not valid YAML ({problem}); quote text values, "
-            f"e.g. --set {key}='\"...\"'"
-        ) from None
-    return key, value
-
-
-def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Apply one ``key.sub=value`` override to a parsed run config (in place)."""
-    key, value = parse_override(item)
-    _set_key(raw, key, value, item)
-
-
-def _set_key(raw: dict[str, Any], key: str, value: Any, item: str) -> None:
-    node = raw
-    parts = key.split(".")
-    for i, part in enumerate(parts[:-1]):
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            section = ".".join(parts[: i + 1])
-            raise ConfigError(
-                f"--set {item!r}: '{section}' is a value, not a section; "
-                f"set '{section}' itself instead",
-                section,
-            )
-    node[parts[-1]] = value
-
-
-# -- YAML ---------------------------------------------------------------------------
-
-
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading ``1e4`` and ``1e-3`` as numbers (as YAML 1.2 does;
-    YAML 1.1 reads them as text) and rejecting a key given twice."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?[0-9][0-9_]*(?:\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)
-        |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML (or JSON) config file; ConfigError names the file, line and fix."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found; check the path") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder; give a YAML config file") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file; give a YAML config file") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
-    try:
-        raw = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}; fix the file there") from None
-    if raw is None:
-        raise ConfigError(f"{path}: the file is empty; a run config needs at least 'task: <name>'")
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{path}: expected a mapping of keys (task:, model:, train:, data:), "
-            f"got {type(raw).__name__}"
-        )
-    return raw

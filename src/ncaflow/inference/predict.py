@@ -119,9 +119,7 @@ def _task_for(model: nn.Module, device: str) -> Task:
             f"this model's task is {config.task!r}: {kind.predict_instead}"
         )
     task = kind(config=config, device=device)
-    describe = getattr(task, "describe", None)
-    if describe is not None:
-        describe()  # class count and label kind, without reading the data set
+    task.describe()  # class count and label kind, without reading the data set
     return task
 
 
@@ -186,7 +184,7 @@ def predict(
     labels = getattr(model, "meta", {}).get("labels", {})
     results = []
     with torch.no_grad():
-        for s in batches(len(x), batch or int(getattr(task.data, "eval_batch", 64))):
+        for s in batches(len(x), batch or task.data.eval_batch):
             chunk = torch.stack(x[s]).to(device)  # (B, C_in, S, S)
             records = task.predict_batch(model, chunk, gen, labels)
             for path, own, record in zip(images[s], shapes[s], records, strict=True):

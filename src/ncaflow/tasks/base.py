@@ -16,7 +16,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ncaflow.config import ConfigError, ModelConfig, RunConfig, check, from_dict
+from ncaflow.config import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    ConfigError,
+    ModelConfig,
+    RunConfig,
+    check,
+    from_dict,
+    ranged,
+)
 
 __all__ = ["PALETTE", "Batch", "CommonData", "Task", "batches"]
 
@@ -50,7 +59,8 @@ class CommonData:
     root: str = "data/raw"  # download cache
     mirror: str | None = None  # local mirror folder (else $NCAFLOW_DATA_MIRROR)
     folds: str | None = None  # folds JSON written by `ncaflow prepare`
-    fold: int = 0
+    fold: int = ranged(0, AT_LEAST_0)
+    eval_batch: int = ranged(64, AT_LEAST_1)  # samples per batch at evaluation and prediction
 
 
 class Task(ABC):
@@ -74,6 +84,12 @@ class Task(ABC):
     predict_instead: ClassVar[str] = "predict does not support this task"
 
     @classmethod
+    def derive_config(cls, raw: dict[str, Any]) -> None:
+        """Fill in (in place) the model keys of a parsed run config that this task's data
+        decides, before it is checked; a value given that contradicts them is a
+        ConfigError. Default: nothing."""
+
+    @classmethod
     def export_check(cls, model: ModelConfig) -> None:
         """Raise ConfigError when a model of this config cannot be exported for this task."""
 
@@ -94,7 +110,14 @@ class Task(ABC):
         self.config = config
         self.data = self.data_config(config.data)
         self.device = torch.device(device)
+        # split name -> (inputs, targets) on self.device, filled by setup() (tasks with a
+        # data set; growing has none)
+        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self.check_model()
+
+    def describe(self) -> None:
+        """Learn what predictions need without reading the data set (the class count,
+        say). Default: nothing."""
 
     @classmethod
     def own_data_keys(cls, data: dict[str, Any], *, classes: str | None) -> dict[str, Any]:
@@ -172,8 +195,7 @@ class Task(ABC):
         """Checksum of every tensor the task loaded (after setup): changes when its data does."""
         from ncaflow.data import array_checksum
 
-        splits: dict[str, tuple[Tensor, Tensor]] = getattr(self, "splits", {})
-        arrays = [t.cpu().numpy() for name in sorted(splits) for t in splits[name]]
+        arrays = [t.cpu().numpy() for name in sorted(self.splits) for t in self.splits[name]]
         return array_checksum(*arrays)
 
     # -- evaluation --------------------------------------------------------------
@@ -186,10 +208,9 @@ class Task(ABC):
 
     def examples(self, split: str, n: int) -> Tensor:
         """(n, C, H, W) seed states of the first ``n`` samples of ``split`` (after setup)."""
-        splits: dict[str, tuple[Tensor, Tensor]] = getattr(self, "splits", {})
-        if split not in splits:
+        if split not in self.splits:
             raise ConfigError(f"task {self.name!r} has no split {split!r}")
-        return self.seed_state(splits[split][0][:n], self.config.model.channels)
+        return self.seed_state(self.splits[split][0][:n], self.config.model.channels)
 
     def predict_batch(
         self, model: nn.Module, x: Tensor, generator: torch.Generator, labels: dict[str, Any]

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ncaflow.config import ConfigError, check
+from ncaflow.config import AT_LEAST_0, AT_LEAST_1, FRACTION, ConfigError, Range, check, ranged
 from ncaflow.data import DataError, load_medmnist, medmnist_info
 from ncaflow.data.folder import OwnImages, check_folder_keys, load_own_classification
 from ncaflow.tasks.base import (
@@ -55,26 +55,30 @@ def info_keys(flag: str, readout: str) -> dict[str, int]:
 @dataclass(frozen=True, kw_only=True)
 class ClassificationData(CommonData):
     flag: str = "breastmnist"
-    size: int | list[int] = 28  # MedMNIST: 28, 64, 128 or 224; own data: N or [H, W]
+    # MedMNIST: 28, 64, 128 or 224; own data: N or [H, W]
+    size: int | list[int] = ranged(28, AT_LEAST_1)
     # data.dataset: folder reads your own images and a labels CSV (config/OWN_DATA.md)
     dataset: Literal["medmnist", "folder"] = "medmnist"
     images: str | None = None
     labels: str | None = None  # CSV with the columns file,label
     test_images: str | None = None  # an own test split (else test_fraction of the images)
     test_labels: str | None = None
-    channels: int | None = None  # 1, 3 or 4; null: 1 if all images are grey, else 3
-    test_fraction: float = 0.2
-    val_fraction: float = 0.2
-    split_seed: int = 0
+    # 1, 3 or 4; null: 1 if all images are grey, else 3
+    channels: int | None = ranged(None, Range(1, 4))
+    test_fraction: float = ranged(0.2, FRACTION)
+    val_fraction: float = ranged(0.2, FRACTION)
+    split_seed: int = ranged(0, AT_LEAST_0)
     readout: Literal["vote", "head"] = "vote"
     balanced: bool = False  # sample every class equally often in training
     # training batches only, per image: "hflip" mirrors left-right; "dihedral" (or true)
     # also flips up-down and transposes (all 8 symmetries of the square)
     augment: bool | Literal["hflip", "dihedral"] = False
-    augment_shift: int = 0  # and translates by up to this many pixels (edge pixels repeat)
-    eval_rollouts: int = 1  # evaluation averages the class scores of this many rollouts
+    # and translates by up to this many pixels (edge pixels repeat)
+    augment_shift: int = ranged(0, AT_LEAST_0)
+    # evaluation averages the class scores of this many rollouts
+    eval_rollouts: int = ranged(1, AT_LEAST_1)
     eval_hflip: bool = False  # ... of the image and of its left-right mirror each
-    eval_batch: int = 128
+    eval_batch: int = ranged(128, AT_LEAST_1)
 
     def __post_init__(self) -> None:
         check_folder_keys(self, targets="labels", default="medmnist")

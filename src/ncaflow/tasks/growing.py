@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ncaflow.config import ModelConfig, check
+from ncaflow.config import AT_LEAST_0, AT_LEAST_1, ModelConfig, check, ranged
 from ncaflow.data import load_emoji
 from ncaflow.tasks.base import Batch, CommonData, Task
 
@@ -23,12 +23,13 @@ __all__ = ["Growing", "GrowingData", "circle_damage"]
 @dataclass(frozen=True, kw_only=True)
 class GrowingData(CommonData):
     target: str = "1f98e"  # emoji code, PNG path or URL
-    size: int = 40
-    pad: int = 16
-    pool_size: int = 1024
-    damage: int = 3  # best samples per batch that get a hole; 0 = no regeneration training
-    eval_batch: int = 4
-    persistence_steps: int = 1000
+    size: int = ranged(40, AT_LEAST_1)
+    pad: int = ranged(16, AT_LEAST_0)
+    pool_size: int = ranged(1024, AT_LEAST_1)
+    # best samples per batch that get a hole; 0 = no regeneration training
+    damage: int = ranged(3, AT_LEAST_0)
+    eval_batch: int = ranged(4, AT_LEAST_1)
+    persistence_steps: int = ranged(1000, AT_LEAST_0)
 
 
 def circle_damage(n: int, h: int, w: int, generator: torch.Generator) -> Tensor:

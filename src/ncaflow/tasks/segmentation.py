@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ncaflow.config import ModelConfig, check
+from ncaflow.config import AT_LEAST_0, AT_LEAST_1, FRACTION, ModelConfig, Range, check, ranged
 from ncaflow.data import load_kvasir
 from ncaflow.data.folder import check_folder_keys, load_own_segmentation
 from ncaflow.tasks.base import Batch, CommonData, Task, batches, fill_model_keys
@@ -34,15 +34,17 @@ class SegmentationData(CommonData):
     masks: str | None = None  # folder: one mask per image, same stem, same size
     test_images: str | None = None  # folder: an own test split (else test_fraction)
     test_masks: str | None = None
-    channels: int | None = None  # folder: 1, 3 or 4; null: 1 if all images are grey, else 3
-    size: int | list[int] = 64  # N (N x N) or [H, W]
-    test_fraction: float = 0.2
-    val_fraction: float = 0.2
-    split_seed: int = 0
+    # folder: 1, 3 or 4; null: 1 if all images are grey, else 3
+    channels: int | None = ranged(None, Range(1, 4))
+    size: int | list[int] = ranged(64, AT_LEAST_1)  # N (N x N) or [H, W]
+    test_fraction: float = ranged(0.2, FRACTION)
+    val_fraction: float = ranged(0.2, FRACTION)
+    split_seed: int = ranged(0, AT_LEAST_0)
     augment: bool = True
-    bce_weight: float = 1.0
-    eval_batch: int = 16
-    uncertainty_samples: int = 8  # rollouts for the test split's uncertainty AUROC; 0: skip
+    bce_weight: float = ranged(1.0, AT_LEAST_0)
+    eval_batch: int = ranged(16, AT_LEAST_1)
+    # rollouts for the test split's uncertainty AUROC; 0: skip
+    uncertainty_samples: int = ranged(8, AT_LEAST_0)
 
     def __post_init__(self) -> None:
         check_folder_keys(self, targets="masks", default="kvasir")

@@ -317,7 +317,7 @@ def segmentation_overlay(
     from ncaflow.uncertainty import stochastic_rollouts
 
     model, task = _load(model_dir)
-    splits = getattr(task, "splits", {})
+    splits = task.splits
     pairs = [(s, i) for s in ("test", "val") if s in splits for i in range(len(splits[s][0]))]
     pairs = pairs[:examples]
     if not pairs:

@@ -42,7 +42,7 @@ def uncertainty_figure(
         model, seeds, steps, n=n_rollouts, generator=gen, readout=task.pixel_map
     )
     view = task.preview(model(seeds, steps, generator=gen))
-    targets = getattr(task, "splits", {}).get(split, (None, None))[1]
+    targets = task.splits[split][1] if split in task.splits else None
     spatial_target = targets is not None and targets.ndim == 4
     cols = 4 if spatial_target else 3
     fig, axes = plt.subplots(
@@ -57,7 +57,7 @@ def uncertainty_figure(
             (shown_mean[i].cpu().numpy(), mean_title, "viridis", "probability"),
             (var[i].sum(0).cpu().numpy(), "variance over rollouts", "magma", "variance"),
         ]
-        if spatial_target:
+        if spatial_target and targets is not None:
             panels.append((targets[i, 0].cpu().numpy(), "target", "gray", None))
         for ax, (image, title, cmap, bar) in zip(axes[i], panels, strict=True):
             limits: dict[str, float] = {}
