@@ -18,7 +18,6 @@ pytest.importorskip("triton")
 from helpers import assert_same_rollout
 
 import ncaflow.backends.fused
-from ncaflow.backends import runner
 from ncaflow.config import ModelConfig
 from ncaflow.nca import NCA
 
@@ -175,14 +174,15 @@ def test_fused_rollout_checkpointed_equals_stored(fused, monkeypatch: pytest.Mon
     x = torch.zeros(2, cfg.channels, 10, 10, device=device)
     x[:, 3:, 5, 5] = 1.0
     calls = 0
-    step = runner.plain_step  # one fused step, called from Python on every device
+    fused_backend = type(nca.backend)
+    step = fused_backend.step  # one fused step, called from Python on every device
 
-    def counted(model: NCA, x: torch.Tensor, fire: torch.Tensor | None) -> torch.Tensor:
+    def counted(self, model: NCA, x: torch.Tensor, fire: torch.Tensor | None) -> torch.Tensor:  # type: ignore[no-untyped-def]
         nonlocal calls
         calls += 1
-        return step(model, x, fire)
+        return step(self, model, x, fire)
 
-    monkeypatch.setattr(runner, "plain_step", counted)
+    monkeypatch.setattr(fused_backend, "step", counted)
     grads, counts = [], []
     for every in (0, 2):
         calls = 0

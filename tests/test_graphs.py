@@ -213,13 +213,13 @@ def test_auto_resolves_to_the_fused_kernels_only_on_cuda_where_they_fit(
     cfg = digits_config()
     cuda_dev, cpu = torch.device("cuda"), torch.device("cpu")
     monkeypatch.setattr(ncaflow.backends.fused, "available", lambda device: True)
-    assert resolve_impl("auto", cfg, cuda_dev) == "fused"
-    assert resolve_impl("auto", cfg, cpu) == "auto"  # the CPU fast path
-    assert resolve_impl("reference", cfg, cuda_dev) == "reference"  # asked for: kept
+    assert resolve_impl("auto", cfg, cuda_dev).name == "fused"
+    assert resolve_impl("auto", cfg, cpu).name == "auto"  # the CPU fast path
+    assert resolve_impl("reference", cfg, cuda_dev).name == "reference"  # asked for: kept
     wide = replace(cfg, model=replace(cfg.model, hidden_width=160))  # padded 64 x 256
-    assert resolve_impl("auto", wide, cuda_dev) == "auto"  # beyond the kernels
+    assert resolve_impl("auto", wide, cuda_dev).name == "auto"  # beyond the kernels
     monkeypatch.setattr(ncaflow.backends.fused, "available", lambda device: False)  # no triton
-    assert resolve_impl("auto", cfg, cuda_dev) == "auto"
+    assert resolve_impl("auto", cfg, cuda_dev).name == "auto"
 
 
 @cuda

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from helpers import assert_same_rollout
 
 from ncaflow import perception
-from ncaflow.backends import gemm, runner
+from ncaflow.backends import gemm
+from ncaflow.backends.registry import BACKENDS
 from ncaflow.config import ModelConfig
 from ncaflow.nca import NCA
 from ncaflow.perception import check_perception, fixed_filters, perceive
@@ -278,7 +279,7 @@ def test_compiled_rollout_equals_reference() -> None:
     with the same fire masks drawn from the same generator."""
     cfg = ModelConfig(output_channels=4, hidden_channels=8, hidden_width=32, alive_channel=3)
     ref = randomised(cfg)
-    ref.impl = "reference"
+    ref.backend = BACKENDS["reference"]
     comp = NCA(config=cfg, impl="compiled")
     comp.load_state_dict(ref.state_dict())
     x = torch.zeros(2, cfg.channels, 12, 12)
@@ -315,7 +316,7 @@ def test_each_structure_compiles_with_its_own_shapes(monkeypatch: pytest.MonkeyP
                 alive_channel=None if inputs else 3,
             )
             nca = randomised(cfg)
-            nca.impl = "compiled"
+            nca.backend = BACKENDS["compiled"]
             with torch.no_grad():
                 nca(torch.rand(2, cfg.channels, 6, 6), 2)
     finally:
@@ -339,11 +340,11 @@ def test_compiled_step_survives_many_models_and_shapes() -> None:
         for width in (8, 9, 10):
             cfg = ModelConfig(output_channels=4, hidden_channels=4, hidden_width=width)
             nca = randomised(cfg)
-            nca.impl = "compiled"
+            nca.backend = BACKENDS["compiled"]
             for batch in (1, 2, 3):
                 x = torch.rand(batch, cfg.channels, 6, 6)
                 torch.testing.assert_close(
-                    runner.plain_step(nca, x, None),
+                    nca.backend.step(nca, x, None),
                     nca.step_reference(x, None),
                     rtol=1e-5,
                     atol=1e-6,

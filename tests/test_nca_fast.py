@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from ncaflow.backends import runner
+from ncaflow.backends.registry import BACKENDS
 from ncaflow.config import ModelConfig
 from ncaflow.nca import NCA
 
@@ -24,7 +24,7 @@ def _pair(config: ModelConfig, dtype: torch.dtype = torch.float64) -> tuple[NCA,
         fast.fc2.weight.normal_(0.0, 0.3)
         fast.fc1.bias.normal_(0.0, 0.3)
     ref = copy.deepcopy(fast)
-    ref.impl = "reference"
+    ref.backend = BACKENDS["reference"]
     return fast, ref
 
 
@@ -198,4 +198,5 @@ def test_compiled_perception_equals_reference(monkeypatch: pytest.MonkeyPatch) -
     fast, ref = _pair(cfg)
     x = _seed(cfg)
     _assert_same(_rollout(fast, x), _rollout(ref, x), 1e-9)
-    assert runner.workspace(fast, x.permute(0, 2, 3, 1)).compiled  # it did not fall back
+    workspace = BACKENDS["fast"].workspace(fast, x.permute(0, 2, 3, 1))  # type: ignore[attr-defined]
+    assert workspace.compiled  # it did not fall back

@@ -13,7 +13,7 @@ import torch
 from helpers import digits_config
 from safetensors.torch import load_file
 
-from ncaflow import train as train_module
+import ncaflow.training.train as train_module
 from ncaflow.checkpoint import read_checkpoint, write_checkpoint
 from ncaflow.config import ConfigError, RunConfig, from_dict
 from ncaflow.io import load, save

@@ -176,3 +176,15 @@ def test_gif_and_heatmap_modes_and_colour_bars(
     assert outs[0].read_bytes() == outs[1].read_bytes()
     # per example: a labelled bar for the mean probability and one for the variance
     assert bars == ["probability", "variance"] * 2
+
+
+def test_every_task_figure_is_drawn_and_offered_by_the_cli() -> None:
+    from ncaflow.cli import build_parser
+    from ncaflow.tasks import TASKS, get_task
+    from ncaflow.viz.figures import PER_MODEL
+
+    named = {f for name in TASKS for f in get_task(name).figures}
+    assert named == set(PER_MODEL)  # every figure a task names is drawn, none is orphaned
+    figures = build_parser()._subparsers._group_actions[0].choices["figures"]  # type: ignore[union-attr]
+    kinds = next(a for a in figures._actions if a.dest == "kind").choices
+    assert list(kinds) == ["summary", *PER_MODEL]

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ncaflow.config import CascadeConfig, ConfigError, ModelConfig, RunConfig
-from ncaflow.nca import NCA, Impl
+from ncaflow.nca import NCA
 
 __all__ = ["Cascade", "build_model"]
 
@@ -24,7 +24,7 @@ __all__ = ["Cascade", "build_model"]
 class Cascade(nn.Module):
     """Coarse-to-fine stack of NCAs (one per scale, or one shared)."""
 
-    def __init__(self, *, model: ModelConfig, cascade: CascadeConfig, impl: Impl = "auto") -> None:
+    def __init__(self, *, model: ModelConfig, cascade: CascadeConfig, impl: str = "auto") -> None:
         super().__init__()
         cascade.validate()
         if cascade.scales[-1] != 1:
@@ -93,7 +93,7 @@ class Cascade(nn.Module):
         return state
 
 
-def build_model(config: RunConfig, impl: Impl = "auto") -> nn.Module:
+def build_model(config: RunConfig, impl: str = "auto") -> nn.Module:
     """An :class:`NCA`, or a :class:`Cascade` when the config has a ``cascade`` section.
 
     ``impl`` picks the NCA implementation (same results; see :class:`NCA`).

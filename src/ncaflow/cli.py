@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ncaflow.backends import IMPLS
+
 __all__ = ["main"]
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -305,8 +307,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
     else:
         if not (args.model and args.out):
             raise ValueError(f"figures {args.kind} needs --model and --out")
-        draw = figures.growth_strip if args.kind == "growth" else figures.segmentation_overlay
-        paths = draw(args.model, args.out)
+        paths = figures.PER_MODEL[args.kind](args.model, args.out)
     print("\n".join(str(p) for p in paths))
     return 0
 
@@ -357,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", help="folds JSON from `ncaflow prepare` (data.folds)")
     p.add_argument(
         "--impl",
-        choices=["auto", "fast", "reference", "compiled", "fused"],
+        choices=IMPLS,
         default="auto",
         help="NCA implementation (same results; for GPUs: 'compiled' = torch.compile, "
         "'fused' = Triton kernels for the update MLP, which 'auto' picks on CUDA with triton)",

@@ -13,27 +13,25 @@ One step::
 
 Nothing here knows about tasks.
 
-``forward`` runs the CPU fast path of :mod:`ncaflow.backends.fast` (channels-last
-state, GEMMs, a hand-written backward that stores little per step), or on a GPU the
-compiled or Triton-fused step of :mod:`ncaflow.backends.gemm`, as
-:mod:`ncaflow.backends.runner` chooses; the plain formulation below stays the
-definition (``impl="reference"``). All agree to float rounding (tests/test_nca_fast.py,
-tests/test_fused.py).
+``step`` and ``forward`` run on the backend chosen when the model is built
+(:mod:`ncaflow.backends.registry`: the CPU fast path, the compiled or Triton-fused step),
+to which the model hands its weights (:meth:`NCA.weights`); the plain formulation below
+stays the definition (``impl="reference"``). All agree to float rounding.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from ncaflow.backends import fast, fused, runner
+from ncaflow.backends import fast
+from ncaflow.backends.base import Weights, needs_grad
 from ncaflow.backends.gemm import gemm_step
+from ncaflow.backends.registry import gemm_args, get_backend
 from ncaflow.config import ModelConfig
 from ncaflow.perception import (
     alive_planes,
@@ -44,9 +42,7 @@ from ncaflow.perception import (
     taps,
 )
 
-__all__ = ["NCA", "Impl", "mlp_sizes"]
-
-Impl = Literal["auto", "fast", "reference", "compiled", "fused"]
+__all__ = ["NCA", "mlp_sizes"]
 
 
 def mlp_sizes(config: ModelConfig) -> tuple[int, int, int]:
@@ -60,7 +56,8 @@ def mlp_sizes(config: ModelConfig) -> tuple[int, int, int]:
 class NCA(nn.Module):
     """A single-scale NCA built from a :class:`~ncaflow.config.ModelConfig`.
 
-    impl: "auto" (fast path on CPU and for large GPU grids, see backends.runner.use_fast), "fast",
+    impl names the backend (:mod:`ncaflow.backends.registry`), chosen once:
+    "auto" (fast path on CPU and for large GPU grids), "fast",
     "reference" (the plain formulation, kept as the definition and for tests),
     "compiled" (:meth:`step_gemm` through torch.compile: fused kernels for GPUs) or
     "fused" (:meth:`step_gemm` with the MLP as Triton kernels, :mod:`ncaflow.backends.fused`, where
@@ -68,16 +65,12 @@ class NCA(nn.Module):
     All give the same results up to float rounding and draw the same masks.
     """
 
-    def __init__(self, *, config: ModelConfig, impl: Impl = "auto") -> None:
+    def __init__(self, *, config: ModelConfig, impl: str = "auto") -> None:
         super().__init__()
         config.validate()
         check_perception(config.perception)
-        if impl not in ("auto", "fast", "reference", "compiled", "fused"):
-            raise ValueError(
-                f"impl must be 'auto', 'fast', 'reference', 'compiled' or 'fused', got {impl!r}"
-            )
         self.config = config
-        self.impl: Impl = impl
+        self.backend = get_backend(impl)
         c = config.channels
         sizes = mlp_sizes(config)  # (C*K perception channels, hidden_width, C_upd)
         self.n_filters, self.updated = sizes[0] // c, sizes[2]
@@ -92,15 +85,15 @@ class NCA(nn.Module):
         self.fc2 = nn.Conv2d(sizes[1], self.updated, 1, bias=False)
         nn.init.zeros_(self.fc2.weight)  # the first step leaves the state unchanged
         self.plan = self._make_plan()
-        self.triton_mlp = impl == "fused" and fused.supports(*sizes)  # fixed by the shapes
-        if impl == "fused" and not self.triton_mlp:
-            warnings.warn(
-                "impl='fused': the update MLP {} -> {} -> {} is too large for the fused "
-                "kernels (fused.supports); it runs as compiled GEMMs".format(*sizes),
-                stacklevel=2,
-            )
+        self.triton_mlp = self.backend.triton_mlp(sizes)  # fixed by the shapes
         # what the compiled step's graphs depend on besides input shapes (gemm_step_compiled)
         self.structure = (config, self.triton_mlp)
+        self.scratch: dict[str, Any] = {}  # the backend's memory between rollouts
+
+    @property
+    def impl(self) -> str:
+        """The name of the backend this model runs on."""
+        return self.backend.name
 
     def _make_plan(self) -> fast.Plan:
         cfg = self.config
@@ -129,6 +122,14 @@ class NCA(nn.Module):
         learned = self.filters.view(c, n, 1, k, k)
         return torch.cat([ident, learned], dim=1).view(c * (n + 1), 1, k, k)
 
+    def weights(self) -> Weights:
+        """The update rule's weights as a backend takes them (views: gradients reach them)."""
+        kernels = self.kernels() if self.plan.taps is None else None
+        b1: Tensor = self.fc1.bias  # type: ignore[assignment]
+        return Weights(
+            w1=self.fc1.weight.flatten(1), b1=b1, w2=self.fc2.weight.flatten(1), kernels=kernels
+        )
+
     def alive(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, 1, H, W) bool: some 3x3 neighbour's alpha exceeds the threshold."""
         assert self.config.alive_channel is not None
@@ -142,11 +143,7 @@ class NCA(nn.Module):
 
     def step(self, x: Tensor, fire: Tensor | None) -> Tensor:
         """One NCA step. fire: (B, 1, H, W) 0/1 mask, or None to update every cell."""
-        if not runner.use_fast(self, x):
-            return runner.plain_step(self, x, fire)
-        s = x.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C)
-        weights, grad = runner.fast_weights(self), runner.needs_grad(self, x)
-        return runner.fast_step(self, s, fire, weights, grad).permute(0, 3, 1, 2).contiguous()
+        return self.backend.pick(x).step(self, x, fire)
 
     def step_reference(self, x: Tensor, fire: Tensor | None) -> Tensor:
         """:meth:`step` in the plain formulation (the definition the fast path must match)."""
@@ -164,7 +161,7 @@ class NCA(nn.Module):
 
     def step_gemm(self, x: Tensor, fire: Tensor | None) -> Tensor:
         """:meth:`step_reference` written for a compiler (see :func:`gemm_step`)."""
-        return gemm_step(x, fire, *runner.gemm_args(self, runner.needs_grad(self, x)))
+        return gemm_step(x, fire, *gemm_args(self, needs_grad(self, x)))
 
     # -- rollout ----------------------------------------------------------------
 
@@ -197,24 +194,7 @@ class NCA(nn.Module):
         callback(t, state) is called after every step (animations).
         """
         masks = self.masks(x, steps, generator, fire_masks)
-        if runner.use_fast(self, x):
-            return runner.fast_rollout(self, x, masks, callback)
-        channels_last = self.impl in ("compiled", "fused")  # what step_gemm reads and writes
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        t, chunk = 0, checkpoint_every if checkpoint_every > 0 else steps
-        while t < steps:
-            n = min(chunk, steps - t)
-            drawn = [next(masks) for _ in range(n)]  # outside the checkpoint: recomputed exactly
-            if checkpoint_every > 0 and torch.is_grad_enabled() and callback is None:
-                x = checkpoint(self._chunk, x, *drawn, use_reentrant=False)
-            else:
-                for i, m in enumerate(drawn):
-                    x = runner.plain_step(self, x, m)
-                    if callback is not None:
-                        callback(t + i + 1, x)
-            t += n
-        return x.contiguous() if channels_last else x
+        return self.backend.pick(x).rollout(self, x, masks, callback, checkpoint_every)
 
     def masks(
         self,
@@ -227,8 +207,3 @@ class NCA(nn.Module):
         fire_masks[t] when given, else drawn from generator at step t."""
         for t in range(steps):
             yield fire_masks[t] if fire_masks is not None else self.fire_mask(x, generator)
-
-    def _chunk(self, x: Tensor, *masks: Tensor | None) -> Tensor:
-        for m in masks:
-            x = runner.plain_step(self, x, m)
-        return x

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from helpers import digits_config
 
-from ncaflow import train as train_module
+import ncaflow.training.train as train_module
 from ncaflow.checkpoint import read_checkpoint, write_checkpoint
 from ncaflow.config import to_dict
 from ncaflow.lock import folder_lock

@@ -1,13 +1,20 @@
 """How an NCA step runs, besides the plain formulation in :mod:`ncaflow.nca`.
 
+- :mod:`~ncaflow.backends.registry`: one backend object per implementation, chosen once
+  by name (``NCA(impl=...)``, ``--impl``); the model hands it its weights.
+- :mod:`~ncaflow.backends.base`: what a backend is and what it asks of a model.
 - :mod:`~ncaflow.backends.fast`: the CPU fast path (channels-last GEMMs, a hand-written
   backward, only the rows that can change computed).
-- :mod:`~ncaflow.backends.gemm`: the step written for ``torch.compile`` (``impl="compiled"``).
-- :mod:`~ncaflow.backends.fused`: the update MLP as Triton kernels (``impl="fused"``).
+- :mod:`~ncaflow.backends.gemm`: the step written for ``torch.compile`` (``compiled``).
+- :mod:`~ncaflow.backends.fused`: the update MLP as Triton kernels (``fused``).
 - :mod:`~ncaflow.backends.graphs`: a training iteration replayed as a CUDA graph.
-- :mod:`~ncaflow.backends.runner`: which of these a model's step and rollout take, and the
-  weights in the layout each wants.
 
-All give the reference step's results up to float rounding (tests/test_nca_fast.py,
-tests/test_fused.py, tests/test_graphs.py).
+All give the reference step's results up to float rounding (tests/backends/).
 """
+
+from typing import Literal, get_args
+
+# The implementations' names, as --impl offers them (without importing torch); each is a
+# backend of registry.BACKENDS, in this order.
+Impl = Literal["auto", "fast", "reference", "compiled", "fused"]
+IMPLS: tuple[str, ...] = get_args(Impl)

@@ -147,9 +147,13 @@ def predict(
         model = load(model, device=device)
     task = _task_for(model, device)
     config = config_of(model)
-    if task.predicts == "masks" and out is None:
-        raise ValueError(f"--out: a {config.task} model writes masks; give an --out folder")
-    if task.predicts == "labels" and out is not None:
+    assert task.predicts is not None  # _task_for refused the others
+    into_folder = task.predicts.into_folder
+    if into_folder and out is None:
+        raise ValueError(
+            f"--out: a {config.task} model writes {task.predicts.name}; give an --out folder"
+        )
+    if not into_folder and out is not None:
         raise ValueError(
             f"{out}: a {config.task} model writes a table, not masks; give a .csv or .json "
             "file as --out, or none to print it"
@@ -189,7 +193,7 @@ def predict(
             records = task.predict_batch(model, chunk, gen, labels)
             for path, own, record in zip(images[s], shapes[s], records, strict=True):
                 results.append(_prediction(Path(path), own, record))
-    if out is not None and task.predicts == "masks":
+    if out is not None and into_folder:
         _write_masks(results, Path(out))
     return results
 

@@ -27,7 +27,7 @@ from ncaflow.config import (
     ranged,
 )
 
-__all__ = ["PALETTE", "Batch", "CommonData", "Task", "batches"]
+__all__ = ["PALETTE", "Batch", "CommonData", "Predicts", "Task", "batches"]
 
 # Ten distinguishable colours (RGB in [0, 1]) for per-pixel class maps.
 PALETTE = [
@@ -63,6 +63,19 @@ class CommonData:
     eval_batch: int = ranged(64, AT_LEAST_1)  # samples per batch at evaluation and prediction
 
 
+@dataclass(frozen=True, kw_only=True)
+class Predicts:
+    """What ``ncaflow predict`` writes for a task's image files (the task module owns one).
+
+    name: what the messages call it ("labels", "masks")
+    into_folder: one image per input into the ``--out`` folder (which it then needs);
+        else a table, printed or written to an ``--out`` file
+    """
+
+    name: str
+    into_folder: bool
+
+
 class Task(ABC):
     """Base class; subclasses set ``name``, ``Data`` and the metric to select on."""
 
@@ -74,13 +87,13 @@ class Task(ABC):
     # 0-3, "vote" the majority of per-cell class logits, "mask" the sign of the first output
     # channel; a classification model with a linear head reads it out instead ("head").
     readout: ClassVar[str] = "vote"
-    figures: ClassVar[tuple[str, ...]] = ()  # per-model workflow figures: "growth", "overlay"
+    # per-model workflow figures, by name (ncaflow.viz.figures.PER_MODEL draws each)
+    figures: ClassVar[tuple[str, ...]] = ()
     ensembles: ClassVar[bool] = False  # `ncaflow evaluate --model A --model B` averages scores
     # The test metrics a reference-runs table shows: (metrics.json key, label)
     headline: ClassVar[tuple[tuple[str, str], ...]] = (("test_loss", "test loss"),)
-    # What `ncaflow predict` writes for image files: "labels" (a table) or "masks" (PNGs);
-    # None refuses, saying predict_instead
-    predicts: ClassVar[str | None] = None
+    # What `ncaflow predict` writes for image files; None refuses, saying predict_instead
+    predicts: ClassVar[Predicts | None] = None
     predict_instead: ClassVar[str] = "predict does not support this task"
 
     @classmethod

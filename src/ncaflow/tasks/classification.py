@@ -25,16 +25,18 @@ from torch import Tensor, nn
 from ncaflow.config import AT_LEAST_0, AT_LEAST_1, FRACTION, ConfigError, Range, check, ranged
 from ncaflow.data import DataError, load_medmnist, medmnist_info
 from ncaflow.data.folder import OwnImages, check_folder_keys, load_own_classification
+from ncaflow.tasks.augment import augment
 from ncaflow.tasks.base import (
     PALETTE,
     Batch,
     CommonData,
+    Predicts,
     Task,
     batches,
     fill_model_keys,
 )
 
-__all__ = ["Classification", "ClassificationData", "augment", "info_keys"]
+__all__ = ["Classification", "ClassificationData", "info_keys"]
 
 
 def info_keys(flag: str, readout: str) -> dict[str, int]:
@@ -92,30 +94,8 @@ class ClassificationData(CommonData):
         check(self.eval_rollouts >= 1, "data.eval_rollouts", "must be >= 1")
 
 
-def augment(
-    x: Tensor, generator: torch.Generator, mode: str | bool = "dihedral", shift: int = 0
-) -> Tensor:
-    """Randomly transform every (C, H, W) image of x on its own (see ClassificationData.augment).
-
-    mode: "hflip", "dihedral" (True means "dihedral"; "dihedral" needs square images);
-    shift: translate by up to this many pixels in each direction, repeating the edge.
-    """
-    b = x.shape[0]
-
-    def coin() -> Tensor:
-        return (torch.rand(b, generator=generator) < 0.5).to(x.device).view(b, 1, 1, 1)
-
-    if mode:
-        x = torch.where(coin(), x.flip(3), x)
-    if mode is True or mode == "dihedral":
-        x = torch.where(coin(), x.flip(2), x)
-        x = torch.where(coin(), x.transpose(2, 3), x)
-    if shift:
-        h, w = x.shape[2:]
-        padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")
-        offsets = torch.randint(0, 2 * shift + 1, (b, 2), generator=generator).tolist()
-        x = torch.stack([padded[i, :, y : y + h, z : z + w] for i, (y, z) in enumerate(offsets)])
-    return x
+# `ncaflow predict` prints (or writes) a table: label and class scores per image
+LABELS = Predicts(name="labels", into_folder=False)
 
 
 class Classification(Task):
@@ -125,7 +105,7 @@ class Classification(Task):
     select_metric = "val_auc"
     select_mode = "max"
     headline = (("test_acc", "test ACC"), ("test_auc", "test AUC"), ("test_f1", "F1"))
-    predicts = "labels"
+    predicts = LABELS
     data: ClassificationData
 
     @classmethod

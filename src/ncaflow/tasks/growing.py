@@ -15,9 +15,10 @@ from torch import Tensor, nn
 
 from ncaflow.config import AT_LEAST_0, AT_LEAST_1, ModelConfig, check, ranged
 from ncaflow.data import load_emoji
+from ncaflow.tasks.augment import circle_damage
 from ncaflow.tasks.base import Batch, CommonData, Task
 
-__all__ = ["Growing", "GrowingData", "circle_damage"]
+__all__ = ["Growing", "GrowingData"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,16 +31,6 @@ class GrowingData(CommonData):
     damage: int = ranged(3, AT_LEAST_0)
     eval_batch: int = ranged(4, AT_LEAST_1)
     persistence_steps: int = ranged(1000, AT_LEAST_0)
-
-
-def circle_damage(n: int, h: int, w: int, generator: torch.Generator) -> Tensor:
-    """(n, 1, h, w) float mask, 0 inside a random circle (radius 0.1-0.4 of the image), else 1."""
-    ys = torch.linspace(-1.0, 1.0, h).view(1, h, 1)
-    xs = torch.linspace(-1.0, 1.0, w).view(1, 1, w)
-    centre = torch.rand(n, 2, 1, 1, generator=generator) - 0.5
-    radius = torch.rand(n, 1, 1, generator=generator) * 0.3 + 0.1
-    inside = (xs - centre[:, 0]) ** 2 + (ys - centre[:, 1]) ** 2 < radius**2
-    return (~inside).float().unsqueeze(1)
 
 
 class Growing(Task):

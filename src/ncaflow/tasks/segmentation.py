@@ -20,8 +20,8 @@ from torch import Tensor, nn
 from ncaflow.config import AT_LEAST_0, AT_LEAST_1, FRACTION, ModelConfig, Range, check, ranged
 from ncaflow.data import load_kvasir
 from ncaflow.data.folder import check_folder_keys, load_own_segmentation
-from ncaflow.tasks.base import Batch, CommonData, Task, batches, fill_model_keys
-from ncaflow.tasks.classification import augment
+from ncaflow.tasks.augment import augment
+from ncaflow.tasks.base import Batch, CommonData, Predicts, Task, batches, fill_model_keys
 from ncaflow.uncertainty import error_auroc, stochastic_rollouts
 
 __all__ = ["Segmentation", "SegmentationData", "dice_iou", "fixed_split"]
@@ -74,6 +74,10 @@ def dice_iou(pred: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:
     return dice, iou
 
 
+# `ncaflow predict` writes one 0/255 mask PNG per image into the --out folder
+MASKS = Predicts(name="masks", into_folder=True)
+
+
 class Segmentation(Task):
     name = "segmentation"
     Data = SegmentationData
@@ -82,7 +86,7 @@ class Segmentation(Task):
     readout = "mask"
     figures = ("overlay",)
     headline = (("test_dice", "test Dice"), ("test_iou", "IoU"))
-    predicts = "masks"
+    predicts = MASKS
     data: SegmentationData
 
     @classmethod

@@ -40,15 +40,17 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ncaflow.backends import fused
+from ncaflow.backends import Impl
+from ncaflow.backends.base import Backend
 from ncaflow.backends.graphs import GraphedIteration, graphs_supported
+from ncaflow.backends.registry import get_backend
 from ncaflow.board import Board
 from ncaflow.cascade import build_model
 from ncaflow.checkpoint import write_checkpoint
 from ncaflow.config import ConfigError, RunConfig, TrainConfig
 from ncaflow.io import atomic_write, load, model_paths, save
 from ncaflow.lock import folder_lock
-from ncaflow.nca import Impl, mlp_sizes
+from ncaflow.nca import mlp_sizes
 from ncaflow.resume import (
     CHECKPOINT,
     RESUME_SAFE_KEYS,
@@ -171,14 +173,10 @@ def _prepare_finetune(model: nn.Module, config: RunConfig) -> None:
             p.requires_grad_(owner in ("fc2", "head"))
 
 
-def resolve_impl(impl: Impl, config: RunConfig, device: torch.device) -> Impl:
-    """The implementation a run uses: 'auto' becomes 'fused' on a CUDA device with Triton
-    where the model's MLP fits the kernels (on an H200 with CUDA graphs: 7x the eager
-    baseline's training speed at batch 8, 2.7x at batch 256; the README's Performance
-    section); otherwise the NCA decides per grid."""
-    if impl != "auto" or device.type != "cuda" or not fused.available(device):
-        return impl
-    return "fused" if fused.supports(*mlp_sizes(config.model)) else impl
+def resolve_impl(impl: Impl, config: RunConfig, device: torch.device) -> Backend:
+    """The backend a run uses (:meth:`~ncaflow.backends.base.Backend.on`): 'auto' becomes
+    'fused' on a CUDA device with Triton where the model's MLP fits the kernels."""
+    return get_backend(impl).on(device, mlp_sizes(config.model))
 
 
 def train(
@@ -197,9 +195,10 @@ def train(
     """
     out = Path(out_dir)
     device = select_device(config.train.device)
-    if impl == "fused" and not fused.available(device):  # before anything is written
+    problem = get_backend(impl).unavailable(device)
+    if problem is not None:  # before anything is written
         raise ConfigError(
-            f"impl 'fused' (--impl fused) needs triton and a CUDA device, and this run trains "
+            f"impl {impl!r} (--impl {impl}) {problem}, and this run trains "
             f"on {device.type} (train.device={config.train.device}); use impl 'auto'"
         )
     created = not out.exists()  # then a run that fails before training removes it again
@@ -255,7 +254,7 @@ def _setup(
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
-    model = build_model(config, resolve_impl(impl, config, device)).to(device)
+    model = build_model(config, resolve_impl(impl, config, device).name).to(device)
     _prepare_finetune(model, config)
     task = task or get_task(config.task)(config=config, device=device)
     task.setup()

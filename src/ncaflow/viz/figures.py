@@ -8,6 +8,7 @@ growth strip (growing) and segmentation overlays with uncertainty.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -271,7 +272,7 @@ def growth_strip(
     model_dir: str | Path, out: str | Path, *, columns: int = 8, seed: int = 0
 ) -> list[Path]:
     """Top: growth from the seed cell; bottom: regrowth after a circular cut."""
-    from ncaflow.tasks.growing import circle_damage
+    from ncaflow.tasks.augment import circle_damage
 
     model, task = _load(model_dir)
     steps = task.eval_steps
@@ -352,3 +353,11 @@ def segmentation_overlay(
             ax.set_xticks([])
             ax.set_yticks([])
         return save(fig, out)
+
+
+# The per-model figures, by the name a task gives them (Task.figures), which is also the
+# `ncaflow figures` kind and the workflow's figure file: name -> draw(model_dir, out).
+PER_MODEL: dict[str, Callable[[str | Path, str | Path], list[Path]]] = {
+    "growth": growth_strip,
+    "overlay": segmentation_overlay,
+}
