@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ncaflow.nca import Impl
+from ncaflow.model.nca import Impl
 from ncaflow.tasks.runconfig import load_config
 from ncaflow.training.train import train
 

@@ -155,7 +155,7 @@ def startup(reps: int = 5) -> dict[str, float]:
         "import torch": [sys.executable, "-c", "import torch"],
         "import ncaflow.cli": [sys.executable, "-c", "import ncaflow.cli"],
         "ncaflow --help": cli,
-        "import ncaflow.nca": [sys.executable, "-c", "import ncaflow.nca"],
+        "import ncaflow.model.nca": [sys.executable, "-c", "import ncaflow.model.nca"],
     }
     out: dict[str, list[float]] = {k: [] for k in cmds}
     for _ in range(reps):

@@ -32,7 +32,7 @@ from baseline import DistillNCA
 
 from ncaflow.backends.graphs import GraphedIteration, graphs_supported
 from ncaflow.config import ModelConfig
-from ncaflow.nca import NCA
+from ncaflow.model.nca import NCA
 from ncaflow.training.train import ROLLOUT_CHUNK
 
 

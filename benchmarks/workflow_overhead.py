@@ -7,7 +7,7 @@ The DAG: ``snakemake -n --quiet rules`` on the growing task alone with a grid of
 values give 1,000 training jobs. The config is written to a temporary file; the workflow
 only reads it (a dry run writes nothing). Start-up: ``python -c "import ncaflow.cli"`` and
 ``ncaflow --help`` (what every job of the workflow pays before its command imports torch),
-and ``import ncaflow.nca`` (torch included), each the median of --repeats fresh processes.
+and ``import ncaflow.model.nca`` (torch included), each the median of --repeats fresh processes.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def main() -> None:
     startup = {
         "import ncaflow.cli": timed([py, "-c", "import ncaflow.cli"], args.repeats)[0],
         "ncaflow --help": timed([cli, "--help"], args.repeats)[0],
-        "import ncaflow.nca": timed([py, "-c", "import ncaflow.nca"], args.repeats)[0],
+        "import ncaflow.model.nca": timed([py, "-c", "import ncaflow.model.nca"], args.repeats)[0],
     }
     print(f"snakemake -n, {args.values}^3 grid: {jobs.get('train', 0)} training jobs, "
           f"{jobs.get('total', 0)} in all: {dag_s:.2f} s (median of {args.repeats})")  # fmt: skip

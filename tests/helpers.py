@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ncaflow.config import RunConfig, from_dict
-from ncaflow.nca import NCA
+from ncaflow.model.nca import NCA
 
 
 def digits_config(**train: Any) -> RunConfig:

@@ -8,7 +8,7 @@ import torch
 from ncaflow.backends import IMPLS
 from ncaflow.backends.registry import BACKENDS, get_backend
 from ncaflow.config import ConfigError, ModelConfig
-from ncaflow.nca import NCA
+from ncaflow.model.nca import NCA
 
 
 def test_every_name_the_cli_offers_is_one_backend() -> None:

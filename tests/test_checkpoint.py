@@ -13,9 +13,14 @@ from typing import Any
 import pytest
 import torch
 
-from ncaflow import checkpoint
-from ncaflow.checkpoint import CheckpointError, changed_keys, read_checkpoint, write_checkpoint
-from ncaflow.lock import LOCK, FolderLocked, folder_lock
+from ncaflow.training import checkpoint
+from ncaflow.training.checkpoint import (
+    CheckpointError,
+    changed_keys,
+    read_checkpoint,
+    write_checkpoint,
+)
+from ncaflow.training.lock import LOCK, FolderLocked, folder_lock
 
 
 def _state() -> dict[str, Any]:
@@ -156,7 +161,7 @@ def test_lock_refuses_a_second_holder_and_is_released(tmp_path: Path) -> None:
 
 def test_a_lock_file_left_by_a_killed_process_blocks_nobody(tmp_path: Path) -> None:
     code = (
-        "import os, sys; from ncaflow.lock import folder_lock; "
+        "import os, sys; from ncaflow.training.lock import folder_lock; "
         "lock = folder_lock(sys.argv[1]); lock.__enter__(); os._exit(9)"  # dies holding it
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
@@ -168,7 +173,7 @@ def test_a_lock_file_left_by_a_killed_process_blocks_nobody(tmp_path: Path) -> N
 
 def test_lock_held_by_another_process(tmp_path: Path) -> None:
     code = (
-        "import sys, time; from ncaflow.lock import folder_lock\n"
+        "import sys, time; from ncaflow.training.lock import folder_lock\n"
         "with folder_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}

@@ -19,7 +19,7 @@ from helpers import assert_same_rollout
 
 import ncaflow.backends.fused
 from ncaflow.config import ModelConfig
-from ncaflow.nca import NCA
+from ncaflow.model.nca import NCA
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from helpers import digits_config
 
 from ncaflow.backends.graphs import GraphedIteration, graphs_supported
 from ncaflow.config import ModelConfig, RunConfig, from_dict
-from ncaflow.nca import NCA
+from ncaflow.model.nca import NCA
 from ncaflow.training.train import train
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -10,7 +10,6 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ncaflow.cascade import build_model
 from ncaflow.config import RunConfig, from_dict
 from ncaflow.io import (
     FORMAT_VERSION,
@@ -22,6 +21,7 @@ from ncaflow.io import (
     upgrade,
     verify,
 )
+from ncaflow.model.cascade import build_model
 
 
 def config(**extra: object) -> RunConfig:

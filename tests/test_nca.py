@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from helpers import assert_same_rollout
 
-from ncaflow import perception
 from ncaflow.backends import gemm
 from ncaflow.backends.registry import BACKENDS
 from ncaflow.config import ModelConfig
-from ncaflow.nca import NCA
-from ncaflow.perception import check_perception, fixed_filters, perceive
+from ncaflow.model import perception
+from ncaflow.model.nca import NCA
+from ncaflow.model.perception import check_perception, fixed_filters, perceive
 
 
 def randomised(cfg: ModelConfig, seed: int = 0) -> NCA:

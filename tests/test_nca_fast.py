@@ -11,7 +11,7 @@ import torch
 
 from ncaflow.backends.registry import BACKENDS
 from ncaflow.config import ModelConfig
-from ncaflow.nca import NCA
+from ncaflow.model.nca import NCA
 
 PADDINGS = ["zeros", "reflect", "replicate", "circular"]
 PERCEPTIONS = [("sobel", 3), ("sobel_laplace", 3), ("learned", 3), ("learned", 5)]

@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ncaflow.cascade import build_model
 from ncaflow.cli import main
 from ncaflow.config import RunConfig, from_dict
 from ncaflow.inference.evaluate import evaluate
 from ncaflow.inference.predict import PredictWarning, predict
 from ncaflow.io import load, save
+from ncaflow.model.cascade import build_model
 from ncaflow.tasks.base import Task
 
 LABELS = {"0": "malignant", "1": "normal, benign"}

@@ -12,13 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from ncaflow.cascade import build_model
 from ncaflow.config import ConfigError, RunConfig, from_dict
 from ncaflow.inference.evaluate import evaluate
+from ncaflow.model.cascade import build_model
+from ncaflow.model.uncertainty import stochastic_rollouts
 from ncaflow.tasks import get_task
 from ncaflow.tasks.base import Predicts
 from ncaflow.training.train import train
-from ncaflow.uncertainty import stochastic_rollouts
 from ncaflow.viz.animate import animate
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -14,12 +14,12 @@ from helpers import digits_config
 from safetensors.torch import load_file
 
 import ncaflow.training.train as train_module
-from ncaflow.checkpoint import read_checkpoint, write_checkpoint
 from ncaflow.config import ConfigError, RunConfig, from_dict
 from ncaflow.io import load, save
-from ncaflow.lock import FolderLocked, folder_lock
 from ncaflow.tasks import get_task
 from ncaflow.tasks.selfclass import SelfClassification
+from ncaflow.training.checkpoint import read_checkpoint, write_checkpoint
+from ncaflow.training.lock import FolderLocked, folder_lock
 from ncaflow.training.train import CHECKPOINT, TrainingError, TrainingInterrupted, train
 
 
@@ -151,7 +151,7 @@ def test_finetune_last_layer_keeps_the_rest_bit_identical(tmp_path: Path, percep
 def test_finetune_from_an_incompatible_model(tmp_path: Path) -> None:
     other = digits_config()
     other = dataclasses.replace(other, model=dataclasses.replace(other.model, hidden_width=8))
-    from ncaflow.cascade import build_model
+    from ncaflow.model.cascade import build_model
 
     save(build_model(other), other, tmp_path / "other" / "model.safetensors")
     base = digits_config()

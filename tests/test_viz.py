@@ -18,7 +18,7 @@ from helpers import digits_config
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from ncaflow.cascade import build_model
+from ncaflow.model.cascade import build_model
 from ncaflow.tasks import get_task
 from ncaflow.viz import figures
 from ncaflow.viz.animate import animate

@@ -12,9 +12,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "NCA": "ncaflow.nca",
-    "Cascade": "ncaflow.cascade",
-    "build_model": "ncaflow.cascade",
+    "NCA": "ncaflow.model.nca",
+    "Cascade": "ncaflow.model.cascade",
+    "build_model": "ncaflow.model.cascade",
     "RunConfig": "ncaflow.config",
     "ModelConfig": "ncaflow.config",
     "TrainConfig": "ncaflow.config",

@@ -276,7 +276,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 @command
 def cmd_aggregate(args: argparse.Namespace) -> int:
-    from ncaflow.aggregate import write_tables
+    from ncaflow.tables.aggregate import write_tables
 
     summary = write_tables(
         args.metrics,

@@ -31,8 +31,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ncaflow.cascade import build_model
 from ncaflow.config import ConfigError, RunConfig, from_dict, to_dict
+from ncaflow.model.cascade import build_model
 
 __all__ = [
     "FORMAT",

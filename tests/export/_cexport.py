@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ncaflow.cascade import build_model
 from ncaflow.config import ModelConfig, RunConfig
 from ncaflow.export import ModelSpec
+from ncaflow.model.cascade import build_model
 
 DRIVER = Path(__file__).with_name("driver.c")
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]

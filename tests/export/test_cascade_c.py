@@ -1,4 +1,4 @@
-"""A cascade exported to C computes what :class:`ncaflow.cascade.Cascade` computes."""
+"""A cascade exported to C computes what :class:`ncaflow.model.cascade.Cascade` computes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import torch
 from _cexport import compile_driver, images, run_driver
 from torch import nn
 
-from ncaflow.cascade import build_model
 from ncaflow.config import CascadeConfig, ModelConfig, RunConfig
 from ncaflow.export import (
     ExportError,
@@ -22,6 +21,7 @@ from ncaflow.export import (
     seed_state,
 )
 from ncaflow.io import load, save
+from ncaflow.model.cascade import build_model
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 

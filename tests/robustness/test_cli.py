@@ -18,9 +18,9 @@ import yaml
 from PIL import Image
 
 from ncaflow import cli as cli_module
-from ncaflow.cascade import build_model
 from ncaflow.config import RunConfig, from_dict
 from ncaflow.io import save
+from ncaflow.model.cascade import build_model
 from tests.robustness.conftest import cli_process
 
 GREY = {"input_channels": 1, "output_channels": 0, "hidden_channels": 4, "hidden_width": 8}

@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from ncaflow.cascade import build_model
 from ncaflow.config import RunConfig, from_dict
 from ncaflow.io import json_digest, save, sha256
+from ncaflow.model.cascade import build_model
 
 WEIGHTS, JSON = "model.safetensors", "model.json"
 RAW = {

@@ -23,10 +23,10 @@ import yaml
 from helpers import digits_config
 
 import ncaflow.training.train as train_module
-from ncaflow.checkpoint import read_checkpoint, write_checkpoint
 from ncaflow.config import to_dict
-from ncaflow.lock import folder_lock
 from ncaflow.tasks.selfclass import SelfClassification
+from ncaflow.training.checkpoint import read_checkpoint, write_checkpoint
+from ncaflow.training.lock import folder_lock
 from ncaflow.training.train import CHECKPOINT, train
 from tests.robustness.conftest import Outcome
 

@@ -1,4 +1,4 @@
-"""ncaflow.reference (the README's reference tables) and the aggregate tables of named
+"""ncaflow.tables.reference (the README's reference tables) and the aggregate tables of named
 variants, on small synthetic metrics files (fast; no Snakemake)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ncaflow.aggregate import collect, summarise, to_markdown
-from ncaflow.reference import run_row, runs_markdown, spread, spread_markdown
+from ncaflow.tables.aggregate import collect, summarise, to_markdown
+from ncaflow.tables.reference import run_row, runs_markdown, spread, spread_markdown
 
 
 def model_folder(root: Path, metrics: dict, task: str = "classification") -> Path:

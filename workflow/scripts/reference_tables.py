@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ncaflow.reference import read_metrics, run_row, runs_markdown, spread, spread_markdown, write
+from ncaflow.tables.reference import (
+    read_metrics,
+    run_row,
+    runs_markdown,
+    spread,
+    spread_markdown,
+    write,
+)
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 

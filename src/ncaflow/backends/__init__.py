@@ -1,4 +1,4 @@
-"""How an NCA step runs, besides the plain formulation in :mod:`ncaflow.nca`.
+"""How an NCA step runs, besides the plain formulation in :mod:`ncaflow.model.nca`.
 
 - :mod:`~ncaflow.backends.registry`: one backend object per implementation, chosen once
   by name (``NCA(impl=...)``, ``--impl``); the model hands it its weights.

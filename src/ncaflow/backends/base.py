@@ -41,7 +41,7 @@ class Weights:
 
 
 class Automaton(Protocol):
-    """What a backend asks of a model (:class:`ncaflow.nca.NCA` is one)."""
+    """What a backend asks of a model (:class:`ncaflow.model.nca.NCA` is one)."""
 
     config: ModelConfig
     plan: fast.Plan

@@ -1,4 +1,4 @@
-"""The fast NCA rollout: the reference step of :mod:`ncaflow.nca`, laid out for GEMMs.
+"""The fast NCA rollout: the reference step of :mod:`ncaflow.model.nca`, laid out for GEMMs.
 
 The state lives channels-last, ``(B, H, W, C)``, so that every cell is one row of
 an ``(N, C)`` matrix (``N = B*H*W``). One step::

@@ -250,7 +250,7 @@ def fused_mlp(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, keep: Tensor | None
     halves the work. The result equals the unmasked one times ``keep``.
 
     A custom operator (``torch.ops.ncaflow.fused_mlp``), so ``torch.compile`` keeps it whole
-    and fuses the element-wise work around it (:meth:`ncaflow.nca.NCA.step_gemm`)."""
+    and fuses the element-wise work around it (:meth:`ncaflow.model.nca.NCA.step_gemm`)."""
     if not torch.compiler.is_compiling():  # checked when traced eagerly; dynamo cannot
         _check(p, w1, b1, w2, keep)
     order, pos = _order_op(keep) if keep is not None else (None, None)

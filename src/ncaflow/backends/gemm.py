@@ -1,6 +1,6 @@
 """The NCA step written for a compiler: the ``compiled`` and ``fused`` implementations.
 
-:func:`gemm_step` is :meth:`ncaflow.nca.NCA.step_reference` with fixed filters as shifted
+:func:`gemm_step` is :meth:`ncaflow.model.nca.NCA.step_reference` with fixed filters as shifted
 slices, the 1x1 convolutions as row-major GEMMs over the cells (or the Triton MLP of
 :mod:`ncaflow.backends.fused`), on a channels-last state. :func:`gemm_step_compiled` gives
 each model structure its own ``torch.compile`` of it.
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ncaflow.backends import fast, fused
-from ncaflow.perception import alive_planes, pad_edges, perceive
+from ncaflow.model.perception import alive_planes, pad_edges, perceive
 
 __all__ = ["TRAINING_INDUCTOR_OPTIONS", "gemm_step", "gemm_step_compiled", "rows_that_matter"]
 
@@ -38,7 +38,7 @@ def gemm_step(
     triton_mlp: bool,
     skip_rows: bool,
 ) -> Tensor:
-    """One step of :meth:`ncaflow.nca.NCA.step_reference` written for a compiler: fixed
+    """One step of :meth:`ncaflow.model.nca.NCA.step_reference` written for a compiler: fixed
     filters (taps) as shifted slices, one fused stencil instead of a depthwise convolution,
     and the 1x1 convolutions as row-major GEMMs over the cells (or the Triton MLP; with
     skip_rows it computes only the rows of :func:`rows_that_matter`). Same function,

@@ -1,6 +1,6 @@
 """The backends: one object per implementation of the NCA step, chosen once by name.
 
-A model (:class:`~ncaflow.nca.NCA`) picks its backend when it is built
+A model (:class:`~ncaflow.model.nca.NCA`) picks its backend when it is built
 (``NCA(impl=...)``, ``ncaflow train --impl``) and hands it its weights
 (:meth:`Automaton.weights`) at every step or rollout:
 

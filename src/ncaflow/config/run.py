@@ -50,7 +50,7 @@ class ModelConfig:
     output_channels: int = ranged(4, AT_LEAST_0)
     hidden_channels: int = ranged(12, AT_LEAST_0)
     hidden_width: int = ranged(128, AT_LEAST_1)
-    perception: str = "sobel"  # a fixed bank of ncaflow.perception.BANKS, or "learned"
+    perception: str = "sobel"  # a fixed bank of ncaflow.model.perception.BANKS, or "learned"
     learned_filters: int = ranged(2, AT_LEAST_1)
     kernel_size: int = ranged(3, AT_LEAST_1)
     padding: Padding = "zeros"
@@ -66,7 +66,7 @@ class ModelConfig:
 
     def validate(self, where: str = "model") -> None:
         """Relations between keys (the range of each number is beside its field; the
-        perception's name is checked by the filter banks, :mod:`ncaflow.perception`)."""
+        perception's name is checked by the filter banks, :mod:`ncaflow.model.perception`)."""
         check(self.output_channels + self.hidden_channels > 0, where, "no updatable channels")
         check(self.kernel_size % 2 == 1, f"{where}.kernel_size", "must be odd")
         if self.alive_channel is not None:

@@ -185,7 +185,7 @@ def render_cascade_header(
 ) -> str:
     """One C header for a cascade: a single-scale header per weight set (``<name>_l0``, ...;
     one when the scales share weights) and a driver with the single-scale API (see
-    ``cascade.h.in``) that runs the scales as :class:`ncaflow.cascade.Cascade` does."""
+    ``cascade.h.in``) that runs the scales as :class:`ncaflow.model.cascade.Cascade` does."""
     if not _NAME.match(name):
         raise ExportError(f"name {name!r} is not a C identifier; use letters, digits and '_'")
     if scales[-1] != 1 or any(a % b for a, b in itertools.pairwise(scales)):

@@ -78,7 +78,7 @@ def quantization_report(
     """Roll ``seed`` (B, C, H, W) out with float and with int8 weights and compare.
 
     fire_masks: (steps, B, 1, H, W), shared by both runs (a cascade: one per scale, see
-    :meth:`ncaflow.cascade.Cascade.forward`); default: every cell fires.
+    :meth:`ncaflow.model.cascade.Cascade.forward`); default: every cell fires.
     """
     if fire_masks is None:
         b, _, h, w = seed.shape

@@ -1,7 +1,7 @@
 """What an exporter needs from a model: its config, task readout and weights as numpy arrays.
 
 Built from ``state_dict()`` + :class:`~ncaflow.config.ModelConfig` only, so it
-does not depend on how :class:`~ncaflow.nca.NCA` computes a step.
+does not depend on how :class:`~ncaflow.model.nca.NCA` computes a step.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ncaflow.config import ModelConfig
-from ncaflow.perception import filter_bank
+from ncaflow.model.perception import filter_bank
 from ncaflow.tasks import TASKS, get_task
 
 __all__ = ["ExportError", "ModelSpec", "Readout", "cascade_specs", "model_spec"]
@@ -110,7 +110,7 @@ def cascade_specs(
     task: str | None = None,
     threshold: float | None = None,
 ) -> list[ModelSpec]:
-    """One :class:`ModelSpec` per level of a :class:`~ncaflow.cascade.Cascade` (one in all
+    """One :class:`ModelSpec` per level of a :class:`~ncaflow.model.cascade.Cascade` (one in all
     when its levels share weights); a linear head goes with the last level, which reads out."""
     model = _loaded(model_or_path)
     levels = list(getattr(model, "levels", ()))

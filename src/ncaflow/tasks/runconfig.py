@@ -23,7 +23,7 @@ from ncaflow.config import (
     read_yaml,
     set_key,
 )
-from ncaflow.perception import check_perception
+from ncaflow.model.perception import check_perception
 from ncaflow.tasks import TASKS, get_task
 
 __all__ = ["build_config", "load_config"]

@@ -20,9 +20,9 @@ from torch import Tensor, nn
 from ncaflow.config import AT_LEAST_0, AT_LEAST_1, FRACTION, ModelConfig, Range, check, ranged
 from ncaflow.data import load_kvasir
 from ncaflow.data.folder import check_folder_keys, load_own_segmentation
+from ncaflow.model.uncertainty import error_auroc, stochastic_rollouts
 from ncaflow.tasks.augment import augment
 from ncaflow.tasks.base import Batch, CommonData, Predicts, Task, batches, fill_model_keys
-from ncaflow.uncertainty import error_auroc, stochastic_rollouts
 
 __all__ = ["Segmentation", "SegmentationData", "dice_iou", "fixed_split"]
 

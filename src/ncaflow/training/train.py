@@ -14,9 +14,9 @@ replayed as a CUDA graph, see :mod:`ncaflow.backends.graphs` (``train.cuda_graph
 
 A run killed at any point (Ctrl-C, SIGTERM, SIGKILL, a crash) and started again
 with the same arguments resumes from the checkpoint (model, optimiser, scheduler,
-RNG states, sample pool, history; no pickle: :mod:`ncaflow.checkpoint`) and, on
+RNG states, sample pool, history; no pickle: :mod:`ncaflow.training.checkpoint`) and, on
 CPU, ends bit-identical to an uninterrupted run. Resuming with a changed config is
-refused with the changed keys, except ``RESUME_SAFE_KEYS`` (:mod:`ncaflow.resume`).
+refused with the changed keys, except ``RESUME_SAFE_KEYS`` (:mod:`ncaflow.training.resume`).
 Ctrl-C and SIGTERM end in :class:`TrainingInterrupted`, a full or read-only disk in
 one :class:`TrainingError` line; neither leaves model.* behind.
 """
@@ -44,14 +44,15 @@ from ncaflow.backends import Impl
 from ncaflow.backends.base import Backend
 from ncaflow.backends.graphs import GraphedIteration, graphs_supported
 from ncaflow.backends.registry import get_backend
-from ncaflow.board import Board
-from ncaflow.cascade import build_model
-from ncaflow.checkpoint import write_checkpoint
 from ncaflow.config import ConfigError, RunConfig, TrainConfig
 from ncaflow.io import atomic_write, load, model_paths, save
-from ncaflow.lock import folder_lock
-from ncaflow.nca import mlp_sizes
-from ncaflow.resume import (
+from ncaflow.model.cascade import build_model
+from ncaflow.model.nca import mlp_sizes
+from ncaflow.tasks import Batch, Task, get_task
+from ncaflow.training.board import Board
+from ncaflow.training.checkpoint import write_checkpoint
+from ncaflow.training.lock import folder_lock
+from ncaflow.training.resume import (
     CHECKPOINT,
     RESUME_SAFE_KEYS,
     Progress,
@@ -60,7 +61,6 @@ from ncaflow.resume import (
     clone,
     resume,
 )
-from ncaflow.tasks import Batch, Task, get_task
 
 __all__ = [
     "CHECKPOINT",

@@ -1,7 +1,7 @@
 """The workflow's figures (matplotlib + seaborn, PNG and PDF, bundled DejaVu fonts only).
 
 From a task's per-fold table (``results/tables/<task>_folds.csv``, see
-:mod:`ncaflow.aggregate`): grid heatmap, fold box plots, learning curves (each
+:mod:`ncaflow.tables.aggregate`): grid heatmap, fold box plots, learning curves (each
 model's ``history.csv``) and parameters vs metric.  From the best model: a
 growth strip (growing) and segmentation overlays with uncertainty.
 """
@@ -26,7 +26,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ncaflow.aggregate import metric_columns
+from ncaflow.tables.aggregate import metric_columns
 from ncaflow.viz.labels import alias_label, bounds, cell_label, metric_label
 
 __all__ = [
@@ -315,7 +315,7 @@ def segmentation_overlay(
 ) -> list[Path]:
     """Rows: test (then validation) images; columns: image + true outline, mean predicted
     probability over stochastic rollouts, per-pixel std over the rollouts."""
-    from ncaflow.uncertainty import stochastic_rollouts
+    from ncaflow.model.uncertainty import stochastic_rollouts
 
     model, task = _load(model_dir)
     splits = task.splits

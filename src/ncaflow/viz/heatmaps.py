@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from ncaflow.io import atomic_write
+from ncaflow.model.uncertainty import stochastic_rollouts
 from ncaflow.tasks.base import Task
-from ncaflow.uncertainty import stochastic_rollouts
 from ncaflow.viz.animate import readable
 
 __all__ = ["uncertainty_figure"]

@@ -2,7 +2,7 @@
 
 :class:`Run` is what a run trains with (model, task, optimiser, scheduler, random
 generators); :class:`Progress` is how far it got. :func:`checkpoint_state` turns both
-into the plain structure :mod:`ncaflow.checkpoint` stores; :func:`resume` loads it back
+into the plain structure :mod:`ncaflow.training.checkpoint` stores; :func:`resume` loads it back
 into a freshly built run, after checking that it belongs to this run: written on the
 same device type, with the same config except ``RESUME_SAFE_KEYS``.
 
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ncaflow.checkpoint import CheckpointError, changed_keys, damaged, read_checkpoint
 from ncaflow.config import ConfigError, RunConfig, to_dict
 from ncaflow.tasks import Task
+from ncaflow.training.checkpoint import CheckpointError, changed_keys, damaged, read_checkpoint
 
 __all__ = [
     "CHECKPOINT",
@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 CHECKPOINT = "checkpoint.safetensors"
-OLD_CHECKPOINT = "checkpoint.pt"  # pickle, written by ncaflow before ncaflow.checkpoint
+OLD_CHECKPOINT = "checkpoint.pt"  # pickle, written by ncaflow before ncaflow.training.checkpoint
 # config keys a resumed run may change: how it shows progress and how many CPU threads it
 # uses; train.device is checked as the device type the checkpoint's generators belong to
 RESUME_SAFE_KEYS = frozenset({"train.progress", "train.threads", "train.device"})

@@ -33,7 +33,7 @@ from ncaflow.backends.base import Weights, needs_grad
 from ncaflow.backends.gemm import gemm_step
 from ncaflow.backends.registry import gemm_args, get_backend
 from ncaflow.config import ModelConfig
-from ncaflow.perception import (
+from ncaflow.model.perception import (
     alive_planes,
     check_perception,
     filter_bank,

@@ -4,7 +4,7 @@ depthwise perception itself and the alive test of a 3x3 neighbourhood.
 A model config names its perception (``model.perception``); fixed banks are looked up
 in :data:`BANKS`, a registry that a new bank joins with :func:`register_bank`, and
 ``"learned"`` means per-channel filters trained with the model (the identity plus
-``model.learned_filters`` of them, :class:`ncaflow.nca.NCA`).
+``model.learned_filters`` of them, :class:`ncaflow.model.nca.NCA`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ncaflow.config import CascadeConfig, ConfigError, ModelConfig, RunConfig
-from ncaflow.nca import NCA
+from ncaflow.model.nca import NCA
 
 __all__ = ["Cascade", "build_model"]
 
