@@ -13,7 +13,7 @@ from ncaflow.data import DataError, DataWarning, load_kvasir
 
 
 def test_shared_pairs(shared_mirror: Path, tmp_path: Path) -> None:
-    images, masks, ids = load_kvasir(size=32, cache_dir=tmp_path, mirror=shared_mirror)
+    images, masks, ids = load_kvasir(size=32, root=tmp_path, mirror=shared_mirror)
     assert images.shape == (5, 3, 32, 32) and images.dtype == torch.float32
     assert masks.shape == (5, 1, 32, 32) and masks.dtype == torch.float32
     assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
@@ -37,7 +37,7 @@ def test_missing_mask_names_the_file(tmp_path: Path) -> None:
     (root / "masks").mkdir()
     (root / "images" / "a.jpg").write_bytes(_jpeg(True))
     with pytest.raises(DataError, match=r"a\.jpg has no mask"):
-        load_kvasir(cache_dir=tmp_path / "c", mirror=tmp_path / "m")
+        load_kvasir(root=tmp_path / "c", mirror=tmp_path / "m")
 
 
 def test_zip_is_extracted_once_into_the_cache(tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ def test_zip_is_extracted_once_into_the_cache(tmp_path: Path) -> None:
             zf.writestr(f"Kvasir-SEG/masks/{name}.jpg", _jpeg(False))
     cache = tmp_path / "c"
     with pytest.warns(DataWarning):  # no official md5 is known for the zip
-        images, masks, ids = load_kvasir(size=12, cache_dir=cache, mirror=tmp_path / "m")
+        images, masks, ids = load_kvasir(size=12, root=cache, mirror=tmp_path / "m")
     assert ids == ["a", "b"] and images.shape == (2, 3, 12, 12)
     assert 0.0 < float(masks.mean()) < 0.5
     assert sorted(p.name for p in cache.iterdir()) == [
@@ -57,5 +57,5 @@ def test_zip_is_extracted_once_into_the_cache(tmp_path: Path) -> None:
         "kvasir-seg.zip.md5",
     ]
     (tmp_path / "m" / "kvasir-seg.zip").unlink()
-    again = load_kvasir(size=12, cache_dir=cache)  # no mirror, no network: the extracted folder
+    again = load_kvasir(size=12, root=cache)  # no mirror, no network: the extracted folder
     assert again[2] == ids and torch.equal(again[1], masks)

@@ -59,7 +59,7 @@ def test_truncated_gzip_and_bad_magic(tmp_path: Path) -> None:
 def test_load_mnist_from_shared_mirror(shared_mirror: Path, tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)  # the shared copies differ on purpose
-        images, labels = load_mnist(split="test", cache_dir=tmp_path, mirror=shared_mirror)
+        images, labels = load_mnist(split="test", root=tmp_path, mirror=shared_mirror)
     assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
     assert labels.shape == (10000,) and labels.dtype == np.int64
     assert set(np.unique(labels)) == set(range(10))
@@ -68,7 +68,7 @@ def test_load_mnist_from_shared_mirror(shared_mirror: Path, tmp_path: Path) -> N
 
 def test_load_mnist_bad_split(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="split"):
-        load_mnist(split="val", cache_dir=tmp_path)  # type: ignore[arg-type]
+        load_mnist(split="val", root=tmp_path)  # type: ignore[arg-type]
 
 
 def test_load_digits() -> None:

@@ -83,14 +83,14 @@ def test_mirror_mismatch_warns_once_and_records_md5(tmp_path: Path) -> None:
 
     official = f"not the official {_md5(b'official')} of https://example.invalid/a/thing.bin"
     with pytest.warns(DataWarning, match=f"{_md5(b'mirror copy')}, {official}"):
-        path = fetch(src, cache_dir=cache, mirror=mirror)
+        path = fetch(src, root=cache, mirror=mirror)
     assert path == cache / "thing.bin" and path.read_bytes() == b"mirror copy"
     assert (cache / "thing.bin.md5").read_text().split()[0] == _md5(b"mirror copy")
     mtime = path.stat().st_mtime_ns
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert fetch(src, cache_dir=cache, mirror=mirror) == path
+        assert fetch(src, root=cache, mirror=mirror) == path
     assert path.stat().st_mtime_ns == mtime  # not copied again
     assert _files(cache) == ["thing.bin", "thing.bin.md5"]
 
@@ -103,7 +103,7 @@ def test_mirror_from_env_and_matching_md5_is_silent(
     monkeypatch.setenv(MIRROR_ENV, str(tmp_path / "m"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        path = fetch(_source(_md5(b"official")), cache_dir=tmp_path / "c")
+        path = fetch(_source(_md5(b"official")), root=tmp_path / "c")
     assert path.read_bytes() == b"official"
 
 
@@ -113,19 +113,19 @@ def test_mirror_takes_precedence_over_cache(tmp_path: Path) -> None:
     (tmp_path / "m" / "sub").mkdir(parents=True)
     (tmp_path / "m" / "sub" / "thing.bin").write_bytes(b"mirror copy")
     with pytest.warns(DataWarning):
-        path = fetch(_source(_md5(b"official")), cache_dir=tmp_path / "c", mirror=tmp_path / "m")
+        path = fetch(_source(_md5(b"official")), root=tmp_path / "c", mirror=tmp_path / "m")
     assert path.read_bytes() == b"mirror copy"
 
 
 def test_cache_hit_needs_no_network(tmp_path: Path) -> None:
     tmp_path.joinpath("thing.bin").write_bytes(b"official")
-    assert fetch(_source(_md5(b"official")), cache_dir=tmp_path) == tmp_path / "thing.bin"
+    assert fetch(_source(_md5(b"official")), root=tmp_path) == tmp_path / "thing.bin"
 
 
 def test_corrupt_cache_is_downloaded_again(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     tmp_path.joinpath("thing.bin").write_bytes(b"half")
     _fake_urlopen(monkeypatch, [b"official"])
-    path = fetch(_source(_md5(b"official")), cache_dir=tmp_path)
+    path = fetch(_source(_md5(b"official")), root=tmp_path)
     assert path.read_bytes() == b"official"
     assert _files(tmp_path) == ["thing.bin", "thing.bin.md5"]
 
@@ -135,7 +135,7 @@ def test_retries_and_second_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         monkeypatch,
         [urllib.error.URLError("down"), TimeoutError("slow"), b"official"],
     )
-    path = fetch(_source(_md5(b"official")), cache_dir=tmp_path, retries=2)
+    path = fetch(_source(_md5(b"official")), root=tmp_path, retries=2)
     assert path.read_bytes() == b"official"
     assert [u.split("/")[2] for u in asked] == ["example.invalid"] * 3
     assert "/a/" in asked[0] and "/b/" in asked[1] and "/a/" in asked[2]
@@ -144,16 +144,16 @@ def test_retries_and_second_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 def test_unverified_download_warns_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     _fake_urlopen(monkeypatch, [b"anything"])
     with pytest.warns(DataWarning, match="no official checksum"):
-        fetch(_source(""), cache_dir=tmp_path)
+        fetch(_source(""), root=tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert fetch(_source(""), cache_dir=tmp_path).read_bytes() == b"anything"
+        assert fetch(_source(""), root=tmp_path).read_bytes() == b"anything"
 
 
 def test_offline_without_mirror_says_where_to_put_the_file(tmp_path: Path) -> None:
     src = SOURCES["mnist-test-images"]
     with pytest.raises(DataError) as info:
-        fetch(src, cache_dir=tmp_path / "cache", retries=1)
+        fetch(src, root=tmp_path / "cache", retries=1)
     msg = str(info.value)
     assert "t10k-images-idx3-ubyte.gz" in msg
     assert "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz" in msg
@@ -166,7 +166,7 @@ def test_offline_without_mirror_says_where_to_put_the_file(tmp_path: Path) -> No
 def test_offline_with_mirror_lacking_the_file(tmp_path: Path) -> None:
     (tmp_path / "m").mkdir()
     with pytest.raises(DataError, match="has no such file") as info:
-        fetch(_source("0" * 32), cache_dir=tmp_path / "c", mirror=tmp_path / "m", retries=1)
+        fetch(_source("0" * 32), root=tmp_path / "c", mirror=tmp_path / "m", retries=1)
     assert str(tmp_path / "m" / "sub" / "thing.bin") in str(info.value)
 
 
@@ -199,14 +199,14 @@ def local_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def test_download_from_local_server(local_server: str, tmp_path: Path) -> None:
     src = Source(name="t", urls=(local_server,), md5=_md5(b"served bytes"), filename="t.bin",
                  mirror_path="t.bin")  # fmt: skip
-    assert fetch(src, cache_dir=tmp_path, timeout=5).read_bytes() == b"served bytes"
+    assert fetch(src, root=tmp_path, timeout=5).read_bytes() == b"served bytes"
 
 
 def test_download_with_wrong_checksum_leaves_nothing(local_server: str, tmp_path: Path) -> None:
     src = Source(name="t", urls=(local_server,), md5=_md5(b"other"), filename="t.bin",
                  mirror_path="t.bin")  # fmt: skip
     with pytest.raises(DataError, match="wrong checksum") as info:
-        fetch(src, cache_dir=tmp_path, timeout=5)
+        fetch(src, root=tmp_path, timeout=5)
     assert _md5(b"served bytes") in str(info.value)
     assert _files(tmp_path) == []
 

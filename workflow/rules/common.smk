@@ -25,8 +25,18 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import Paramspace, validate
 
 from ncaflow.config import ConfigError, RunConfig, read_yaml
-from ncaflow.tasks.runconfig import build_config
 from ncaflow.tasks import get_task
+from ncaflow.tasks.base import CommonData
+from ncaflow.tasks.runconfig import build_config
+
+# Where `ncaflow download` fetches a task's files: the library's default data.root.
+DATA_ROOT = CommonData.root
+
+
+def manifest(task: str) -> str:
+    """The download manifest of a task (a wildcard pattern when task is "{task}")."""
+    return f"{DATA_ROOT}/manifests/{task}.json"
+
 
 # Named targets and rule names that a task name must not shadow.
 RESERVED = {
@@ -340,7 +350,7 @@ def data_of(task: str) -> list[str]:
     """What a task's jobs read besides models: its download manifest, and its
     folds file when it cross-validates over its data (saved models point at it)."""
     t = TASKS[task]
-    files = [f"data/raw/manifests/{t.name}.json"]
+    files = [manifest(t.name)]
     if t.fold_by == "data":
         files.append(f"data/prepared/{t.name}/folds.json")
     return files

@@ -1,4 +1,4 @@
-# Data: fetch each task's files into data/raw (mirror, cache or download, with
+# Data: fetch each task's files into data.root (mirror, cache or download, with
 # checksums), then write the k folds of tasks that cross-validate over their data.
 
 
@@ -10,7 +10,7 @@ rule download:
     input:
         run=run_config,
     output:
-        "data/raw/manifests/{task}.json",
+        manifest("{task}"),
     log:
         "results/logs/download/{task}.log",
     benchmark:
@@ -27,7 +27,7 @@ rule download:
 rule prepare:
     input:
         run=run_config,
-        data="data/raw/manifests/{task}.json",
+        data=manifest("{task}"),
     output:
         "data/prepared/{task}/folds.json",
     log:

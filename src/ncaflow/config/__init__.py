@@ -23,7 +23,6 @@ from ncaflow.config.checks import (
     ranged,
 )
 from ncaflow.config.parse import (
-    apply_override,
     from_dict,
     parse_override,
     read_yaml,
@@ -54,7 +53,6 @@ __all__ = [
     "RunConfig",
     "SchedulerConfig",
     "TrainConfig",
-    "apply_override",
     "check",
     "check_ranges",
     "from_dict",

@@ -18,7 +18,6 @@ import yaml
 from ncaflow.config.checks import ConfigError
 
 __all__ = [
-    "apply_override",
     "from_dict",
     "parse_override",
     "read_yaml",
@@ -155,12 +154,6 @@ def _parse_override(item: str) -> tuple[str, Any]:
             f"e.g. --set {key}='\"...\"'"
         ) from None
     return key, value
-
-
-def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Apply one ``key.sub=value`` override to a parsed run config (in place)."""
-    key, value = parse_override(item)
-    set_key(raw, key, value, item)
 
 
 def set_key(raw: dict[str, Any], key: str, value: Any, item: str) -> None:

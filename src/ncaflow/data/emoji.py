@@ -18,7 +18,7 @@ __all__ = ["load_emoji"]
 _CODE = re.compile(r"^(?:emoji_)?u?([0-9a-f]{2,6}(?:_[0-9a-f]{2,6})*)$", re.IGNORECASE)
 
 
-def _resolve(target: str, *, cache_dir: str | Path, mirror: str | Path | None) -> Path:
+def _resolve(target: str, *, root: str | Path, mirror: str | Path | None) -> Path:
     """A local PNG path for `target` (local file, http(s) URL, or Noto emoji code)."""
     if target.startswith(("http://", "https://")):
         filename = Path(urllib.parse.urlparse(target).path).name or "emoji.png"
@@ -29,7 +29,7 @@ def _resolve(target: str, *, cache_dir: str | Path, mirror: str | Path | None) -
             filename=filename,
             mirror_path=f"emoji/{filename}",
         )
-        return fetch(source, cache_dir=cache_dir, mirror=mirror)
+        return fetch(source, root=root, mirror=mirror)
     if Path(target).expanduser().is_file():
         return Path(target).expanduser()
     match = _CODE.match(target)
@@ -38,7 +38,7 @@ def _resolve(target: str, *, cache_dir: str | Path, mirror: str | Path | None) -
             f"emoji target {target!r} is not an existing file, an http(s) URL, or a Noto "
             "emoji code like '1f98e', 'u1f98e' or 'emoji_u1f98e'"
         )
-    return fetch(emoji_source(match.group(1)), cache_dir=cache_dir, mirror=mirror)
+    return fetch(emoji_source(match.group(1)), root=root, mirror=mirror)
 
 
 def load_emoji(
@@ -46,7 +46,7 @@ def load_emoji(
     *,
     size: int = 40,
     pad: int = 16,
-    cache_dir: str | Path,
+    root: str | Path,
     mirror: str | Path | None = None,
 ) -> torch.Tensor:
     """Load an RGBA target image the way the Distill Growing-NCA article does.
@@ -60,7 +60,7 @@ def load_emoji(
     """
     if size < 1 or pad < 0:
         raise DataError(f"emoji size must be >= 1 and pad >= 0, got size={size}, pad={pad}")
-    path = _resolve(target, cache_dir=cache_dir, mirror=mirror)
+    path = _resolve(target, root=root, mirror=mirror)
     img = open_image(path, fix="replace it with a PNG").convert(
         "RGBA"
     )  # a broken file: DataError naming it

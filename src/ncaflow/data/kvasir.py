@@ -43,24 +43,24 @@ def _extract(zip_path: Path, dest: Path, hint: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _kvasir_folder(cache_dir: str | Path, mirror: str | Path | None) -> Path:
+def _kvasir_folder(root: str | Path, mirror: str | Path | None) -> Path:
     mdir = mirror_dir(mirror)
     if mdir is not None and _has_layout(mdir / _FOLDER):
         return mdir / _FOLDER
-    cached = Path(cache_dir) / _FOLDER
+    cached = Path(root) / _FOLDER
     if not _has_layout(cached):
-        zip_path = fetch(SOURCES["kvasir-seg"], cache_dir=cache_dir, mirror=mirror)
+        zip_path = fetch(SOURCES["kvasir-seg"], root=root, mirror=mirror)
         _extract(zip_path, cached, refetch_hint(SOURCES["kvasir-seg"], zip_path, mirror))
     return cached
 
 
 def load_kvasir(
-    *, size: int = 64, cache_dir: str | Path, mirror: str | Path | None = None
+    *, size: int = 64, root: str | Path, mirror: str | Path | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Load every Kvasir-SEG image/mask pair, resized to `size` x `size`.
 
     Sources: the mirror folder ``kvasir-seg/{images,masks}`` if present, else the
-    official zip (fetched, then extracted once into ``cache_dir/kvasir-seg``).
+    official zip (fetched, then extracted once into ``root/kvasir-seg``).
     Images are resized with bilinear filtering (aspect ratio not kept). Masks are read
     as grey, resized with bilinear filtering, then thresholded at 127 (value > 127 is
     foreground), which also removes JPEG ringing.
@@ -76,7 +76,7 @@ def load_kvasir(
     """
     if size < 1:
         raise DataError(f"Kvasir-SEG size must be >= 1, got {size}")
-    folder = _kvasir_folder(cache_dir, mirror)
+    folder = _kvasir_folder(root, mirror)
     images, masks, ids = read_pairs(
         folder / "images",
         folder / "masks",

@@ -63,12 +63,12 @@ def load_medmnist(
     flag: str,
     split: Literal["train", "val", "test"],
     size: int = 28,
-    cache_dir: str | Path,
+    root: str | Path,
     mirror: str | Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load one split of a 2D MedMNIST dataset.
 
-    The npz is placed in `cache_dir` by `fetch` (mirror, cache or download, with our own
+    The npz is placed in `root` by `fetch` (mirror, cache or download, with our own
     checksum handling); medmnist then reads it with ``download=False``.
 
     Returns:
@@ -80,7 +80,7 @@ def load_medmnist(
     if split not in _SPLITS:
         raise DataError(f"MedMNIST split must be one of {list(_SPLITS)}, not {split!r}")
     source = medmnist_source(flag, size)
-    path = fetch(source, cache_dir=cache_dir, mirror=mirror)
+    path = fetch(source, root=root, mirror=mirror)
 
     import medmnist
 

@@ -60,7 +60,7 @@ def read_idx(path: str | Path, *, hint: str | None = None) -> np.ndarray:
 def load_mnist(
     *,
     split: Literal["train", "test"] = "test",
-    cache_dir: str | Path,
+    root: str | Path,
     mirror: str | Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load one MNIST split.
@@ -73,7 +73,7 @@ def load_mnist(
     found = {}
     for kind in ("images", "labels"):
         source = SOURCES[f"mnist-{split}-{kind}"]
-        path = fetch(source, cache_dir=cache_dir, mirror=mirror)
+        path = fetch(source, root=root, mirror=mirror)
         found[kind] = (path, read_idx(path, hint=refetch_hint(source, path, mirror)))
     (images_path, raw_images), (labels_path, raw_labels) = found["images"], found["labels"]
     images, labels = raw_images.astype(np.uint8), raw_labels.astype(np.int64)

@@ -97,19 +97,18 @@ def mirror_dir(mirror: str | Path | None = None) -> Path | None:
 def fetch(
     source: Source,
     *,
-    cache_dir: str | Path,
+    root: str | Path,
     mirror: str | Path | None = None,
     retries: int = 3,
     timeout: float = 60.0,
 ) -> Path:
-    """Return the path of `source` inside `cache_dir`, copying or downloading it if needed.
+    """Return the path of `source` inside `root`, copying or downloading it if needed.
 
     Raises:
         DataError: offline with no mirror copy, or every download had a wrong checksum.
     """
-    cache = Path(cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
-    target = cache / source.filename
+    Path(root).mkdir(parents=True, exist_ok=True)
+    target = Path(root) / source.filename
     sidecar = target.with_name(target.name + ".md5")
 
     mdir = mirror_dir(mirror)

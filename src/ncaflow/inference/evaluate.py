@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ncaflow.config import ConfigError, RunConfig, apply_override, from_dict, to_dict
+from ncaflow.config import ConfigError, RunConfig, from_dict, parse_override, set_key, to_dict
 from ncaflow.io import atomic_write, config_of, load
 from ncaflow.tasks import get_task
 from ncaflow.tasks.base import CommonData
@@ -29,13 +29,14 @@ def with_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
     model from elsewhere never writes there silently; ``--set data.root=DIR`` chooses.
     """
     raw = to_dict(config)
-    for item in overrides:
-        apply_override(raw, item)
+    parsed = [(item, *parse_override(item)) for item in overrides]
+    for item, key, value in parsed:
+        set_key(raw, key, value, item)
     new = from_dict(RunConfig, raw)
     new.validate()
     data = get_task(new.task).data_config(new.data)
     root = Path(data.root)
-    chosen = any(item.split("=", 1)[0] == "data.root" for item in overrides)
+    chosen = any(key == "data.root" for _, key, _ in parsed)
     if not chosen and root.is_absolute() and root != Path(CommonData().root):
         where = "" if root.is_dir() else " (a folder that does not exist yet)"
         warnings.warn(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -157,10 +156,6 @@ class Task(ABC):
 
     def require(self, ok: bool, key: str, message: str) -> None:
         check(ok, key, message)
-
-    @property
-    def cache_dir(self) -> Path:
-        return Path(self.data.root)
 
     # -- training ----------------------------------------------------------------
 

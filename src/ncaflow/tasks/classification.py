@@ -176,7 +176,7 @@ class Classification(Task):
                     flag=d.flag,
                     split=s,
                     size=d.size,  # type: ignore[arg-type]  # an int for MedMNIST (__post_init__)
-                    cache_dir=self.cache_dir,
+                    root=self.data.root,
                     mirror=d.mirror,
                 )
                 for s in ("train", "val", "test")

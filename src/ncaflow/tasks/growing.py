@@ -80,7 +80,7 @@ class Growing(Task):
             self.data.target,
             size=self.data.size,
             pad=self.data.pad,
-            cache_dir=self.cache_dir,
+            root=self.data.root,
             mirror=self.data.mirror,
         )
         self.target = target.to(self.device)  # (4, H, W) premultiplied RGBA

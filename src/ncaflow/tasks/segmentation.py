@@ -141,7 +141,7 @@ class Segmentation(Task):
             self.ids, parts = own.ids, own.parts
         else:
             images, masks, self.ids = load_kvasir(
-                size=self._kvasir_size(), cache_dir=self.cache_dir, mirror=d.mirror
+                size=self._kvasir_size(), root=self.data.root, mirror=d.mirror
             )
             parts = fixed_split(
                 len(self.ids),

@@ -98,14 +98,14 @@ class SelfClassification(Task):
                 seed=d.split_seed,
             )
         elif d.split == "official":
-            images, labels = load_mnist(split="train", cache_dir=self.cache_dir, mirror=d.mirror)
-            test_x, test_y = load_mnist(split="test", cache_dir=self.cache_dir, mirror=d.mirror)
+            images, labels = load_mnist(split="train", root=self.data.root, mirror=d.mirror)
+            test_x, test_y = load_mnist(split="test", root=self.data.root, mirror=d.mirror)
             n = len(labels)
             parts = split_indices(n, test_size=0, val_size=d.val_size, seed=d.split_seed)
             parts["test"] = np.arange(n, n + len(test_y))
             images, labels = np.concatenate([images, test_x]), np.concatenate([labels, test_y])
         else:
-            images, labels = load_mnist(split="test", cache_dir=self.cache_dir, mirror=d.mirror)
+            images, labels = load_mnist(split="test", root=self.data.root, mirror=d.mirror)
             parts = split_indices(
                 len(labels), test_size=d.test_size, val_size=d.val_size, seed=d.split_seed
             )
