@@ -22,6 +22,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/tasks.smk"
 
 
 # A task name is one path component (the schema allows [a-z0-9_]); without this,
@@ -32,7 +33,6 @@ wildcard_constraints:
 
 validate_config(config, "workflow/schemas/config.schema.yaml")
 TASKS = build_tasks(config)
-REFERENCE = check_reference(config["reference"])
 
 
 include: "workflow/rules/data.smk"
@@ -41,6 +41,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/export.smk"
+include: "workflow/rules/reference_config.smk"
 include: "workflow/rules/reference.smk"
 
 

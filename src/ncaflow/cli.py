@@ -41,7 +41,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.folds is not None:
         overrides.append(f"data.folds={args.folds}")
     config = load_config(args.config, overrides)
+    if args.restart_changed:
+        from ncaflow.training.jobkey import claim, job_key
+
+        checkpoint = Path(args.out) / "checkpoint.safetensors"
+        if claim(Path(args.out), job_key(args.config, overrides)):
+            print(f"resuming from {checkpoint}", flush=True)
     result = train(config, args.out, impl=args.impl)
+    if args.restart_changed:
+        from ncaflow.training.jobkey import release
+
+        release(Path(args.out))
     print(
         f"trained {config.task} for {result.iterations} iterations in {result.seconds:.0f} s; "
         f"best {config.train.early_stopping.metric} = {result.best_metric:.4g} "
@@ -356,6 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     _set_arg(p, "override a config value, e.g. --set train.lr=1e-3 (repeatable)")
     p.add_argument("--fold", type=int, help="fold index into the folds file (data.fold)")
     p.add_argument("--folds", help="folds JSON from `ncaflow prepare` (data.folds)")
+    p.add_argument(
+        "--restart-changed",
+        action="store_true",
+        help="resume a checkpoint in --out only if this config file and these options left "
+        "it; otherwise remove it and start afresh (the workflow's train jobs)",
+    )
     p.add_argument(
         "--impl",
         choices=IMPLS,

@@ -11,9 +11,9 @@ A test that runs a workflow through SLURM and compares it with a local run::
     @pytest.mark.slurm
     def test_tiny_on_slurm(slurm_cluster, tmp_path):
         on_slurm = slurm_cluster.run_snakemake(tmp_path / "slurm", REPO / "Snakefile",
-                                               ["--configfile", "config/tiny.yaml"])
+                                               ["--configfile", ".test/config/config.yaml"])
         local = slurm_cluster.run_snakemake_locally(tmp_path / "local", REPO / "Snakefile",
-                                                    ["--configfile", "config/tiny.yaml"])
+                                                    ["--configfile", ".test/config/config.yaml"])
         assert on_slurm.returncode == 0, on_slurm.output
         assert on_slurm.slurm_job_ids
 

@@ -1,6 +1,6 @@
 """The real ncaflow workflow on the SLURM test cluster (issue 6).
 
-A trimmed copy of config/tiny.yaml (two tasks, three trainings) runs through
+A trimmed copy of .test/config/config.yaml (two tasks, three trainings) runs through
 ``--profile workflow/profiles/slurm`` in a temporary copy of the workflow, and at
 the same time through a local ``--cores 2`` run of the same config in another
 copy; the tables, metrics and model weights of the two must be identical.
@@ -51,18 +51,18 @@ TASKS = ("growing", "selfclass")
 def _copy_workflow(dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", dest / "Snakefile")
-    for folder in ("workflow", "config"):
+    for folder in ("workflow", "config", ".test"):
         shutil.copytree(REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
     return dest
 
 
 def _trimmed_tiny(root: Path, *, broken: bool = False) -> None:
-    """config/tiny.yaml cut to two tasks (growing: 2 folds, selfclass: 1 fold).
+    """.test/config/config.yaml cut to two tasks (growing: 2 folds, selfclass: 1 fold).
 
     broken: growing only, 1 fold, with a training device that does not exist:
     it passes the workflow's config checks and fails when `ncaflow train` starts.
     """
-    config = yaml.safe_load((root / "config" / "tiny.yaml").read_text())
+    config = yaml.safe_load((root / ".test" / "config" / "config.yaml").read_text())
     config["tasks"] = {name: config["tasks"][name] for name in TASKS}
     config["tasks"]["selfclass"]["folds"] = 1
     if broken:

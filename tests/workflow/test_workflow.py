@@ -30,7 +30,7 @@ RESERVED_TASKS = {"growing": "growing", "segmentation": "kvasir"}
 def copy_workflow(dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", dest / "Snakefile")
-    for folder in ("workflow", "config"):
+    for folder in ("workflow", "config", ".test"):
         shutil.copytree(REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
     return dest
 
@@ -80,12 +80,12 @@ def expected_trainings(config: dict[str, Any]) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> Path:
     root = copy_workflow(tmp_path_factory.mktemp("tiny"))
-    snakemake(root, "--cores", "2", "--configfile", "config/tiny.yaml", timeout=900)
+    snakemake(root, "--cores", "2", "--configfile", ".test/config/config.yaml", timeout=900)
     return root
 
 
 def test_tiny_run_tables(tiny: Path) -> None:
-    config = yaml.safe_load((tiny / "config/tiny.yaml").read_text())
+    config = yaml.safe_load((tiny / ".test/config/config.yaml").read_text())
     trainings = expected_trainings(config)
     assert set(trainings) == {"growing", "selfclass", "breastmnist", "kvasir"}
     for task, n_models in trainings.items():
@@ -128,12 +128,12 @@ def test_tiny_run_figures_and_products(tiny: Path) -> None:
 
 
 def test_nothing_to_do_after_a_full_run(tiny: Path) -> None:
-    out = snakemake(tiny, "-n", "--configfile", "config/tiny.yaml").stdout
+    out = snakemake(tiny, "-n", "--configfile", ".test/config/config.yaml").stdout
     assert "Nothing to be done" in out
 
 
 def test_changing_one_grid_value_reruns_only_its_cells(tiny: Path) -> None:
-    config = yaml.safe_load((tiny / "config/tiny.yaml").read_text())
+    config = yaml.safe_load((tiny / ".test/config/config.yaml").read_text())
     config["tasks"]["medmnist"]["grid"]["hidden"]["values"] = [6, 10]  # was [6, 8]
     (tiny / "config/changed.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     out = snakemake(tiny, "-n", "--configfile", "config/changed.yaml").stdout
@@ -163,7 +163,7 @@ def test_changed_data_retrains_only_its_task(tiny: Path, tmp_path: Path, mirror:
         arrays = dict(f)
     arrays["train_labels"][0] = 1 - arrays["train_labels"][0]
     np.savez(npz, **arrays)
-    tiny_args = ("--configfile", "config/tiny.yaml")
+    tiny_args = ("--configfile", ".test/config/config.yaml")
     refresh = ("--cores", "1", "--forcerun", "download", "--until", "download", *tiny_args)
     try:
         snakemake(tiny, *refresh, "--config", f"mirror={changed}")
@@ -176,7 +176,7 @@ def test_changed_data_retrains_only_its_task(tiny: Path, tmp_path: Path, mirror:
 
 
 def test_failed_training_leaves_no_output(tiny: Path) -> None:
-    config = yaml.safe_load((tiny / "config/tiny.yaml").read_text())
+    config = yaml.safe_load((tiny / ".test/config/config.yaml").read_text())
     config["tasks"]["growing"]["grid"]["hidden"]["values"] = [4]
     # valid as a config (a bad value now stops `snakemake` itself, before any job):
     # the missing model to fine-tune from fails the job once training starts
@@ -206,7 +206,7 @@ def test_dry_run_schedules_every_cell_and_fold(tmp_path: Path, name: str) -> Non
 
 def _tiny_with(tmp_path: Path, edit: Any) -> Path:
     root = copy_workflow(tmp_path)
-    config = yaml.safe_load((root / "config/tiny.yaml").read_text())
+    config = yaml.safe_load((root / ".test/config/config.yaml").read_text())
     edit(config)
     (root / "config/bad.yaml").write_text(yaml.safe_dump(config))
     return root
@@ -262,7 +262,7 @@ def test_bad_config_stops_before_any_job(tmp_path: Path, edit: Any, expected: li
 
 def test_lint_and_format() -> None:
     lint = subprocess.run(
-        ["snakemake", "--lint", "--configfile", "config/tiny.yaml"],
+        ["snakemake", "--lint", "--configfile", ".test/config/config.yaml"],
         cwd=REPO,
         capture_output=True,
         text=True,

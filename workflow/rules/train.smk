@@ -3,7 +3,7 @@
 # Outputs are the files `ncaflow train` writes last (model.* atomically, after
 # last.* and history.csv), never the folder: a killed job leaves checkpoint.safetensors
 # behind, which is not an output, so Snakemake keeps it and the re-started job
-# resumes from it -- unless the job's config changed since (resume key).
+# resumes from it -- unless the job's config changed since (`--restart-changed`).
 
 
 rule train:
@@ -28,14 +28,7 @@ rule train:
         gpu=train_resource("gpu"),
     params:
         args=train_args,
-        key=resume_key,
         dir=model_dir,
     shell:
-        "if [ -e {params.dir:q}/checkpoint.safetensors ] && "
-        '[ "$(cat {params.dir:q}/checkpoint.key 2>/dev/null)" = {params.key:q} ]; '
-        "then echo resuming from {params.dir:q}/checkpoint.safetensors; "
-        "else rm -rf {params.dir:q}/checkpoint.safetensors {params.dir:q}/checkpoint.pt "
-        "{params.dir:q}/tensorboard; fi > {log:q}; "
-        "echo {params.key:q} > {params.dir:q}/checkpoint.key; "
-        "ncaflow train --config {input.run:q} --out {params.dir:q} {params.args} >> {log:q} 2>&1; "
-        "rm -f {params.dir:q}/checkpoint.key"
+        "ncaflow train --config {input.run:q} --out {params.dir:q} {params.args} "
+        "--restart-changed > {log:q} 2>&1"
