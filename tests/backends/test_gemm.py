@@ -1,8 +1,6 @@
-"""The automaton itself: shapes, padding, zero init, fire rate, alive mask, frozen inputs."""
+"""The step written for a compiler (compiled and fused backends) equals the reference."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import pytest
 import torch
@@ -14,7 +12,6 @@ from ncaflow.backends.registry import BACKENDS
 from ncaflow.config import ModelConfig
 from ncaflow.model import perception
 from ncaflow.model.nca import NCA
-from ncaflow.model.perception import check_perception, fixed_filters, perceive
 
 
 def randomised(cfg: ModelConfig, seed: int = 0) -> NCA:
@@ -23,161 +20,6 @@ def randomised(cfg: ModelConfig, seed: int = 0) -> NCA:
     with torch.no_grad():
         model.fc2.weight.normal_(0, 0.1)  # non-zero so steps change the state
     return model
-
-
-@pytest.mark.parametrize("perception", ["sobel", "sobel_laplace", "learned"])
-@pytest.mark.parametrize("padding", ["zeros", "reflect", "replicate", "circular"])
-def test_shapes_all_perceptions_and_paddings(perception: str, padding: str) -> None:
-    cfg = ModelConfig(
-        input_channels=2,
-        output_channels=3,
-        hidden_channels=5,
-        perception=perception,
-        padding=padding,
-        kernel_size=5 if perception == "learned" else 3,
-    )
-    model = randomised(cfg)
-    x = torch.rand(2, cfg.channels, 9, 11)
-    y = model(x, 3, generator=torch.Generator().manual_seed(0))
-    assert y.shape == x.shape
-    k = 1 + cfg.learned_filters if perception == "learned" else 3 + (perception == "sobel_laplace")
-    assert model.kernels().shape[0] == cfg.channels * k
-
-
-def test_fixed_filters_are_identity_and_sobel() -> None:
-    bank = fixed_filters(laplace=True)
-    assert bank.shape == (4, 3, 3)
-    x = torch.arange(25.0).view(1, 1, 5, 5)  # value = 5*row + col: d/dx = 1, d/dy = 5
-    p = perceive(x, bank.unsqueeze(1), "replicate")
-    assert torch.equal(p[0, 0], x[0, 0])
-    assert torch.allclose(p[0, 1, 1:-1, 1:-1], torch.full((3, 3), 1.0))
-    assert torch.allclose(p[0, 2, 1:-1, 1:-1], torch.full((3, 3), 5.0))
-    assert torch.allclose(p[0, 3, 1:-1, 1:-1], torch.zeros(3, 3))  # linear ramp: no curvature
-
-
-@pytest.mark.parametrize("perception", ["sobel", "learned"])
-def test_padding_mode_is_honoured(perception: str) -> None:
-    x = torch.rand(1, 4, 6, 6)
-    outs = {}
-    for padding in ["zeros", "reflect", "replicate", "circular"]:
-        cfg = ModelConfig(
-            output_channels=4, hidden_channels=0, perception=perception, padding=padding
-        )
-        outs[padding] = randomised(cfg).update(x)
-    for a in outs:
-        for b in outs:
-            if a < b:
-                assert not torch.allclose(outs[a][..., 0, :], outs[b][..., 0, :]), (a, b)
-                assert torch.allclose(outs[a][..., 2:-2, 2:-2], outs[b][..., 2:-2, 2:-2], atol=1e-6)
-
-
-def test_circular_padding_wraps() -> None:
-    cfg = ModelConfig(output_channels=2, hidden_channels=2, padding="circular", fire_rate=1.0)
-    model = randomised(cfg)
-    x = torch.rand(1, 4, 8, 8)
-    shifted = torch.roll(x, shifts=(3, 5), dims=(2, 3))
-    assert torch.allclose(
-        torch.roll(model.step(x, None), (3, 5), (2, 3)), model.step(shifted, None), atol=1e-6
-    )
-
-
-def test_zero_init_first_step_leaves_state_unchanged() -> None:
-    model = NCA(config=ModelConfig(hidden_channels=8))
-    x = torch.rand(2, model.config.channels, 8, 8)
-    assert torch.equal(model(x, 1, generator=torch.Generator().manual_seed(0)), x)
-
-
-def test_fire_rate_statistics() -> None:
-    cfg = ModelConfig(output_channels=1, hidden_channels=0, fire_rate=0.3)
-    model = NCA(config=cfg)
-    masks = torch.stack(
-        [
-            model.fire_mask(torch.zeros(4, 1, 32, 32), torch.Generator().manual_seed(i))
-            for i in range(10)
-        ]
-    )
-    assert abs(masks.mean().item() - 0.3) < 0.01
-    model = randomised(cfg)
-    x = torch.rand(4, 1, 32, 32)
-    dx = model.update(x)
-    fired = (model.step(x, model.fire_mask(x, torch.Generator().manual_seed(1))) != x).float()
-    assert abs(fired[dx != 0].mean().item() - 0.3) < 0.03
-    assert model.fire_mask(x, None) is not None
-    assert NCA(config=dataclasses.replace(cfg, fire_rate=1.0)).fire_mask(x, None) is None
-
-
-def test_alive_masking() -> None:
-    cfg = ModelConfig(output_channels=4, hidden_channels=4, alive_channel=3, fire_rate=1.0)
-    model = randomised(cfg)
-    with torch.no_grad():
-        model.fc2.weight.abs_()  # always grow alpha
-    x = torch.zeros(1, 8, 16, 16)
-    x[0, 3:, 8, 8] = 1.0
-    y = model(x, 1)
-    live = (y.abs().sum(1) > 0)[0]
-    assert live[7:10, 7:10].all() and not live[:6].any() and not live[:, :6].any()
-    weak = x.clone()
-    weak[0, 3, 8, 8] = 0.05  # below the threshold: the cell and its neighbours die
-    assert torch.equal(model(weak, 1), torch.zeros_like(x))
-
-
-def test_frozen_input_channels_never_change() -> None:
-    cfg = ModelConfig(input_channels=3, output_channels=2, hidden_channels=3, alive_channel=0)
-    model = randomised(cfg)
-    x = torch.rand(2, 8, 10, 10)
-    y = model(x, 10, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(y[:, :3], x[:, :3])
-    assert not torch.equal(y[:, 3:], x[:, 3:])
-
-
-def test_rollout_is_deterministic_for_a_seed() -> None:
-    model = randomised(ModelConfig(hidden_channels=4, alive_channel=3))
-    x = torch.rand(2, 8, 12, 12)
-    a = model(x, 8, generator=torch.Generator().manual_seed(7))
-    b = model(x, 8, generator=torch.Generator().manual_seed(7))
-    c = model(x, 8, generator=torch.Generator().manual_seed(8))
-    assert torch.equal(a, b) and not torch.equal(a, c)
-
-
-def test_fire_masks_given_explicitly() -> None:
-    model = randomised(ModelConfig(hidden_channels=4))
-    x = torch.rand(2, 8, 6, 6)
-    masks = (torch.rand(3, 2, 1, 6, 6) < 0.5).float()
-    manual = x
-    for m in masks:
-        manual = model.step(manual, m)
-    assert torch.allclose(model(x, 3, fire_masks=masks), manual)
-
-
-def test_gradient_checkpointing_gives_same_gradients() -> None:
-    model = randomised(ModelConfig(hidden_channels=4, alive_channel=3))
-    x = torch.rand(2, 8, 10, 10)
-    grads = []
-    for chunk in (0, 3):
-        model.zero_grad()
-        model(
-            x, 7, generator=torch.Generator().manual_seed(3), checkpoint_every=chunk
-        ).square().mean().backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
-    for a, b in zip(*grads, strict=True):
-        assert torch.allclose(a, b, atol=1e-6)
-
-
-@pytest.mark.parametrize("padding", ["zeros", "circular", "reflect", "replicate"])
-@pytest.mark.parametrize("radius", [1, 2])
-def test_pad_edges_is_f_pad(padding: str, radius: int) -> None:
-    """The compiled step's padding (slices and concatenations) is F.pad's, for 3x3 and 5x5
-    filters, channels-first and channels-last."""
-    x = torch.rand(2, 3, 6, 7)
-    mode = "constant" if padding == "zeros" else padding
-    expected = F.pad(x, (radius,) * 4, mode=mode)
-    assert torch.equal(perception.pad_edges(x, padding, radius), expected)
-    # the slices the compiler sees, and the channels-last (B, H, W, C) state the compiled
-    # step reads (slices, eager too)
-    if padding != "zeros":  # zeros is F.pad everywhere
-        assert torch.equal(perception.pad_by_slices(x, padding, radius, (2, 3)), expected)
-    cl = perception.pad_edges(x.permute(0, 2, 3, 1), padding, radius, dims=(1, 2))
-    assert torch.equal(cl.permute(0, 3, 1, 2), expected)
 
 
 def test_channels_last_alive_mask_is_max_pool() -> None:
@@ -349,25 +191,3 @@ def test_compiled_step_survives_many_models_and_shapes() -> None:
                     rtol=1e-5,
                     atol=1e-6,
                 )
-
-
-def test_a_registered_filter_bank_is_a_perception(monkeypatch: pytest.MonkeyPatch) -> None:
-    """perception.register_bank: a config names the bank, the fast path and the reference
-    agree on it, and an unknown name is refused with the registered ones listed."""
-    from ncaflow.config import ConfigError
-
-    bank = torch.stack([fixed_filters()[0], fixed_filters(laplace=True)[3]])  # identity, Laplace
-    monkeypatch.setitem(perception.BANKS, "laplace_only", lambda: bank)
-    cfg = ModelConfig(output_channels=4, hidden_channels=4, perception="laplace_only")
-    cfg.validate()
-    torch.manual_seed(0)
-    ref, fast = NCA(config=cfg, impl="reference"), NCA(config=cfg, impl="fast")
-    torch.nn.init.normal_(ref.fc2.weight, std=0.1)
-    fast.load_state_dict(ref.state_dict())
-    assert ref.kernels().shape == (8 * 2, 1, 3, 3)
-    x = torch.rand(2, 8, 9, 9)
-    g = [torch.Generator().manual_seed(1) for _ in range(2)]
-    with torch.no_grad():
-        torch.testing.assert_close(fast(x, 5, generator=g[1]), ref(x, 5, generator=g[0]))
-    with pytest.raises(ConfigError, match="laplace_only"):
-        check_perception("nosuch")

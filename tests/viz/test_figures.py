@@ -8,22 +8,16 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import digits_config
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from ncaflow.model.cascade import build_model
 from ncaflow.tasks import get_task
 from ncaflow.viz import figures
-from ncaflow.viz.animate import animate
-from ncaflow.viz.heatmaps import uncertainty_figure
-from ncaflow.viz.labels import bounds, cell_label, metric_label
 
 RAW_NAMES = ("val_", "test_", "~", "hidden=")
 
@@ -71,18 +65,6 @@ def umask_022() -> Iterator[None]:
     old = os.umask(0o022)
     yield
     os.umask(old)
-
-
-def test_labels_are_words() -> None:
-    assert metric_label("val_loss") == "validation loss"
-    assert metric_label("test_dice") == "test Dice"
-    assert metric_label("val_pixel_acc") == "validation pixel accuracy"
-    assert metric_label("test_new_metric") == "test new metric"
-    assert cell_label("hidden~12") == "hidden channels = 12"
-    assert cell_label("hidden~8_fire~0.5_percept~sobel") == (
-        "hidden channels = 8, fire rate = 0.5, perception = sobel"
-    )
-    assert bounds("test_dice") == (0.0, 1.0) and bounds("val_loss") is None
 
 
 def test_summary_figures_speak_words(tmp_path: Path) -> None:
@@ -150,37 +132,9 @@ def test_summary_figures_are_deterministic(tmp_path: Path, umask_022: None) -> N
         assert stat.S_IMODE(a.stat().st_mode) == 0o644
 
 
-def test_gif_and_heatmap_modes_and_colour_bars(
-    tmp_path: Path, umask_022: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    bars: list[str] = []
-    colorbar = Figure.colorbar
-
-    def spy(self: Figure, *args: Any, **kwargs: Any) -> Any:
-        bars.append(kwargs.get("label", ""))
-        return colorbar(self, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "colorbar", spy)
-    cfg = digits_config()
-    task = get_task(cfg.task)(config=cfg)
-    task.setup()
-    model = build_model(cfg)
-    gif = tmp_path / "rollout.gif"
-    assert animate(model, task, gif, steps=2, scale=1) == 3
-    assert stat.S_IMODE(gif.stat().st_mode) == 0o644
-    assert not list(tmp_path.glob(".*.tmp"))
-    outs = [tmp_path / "u1.png", tmp_path / "u2.png"]
-    for out in outs:
-        uncertainty_figure(model, task, out, steps=2, n_rollouts=2, n_examples=1)
-        assert stat.S_IMODE(out.stat().st_mode) == 0o644
-    assert outs[0].read_bytes() == outs[1].read_bytes()
-    # per example: a labelled bar for the mean probability and one for the variance
-    assert bars == ["probability", "variance"] * 2
-
-
 def test_every_task_figure_is_drawn_and_offered_by_the_cli() -> None:
     from ncaflow.cli import build_parser
-    from ncaflow.tasks import TASKS, get_task
+    from ncaflow.tasks import TASKS
     from ncaflow.viz.figures import PER_MODEL
 
     named = {f for name in TASKS for f in get_task(name).figures}

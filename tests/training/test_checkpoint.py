@@ -164,7 +164,7 @@ def test_a_lock_file_left_by_a_killed_process_blocks_nobody(tmp_path: Path) -> N
         "import os, sys; from ncaflow.training.lock import folder_lock; "
         "lock = folder_lock(sys.argv[1]); lock.__enter__(); os._exit(9)"  # dies holding it
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, check=False)
     assert done.returncode == 9 and (tmp_path / LOCK).exists()
     with folder_lock(tmp_path):
@@ -176,7 +176,7 @@ def test_lock_held_by_another_process(tmp_path: Path) -> None:
         "import sys, time; from ncaflow.training.lock import folder_lock\n"
         "with folder_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     holder = subprocess.Popen(
         [sys.executable, "-c", code, str(tmp_path)], env=env, stdout=subprocess.PIPE, text=True
     )

@@ -1,0 +1,146 @@
+"""The automaton itself: shapes, padding, zero init, fire rate, alive mask, frozen inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from ncaflow.config import ModelConfig
+from ncaflow.model.nca import NCA
+
+
+def randomised(cfg: ModelConfig, seed: int = 0) -> NCA:
+    torch.manual_seed(seed)
+    model = NCA(config=cfg)
+    with torch.no_grad():
+        model.fc2.weight.normal_(0, 0.1)  # non-zero so steps change the state
+    return model
+
+
+@pytest.mark.parametrize("perception", ["sobel", "sobel_laplace", "learned"])
+@pytest.mark.parametrize("padding", ["zeros", "reflect", "replicate", "circular"])
+def test_shapes_all_perceptions_and_paddings(perception: str, padding: str) -> None:
+    cfg = ModelConfig(
+        input_channels=2,
+        output_channels=3,
+        hidden_channels=5,
+        perception=perception,
+        padding=padding,
+        kernel_size=5 if perception == "learned" else 3,
+    )
+    model = randomised(cfg)
+    x = torch.rand(2, cfg.channels, 9, 11)
+    y = model(x, 3, generator=torch.Generator().manual_seed(0))
+    assert y.shape == x.shape
+    k = 1 + cfg.learned_filters if perception == "learned" else 3 + (perception == "sobel_laplace")
+    assert model.kernels().shape[0] == cfg.channels * k
+
+
+@pytest.mark.parametrize("perception", ["sobel", "learned"])
+def test_padding_mode_is_honoured(perception: str) -> None:
+    x = torch.rand(1, 4, 6, 6)
+    outs = {}
+    for padding in ["zeros", "reflect", "replicate", "circular"]:
+        cfg = ModelConfig(
+            output_channels=4, hidden_channels=0, perception=perception, padding=padding
+        )
+        outs[padding] = randomised(cfg).update(x)
+    for a in outs:
+        for b in outs:
+            if a < b:
+                assert not torch.allclose(outs[a][..., 0, :], outs[b][..., 0, :]), (a, b)
+                assert torch.allclose(outs[a][..., 2:-2, 2:-2], outs[b][..., 2:-2, 2:-2], atol=1e-6)
+
+
+def test_circular_padding_wraps() -> None:
+    cfg = ModelConfig(output_channels=2, hidden_channels=2, padding="circular", fire_rate=1.0)
+    model = randomised(cfg)
+    x = torch.rand(1, 4, 8, 8)
+    shifted = torch.roll(x, shifts=(3, 5), dims=(2, 3))
+    assert torch.allclose(
+        torch.roll(model.step(x, None), (3, 5), (2, 3)), model.step(shifted, None), atol=1e-6
+    )
+
+
+def test_zero_init_first_step_leaves_state_unchanged() -> None:
+    model = NCA(config=ModelConfig(hidden_channels=8))
+    x = torch.rand(2, model.config.channels, 8, 8)
+    assert torch.equal(model(x, 1, generator=torch.Generator().manual_seed(0)), x)
+
+
+def test_fire_rate_statistics() -> None:
+    cfg = ModelConfig(output_channels=1, hidden_channels=0, fire_rate=0.3)
+    model = NCA(config=cfg)
+    masks = torch.stack(
+        [
+            model.fire_mask(torch.zeros(4, 1, 32, 32), torch.Generator().manual_seed(i))
+            for i in range(10)
+        ]
+    )
+    assert abs(masks.mean().item() - 0.3) < 0.01
+    model = randomised(cfg)
+    x = torch.rand(4, 1, 32, 32)
+    dx = model.update(x)
+    fired = (model.step(x, model.fire_mask(x, torch.Generator().manual_seed(1))) != x).float()
+    assert abs(fired[dx != 0].mean().item() - 0.3) < 0.03
+    assert model.fire_mask(x, None) is not None
+    assert NCA(config=dataclasses.replace(cfg, fire_rate=1.0)).fire_mask(x, None) is None
+
+
+def test_alive_masking() -> None:
+    cfg = ModelConfig(output_channels=4, hidden_channels=4, alive_channel=3, fire_rate=1.0)
+    model = randomised(cfg)
+    with torch.no_grad():
+        model.fc2.weight.abs_()  # always grow alpha
+    x = torch.zeros(1, 8, 16, 16)
+    x[0, 3:, 8, 8] = 1.0
+    y = model(x, 1)
+    live = (y.abs().sum(1) > 0)[0]
+    assert live[7:10, 7:10].all() and not live[:6].any() and not live[:, :6].any()
+    weak = x.clone()
+    weak[0, 3, 8, 8] = 0.05  # below the threshold: the cell and its neighbours die
+    assert torch.equal(model(weak, 1), torch.zeros_like(x))
+
+
+def test_frozen_input_channels_never_change() -> None:
+    cfg = ModelConfig(input_channels=3, output_channels=2, hidden_channels=3, alive_channel=0)
+    model = randomised(cfg)
+    x = torch.rand(2, 8, 10, 10)
+    y = model(x, 10, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(y[:, :3], x[:, :3])
+    assert not torch.equal(y[:, 3:], x[:, 3:])
+
+
+def test_rollout_is_deterministic_for_a_seed() -> None:
+    model = randomised(ModelConfig(hidden_channels=4, alive_channel=3))
+    x = torch.rand(2, 8, 12, 12)
+    a = model(x, 8, generator=torch.Generator().manual_seed(7))
+    b = model(x, 8, generator=torch.Generator().manual_seed(7))
+    c = model(x, 8, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_fire_masks_given_explicitly() -> None:
+    model = randomised(ModelConfig(hidden_channels=4))
+    x = torch.rand(2, 8, 6, 6)
+    masks = (torch.rand(3, 2, 1, 6, 6) < 0.5).float()
+    manual = x
+    for m in masks:
+        manual = model.step(manual, m)
+    assert torch.allclose(model(x, 3, fire_masks=masks), manual)
+
+
+def test_gradient_checkpointing_gives_same_gradients() -> None:
+    model = randomised(ModelConfig(hidden_channels=4, alive_channel=3))
+    x = torch.rand(2, 8, 10, 10)
+    grads = []
+    for chunk in (0, 3):
+        model.zero_grad()
+        model(
+            x, 7, generator=torch.Generator().manual_seed(3), checkpoint_every=chunk
+        ).square().mean().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
