@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ncaflow.config import RunConfig, from_dict
@@ -56,3 +58,32 @@ def assert_same_rollout(
     ]
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(b, a, rtol=10 * rtol, atol=10 * atol)
+
+
+def run_config(raw: dict[str, Any], tmp: Path, mirror: Path, **train_kw: Any) -> RunConfig:
+    """A run config from ``raw`` with its data under tmp and the mirror, trained on CPU."""
+    raw = {
+        **raw,
+        "data": {"root": str(tmp / "cache"), "mirror": str(mirror), **raw.get("data", {})},
+    }
+    train_cfg = {"progress": False, "device": "cpu", "checkpoint_every": 1000, **train_kw}
+    cfg = from_dict(RunConfig, {**raw, "train": train_cfg})
+    cfg.validate()
+    return cfg
+
+
+def write_medmnist(
+    path: Path, *, size: int = 16, labels: int = 1, n: tuple[int, int, int] = (96, 32, 32)
+) -> None:
+    """A learnable MedMNIST-format npz: label 0 means 'bright top half' (binary),
+    labels 1.. (multi-label) are noise. Labels stored (N, L) as MedMNIST does."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, count in zip(("train", "val", "test"), n, strict=True):
+        y = rng.integers(0, 2, (count, labels))
+        x = rng.integers(0, 60, (count, size, size))
+        x[y[:, 0] == 1, : size // 2] += 150
+        arrays[f"{split}_images"] = x.astype(np.uint8)
+        arrays[f"{split}_labels"] = y.astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)

@@ -5,46 +5,17 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_config, write_medmnist
 
-from ncaflow.config import RunConfig, from_dict
 from ncaflow.inference.evaluate import evaluate
 from ncaflow.tasks import get_task
 from ncaflow.training.train import train
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-def run_config(raw: dict[str, Any], tmp: Path, mirror: Path, **train_kw: Any) -> RunConfig:
-    raw = {
-        **raw,
-        "data": {"root": str(tmp / "cache"), "mirror": str(mirror), **raw.get("data", {})},
-    }
-    train_cfg = {"progress": False, "device": "cpu", "checkpoint_every": 1000, **train_kw}
-    cfg = from_dict(RunConfig, {**raw, "train": train_cfg})
-    cfg.validate()
-    return cfg
-
-
-def write_medmnist(
-    path: Path, *, size: int = 16, labels: int = 1, n: tuple[int, int, int] = (96, 32, 32)
-) -> None:
-    """A learnable MedMNIST-format npz: label 0 means 'bright top half' (binary),
-    labels 1.. (multi-label) are noise. Labels stored (N, L) as MedMNIST does."""
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, count in zip(("train", "val", "test"), n, strict=True):
-        y = rng.integers(0, 2, (count, labels))
-        x = rng.integers(0, 60, (count, size, size))
-        x[y[:, 0] == 1, : size // 2] += 150
-        arrays[f"{split}_images"] = x.astype(np.uint8)
-        arrays[f"{split}_labels"] = y.astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
 
 
 def test_breastmnist_real_data_learns(tmp_path: Path, mirror: Path) -> None:

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers import run_config
 
-from ncaflow.config import RunConfig, from_dict
 from ncaflow.inference.evaluate import evaluate
 from ncaflow.tasks import get_task
 from ncaflow.training.train import train
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-def run_config(raw: dict[str, Any], tmp: Path, mirror: Path, **train_kw: Any) -> RunConfig:
-    raw = {
-        **raw,
-        "data": {"root": str(tmp / "cache"), "mirror": str(mirror), **raw.get("data", {})},
-    }
-    train_cfg = {"progress": False, "device": "cpu", "checkpoint_every": 1000, **train_kw}
-    cfg = from_dict(RunConfig, {**raw, "train": train_cfg})
-    cfg.validate()
-    return cfg
 
 
 def test_segmentation_kvasir_learns(tmp_path: Path, mirror: Path) -> None:
