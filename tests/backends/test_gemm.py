@@ -7,10 +7,9 @@ import torch
 import torch.nn.functional as F
 from helpers import assert_same_rollout
 
-from ncaflow.backends import gemm
+from ncaflow.backends import gemm, stencil
 from ncaflow.backends.registry import BACKENDS
 from ncaflow.config import ModelConfig
-from ncaflow.model import perception
 from ncaflow.model.nca import NCA
 
 
@@ -32,8 +31,8 @@ def test_channels_last_alive_mask_is_max_pool() -> None:
     after[2, 3] = -1.0  # alive only around one corner cell after the step
     after[2, 3, 0, 0] = 1.0
     pre, post = (
-        perception.alive_planes(before[:, 3:4], 0.1),
-        perception.alive_planes(after[:, 3:4], 0.1),
+        stencil.alive_planes(before[:, 3:4], 0.1),
+        stencil.alive_planes(after[:, 3:4], 0.1),
     )
     expected = pre & post
     cl = (t.permute(0, 2, 3, 1) for t in (before, after))
@@ -82,7 +81,7 @@ def test_rows_that_matter_are_the_only_ones_that_can(fire_rate: float) -> None:
         torch.testing.assert_close(nca.step_reference(x, fire), expected, rtol=0, atol=0)
     # ... while the ring beyond the alive neighbourhoods does matter: when the live cells'
     # alpha falls, a neighbour two cells away that comes alive keeps one of them alive
-    near1 = perception.alive_planes(x[:, 3:4], 0.1).float()
+    near1 = stencil.alive_planes(x[:, 3:4], 0.1).float()
     results = []
     for outside in (-5.0, 5.0):
         nca.update = lambda v, o=outside: -5.0 * near1 + o * (1 - near1)  # type: ignore[method-assign]

@@ -1,15 +1,15 @@
-"""Perception: the fixed filter banks, edge padding and registered banks."""
+"""Perception: the fixed filter banks and registered banks."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from ncaflow.backends.stencil import perceive
 from ncaflow.config import ModelConfig
 from ncaflow.model import perception
 from ncaflow.model.nca import NCA
-from ncaflow.model.perception import check_perception, fixed_filters, perceive
+from ncaflow.model.perception import check_perception, fixed_filters
 
 
 def test_fixed_filters_are_identity_and_sobel() -> None:
@@ -21,23 +21,6 @@ def test_fixed_filters_are_identity_and_sobel() -> None:
     assert torch.allclose(p[0, 1, 1:-1, 1:-1], torch.full((3, 3), 1.0))
     assert torch.allclose(p[0, 2, 1:-1, 1:-1], torch.full((3, 3), 5.0))
     assert torch.allclose(p[0, 3, 1:-1, 1:-1], torch.zeros(3, 3))  # linear ramp: no curvature
-
-
-@pytest.mark.parametrize("padding", ["zeros", "circular", "reflect", "replicate"])
-@pytest.mark.parametrize("radius", [1, 2])
-def test_pad_edges_is_f_pad(padding: str, radius: int) -> None:
-    """The compiled step's padding (slices and concatenations) is F.pad's, for 3x3 and 5x5
-    filters, channels-first and channels-last."""
-    x = torch.rand(2, 3, 6, 7)
-    mode = "constant" if padding == "zeros" else padding
-    expected = F.pad(x, (radius,) * 4, mode=mode)
-    assert torch.equal(perception.pad_edges(x, padding, radius), expected)
-    # the slices the compiler sees, and the channels-last (B, H, W, C) state the compiled
-    # step reads (slices, eager too)
-    if padding != "zeros":  # zeros is F.pad everywhere
-        assert torch.equal(perception.pad_by_slices(x, padding, radius, (2, 3)), expected)
-    cl = perception.pad_edges(x.permute(0, 2, 3, 1), padding, radius, dims=(1, 2))
-    assert torch.equal(cl.permute(0, 3, 1, 2), expected)
 
 
 def test_a_registered_filter_bank_is_a_perception(monkeypatch: pytest.MonkeyPatch) -> None:

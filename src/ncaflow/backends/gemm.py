@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ncaflow.backends import fast, fused
-from ncaflow.model.perception import alive_planes, pad_edges, perceive
+from ncaflow.backends.stencil import alive_planes, pad_edges, perceive
 
 __all__ = ["TRAINING_INDUCTOR_OPTIONS", "gemm_step", "gemm_step_compiled", "rows_that_matter"]
 

@@ -32,15 +32,9 @@ from ncaflow.backends import fast
 from ncaflow.backends.base import Weights, needs_grad
 from ncaflow.backends.gemm import gemm_step
 from ncaflow.backends.registry import gemm_args, get_backend
+from ncaflow.backends.stencil import alive_planes, perceive
 from ncaflow.config import ModelConfig
-from ncaflow.model.perception import (
-    alive_planes,
-    check_perception,
-    filter_bank,
-    n_filters,
-    perceive,
-    taps,
-)
+from ncaflow.model.perception import check_perception, filter_bank, n_filters, taps
 
 __all__ = ["NCA", "mlp_sizes"]
 
