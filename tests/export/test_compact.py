@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from _cexport import DRIVER_COMPACT, compile_driver, fire_masks, images, random_model, run_driver
@@ -100,9 +102,7 @@ def test_compact_header_matches_its_pytorch_reference(case: Case, tmp_path: Path
     off = (c.states.int() - codes).abs()
     # float sums in another order may put a value on the other side of a rounding boundary
     assert off.max() <= 2 and (off > 0).float().mean() < 0.01, f"codes off: {off.float().mean()}"
-    assert (
-        c.states.int() - torch.from_numpy(quant.zero).view(1, -1, 1, 1)
-    ).abs().sum() > 0  # non-trivial
+    assert quant.dequantize(c.states.int()).abs().sum() > 0  # non-trivial
     values = quant.dequantize(c.states.int())
     expected = predict(spec, ref)
     if spec.readout == "rgba":
@@ -113,16 +113,53 @@ def test_compact_header_matches_its_pytorch_reference(case: Case, tmp_path: Path
         assert torch.equal(c.pred, predict(spec, values))
 
 
-def test_compact_state_round_trip_keeps_zero_and_saturates() -> None:
-    q = StateQuant.from_ranges(torch.tensor([0.0, -2.0]).numpy(), torch.tensor([1.0, 0.5]).numpy())
-    x = torch.tensor([[0.0, 0.0], [1.0, -2.0], [5.0, -9.0]]).T.reshape(1, 2, 3, 1)
-    back = q.round_trip(x)
-    assert back[0, :, 0, 0].abs().max() == 0  # zero is an exact code
-    assert abs(back[0, 0, 1, 0] - 1.0) < q.scale[0] and abs(back[0, 1, 1, 0] + 2.0) < q.scale[1]
-    assert back[0, 0, 2, 0] <= 1.0 + q.scale[0] and back[0, 1, 2, 0] >= -2.0 - q.scale[1]
-    # image-like channel [0, 1]: 256 codes, so 8-bit images keep all their grey levels
-    codes = q.quantize(torch.arange(256.0).view(1, 1, 256, 1).expand(1, 2, 256, 1) / 255)
-    assert codes[0, 0].unique().numel() == 256
+def test_compact_codebook_keeps_zero_grey_levels_and_small_values() -> None:
+    # channel 0: an image in [0, 1]; channel 1: an updated channel reaching |x| = 40
+    q = StateQuant.calibrated(np.array([1.0, 40.0]), np.array([0.0, -40]), np.array([1.0, 40]), 1)
+    assert (np.diff(q.table, axis=1) > 0).all()
+    grey = torch.arange(256.0).view(1, 1, 256, 1) / 255
+    x = torch.cat([grey, torch.zeros_like(grey)], 1)
+    codes = q.quantize(x)
+    assert codes[0, 0].unique().numel() == 256  # every 8-bit grey level has its own code
+    back = q.dequantize(codes)
+    assert (back[0, 0] - grey[0, 0]).abs().max() < 1e-6
+    assert back[0, 1].abs().max() == 0  # zero is an exact code
+    # fine near zero (a logit's sign, small updates), about 5 % far from it; ends saturate
+    small = torch.tensor([0.0, 0.01, -0.01, 30.0, 1e6]).view(1, 1, 5, 1).expand(1, 2, 5, 1)
+    got = q.round_trip(small)[0, 1, :, 0]
+    assert got[1] > 0 > got[2] and abs(got[1] - 0.01) < 0.004  # step 40 / 5200 near 0
+    assert abs(got[3] - 30.0) < 0.05 * 30 and got[4] == q.table[1, -1]
+
+
+def test_c_codes_equal_the_python_codes(tmp_path: Path) -> None:
+    """The C __quant (binary search over midpoints) and StateQuant.quantize agree exactly."""
+    case = COMPACT_CASES[0]
+    model, _, seed, masks = _setup(case)
+    spec = model_spec(model, task=case.task)
+    quant = calibrate_state(model, spec, seed, case.steps, masks)
+    exported = export_c(
+        model, tmp_path / "nca.h", task=case.task, state="int8", state_quant=quant, steps=1
+    )
+    c = spec.config.channels
+    values = torch.linspace(-1.2, 1.2, 997) * float(np.abs(quant.table).max())
+    prog = tmp_path / "codes.c"
+    prog.write_text(
+        '#define NCA_IMPLEMENTATION\n#include "nca.h"\n#include <stdio.h>\n'
+        'int main(void) { float v; int c; while (scanf("%d %a", &c, &v) == 2) '
+        'printf("%d\\n", nca__quant(v, c)); return 0; }\n'
+    )
+    exe = tmp_path / "codes"
+    res = subprocess.run(
+        ["gcc", *FLAGS, f"-I{exported.path.parent}", str(prog), "-o", str(exe)],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    lines = [f"{ch} {float(v).hex()}" for ch in range(c) for v in values]
+    run = subprocess.run([str(exe)], input="\n".join(lines), capture_output=True, text=True)
+    got = torch.tensor([int(t) for t in run.stdout.split()]).view(c, -1)
+    want = quant.quantize(values.view(1, 1, -1, 1).expand(1, c, -1, 1).contiguous())[0, :, :, 0]
+    assert torch.equal(got, want)
 
 
 def test_compact_footprint_fits_64k_for_64x64_segmentation() -> None:

@@ -1,11 +1,14 @@
-"""The compact (int8) state of the C export: per-channel scales, their calibration, the
+"""The compact (int8) state of the C export: a per-channel codebook, its calibration, the
 PyTorch reference of what the compact header computes, and the header itself.
 
-A channel's value is ``(code - zero) * scale`` with an int8 code; zero is an exact code,
-so the zeros of the seed state stay zeros. After every step the C code rounds each
-updated value to the nearest code (halves away from zero) and saturates; the state is
-updated in place with copies of only the rows the next cells still read (see
-``nca_compact.h.in``), so one image needs H*W*C bytes plus a few rows.
+Each channel's int8 code indexes a 256-entry table of values (in flash): even steps for
+the image channels, fine steps near zero and coarser ones far from it for the updated
+channels (even int8 steps stall a rollout: updates smaller than half a step vanish, and
+a trained segmentation lost 44 % of its pixels that way). Zero is an exact code, so the
+zeros of the seed state stay zeros. After every step the C code replaces each updated
+value by its nearest code; the state is updated in place with copies of only the rows
+the next cells still read (see ``nca_compact.h.in``): one image needs H*W*C bytes plus
+a few rows.
 """
 
 from __future__ import annotations
@@ -29,41 +32,59 @@ from ncaflow.export.spec import ModelSpec
 
 __all__ = ["StateQuant", "calibrate_state", "compact_rollout", "render_compact_header"]
 
-HEADROOM = 1.25  # calibrated ranges of the updated channels are widened by this factor
+HEADROOM = 1.1  # calibrated magnitudes of the updated channels are widened by this factor
+SOFTNESS = 256.0  # updated channels: codes are linear below max/SOFTNESS, logarithmic above
 
 
 @dataclass(frozen=True, kw_only=True)
 class StateQuant:
-    """Per-channel affine int8 coding of a state: value = (code - zero) * scale.
+    """A 256-entry codebook per channel: code q (int8) stands for ``table[c, q + 128]``.
 
-    scale: (C,) float32 > 0; zero: (C,) int in [-128, 127].
+    table: (C, 256) float32, non-decreasing along each row. A value is coded as the
+    entry nearest to it (ties to the lower code; beyond the ends: the end), found by
+    comparing with the midpoints ``(table[c, i] + table[c, i + 1]) * 0.5`` as the C code does.
     """
 
-    scale: np.ndarray
-    zero: np.ndarray
+    table: np.ndarray
 
     @classmethod
-    def from_ranges(cls, lo: np.ndarray, hi: np.ndarray) -> StateQuant:
-        """Codes spanning [lo, hi] (each widened to contain 0, which is an exact code)."""
-        lo = np.minimum(np.asarray(lo, np.float64), 0.0)
-        hi = np.maximum(np.asarray(hi, np.float64), 0.0)
-        scale = np.maximum((hi - lo) / 255.0, 1e-6)
-        zero = np.clip(np.rint(-128.0 - lo / scale), -128, 127).astype(np.int32)
-        return cls(scale=scale.astype(np.float32), zero=zero)
+    def calibrated(cls, amax: np.ndarray, lo: np.ndarray, hi: np.ndarray, n_in: int) -> StateQuant:
+        """Frozen input channels (the image): 256 even steps over [lo, hi]. Updated channels:
+        ``a * sinh(q / 127 * asinh(m / a))`` for q in -128..127, with m = amax (the largest
+        magnitude) and a = m / SOFTNESS: value 0 is code 0, steps are fine near zero (where a
+        logit changes sign and small updates add up) and about 5 % of the value far from it."""
+        c = len(amax)
+        table = np.zeros((c, 256), np.float64)
+        k = np.arange(256, dtype=np.float64)
+        q = k - 128
+        for ch in range(c):
+            if ch < n_in:
+                top = hi[ch] if hi[ch] > lo[ch] else lo[ch] + 1.0
+                table[ch] = lo[ch] + (top - lo[ch]) * k / 255.0
+            else:
+                m = max(float(amax[ch]), 1e-6)
+                a = m / SOFTNESS
+                table[ch] = a * np.sinh(q / 127.0 * np.arcsinh(m / a))
+        return cls(table=table.astype(np.float32))
+
+    @property
+    def channels(self) -> int:
+        return int(self.table.shape[0])
 
     def quantize(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) values -> int codes (as the C ``__quant``: float32 division, halves
-        away from zero, saturated)."""
-        s = torch.from_numpy(self.scale).view(1, -1, 1, 1)
-        z = torch.from_numpy(self.zero).view(1, -1, 1, 1)
-        t = (x.float() / s).clamp(-1024.0, 1024.0)
-        t = torch.trunc(t + torch.where(t < 0, -0.5, 0.5).float())
-        return (t.int() + z).clamp(-128, 127)
+        """(B, C, H, W) values -> int codes in [-128, 127] (as the C ``__quant``)."""
+        t = torch.from_numpy(self.table)
+        mids = (t[:, :-1] + t[:, 1:]) * 0.5  # (C, 255) float32, as in C
+        flat = x.float().transpose(0, 1).reshape(self.channels, -1).contiguous()  # (C, B*H*W)
+        idx = torch.searchsorted(mids, flat, side="left")  # how many midpoints are < value
+        b, _, h, w = x.shape
+        return (idx - 128).view(self.channels, b, h, w).transpose(0, 1).int()
 
     def dequantize(self, q: Tensor) -> Tensor:
-        s = torch.from_numpy(self.scale).view(1, -1, 1, 1)
-        z = torch.from_numpy(self.zero).view(1, -1, 1, 1)
-        return (q - z).float() * s
+        t = torch.from_numpy(self.table)  # (C, 256)
+        idx = (q.long() + 128).transpose(0, 1).reshape(self.channels, -1)
+        b, _, h, w = q.shape
+        return torch.gather(t, 1, idx).view(self.channels, b, h, w).transpose(0, 1)
 
     def round_trip(self, x: Tensor) -> Tensor:
         return self.dequantize(self.quantize(x))
@@ -94,16 +115,20 @@ def calibrate_state(
 ) -> StateQuant:
     """Per-channel ranges of the float rollouts of ``seed`` (B, C, H, W) over ``steps``
     steps (fire_masks (steps, B, 1, H, W) or every cell fires); the updated channels'
-    ranges get ``HEADROOM``, the frozen input channels keep the range of their images."""
+    magnitudes get ``HEADROOM``, the frozen input channels keep the range of their images
+    (see :meth:`StateQuant.calibrated`)."""
     _check(spec)
     lo, hi = seed.amin(dim=(0, 2, 3)), seed.amax(dim=(0, 2, 3))
+    amax = seed.abs().amax(dim=(0, 2, 3))
     for x in _steps(model, seed, steps, fire_masks):
-        lo, hi = torch.minimum(lo, x.amin(dim=(0, 2, 3))), torch.maximum(hi, x.amax(dim=(0, 2, 3)))
+        amax = torch.maximum(amax, x.abs().amax(dim=(0, 2, 3)))
     n_in = spec.config.input_channels
-    lo[n_in:], hi[n_in:] = lo[n_in:] * HEADROOM, hi[n_in:] * HEADROOM
+    amax = amax * HEADROOM
     if n_in == 0:  # growing: the seed sets channels 3.. to 1
-        hi[3:] = torch.clamp(hi[3:], min=1.0)
-    return StateQuant.from_ranges(lo.double().numpy(), hi.double().numpy())
+        amax[3:] = torch.clamp(amax[3:], min=1.0)
+    return StateQuant.calibrated(
+        amax.double().numpy(), lo.double().numpy(), hi.double().numpy(), n_in
+    )
 
 
 @torch.no_grad()
@@ -121,12 +146,7 @@ def compact_rollout(
 
 
 def _scales(quant: StateQuant, p: str) -> str:
-    return "\n".join(
-        [
-            c_array("float", f"{p}__scale", quant.scale),
-            c_array("int8_t", f"{p}__zero", quant.zero.astype(np.int8), 16),
-        ]
-    )
+    return c_array("float", f"{p}__table", quant.table)
 
 
 def render_compact_header(
@@ -137,9 +157,9 @@ def render_compact_header(
     if not re.match(r"[A-Za-z_][A-Za-z0-9_]*\Z", name):
         raise ExportError(f"name {name!r} is not a C identifier; use letters, digits and '_'")
     c = spec.config
-    if quant.scale.shape != (c.channels,) or quant.zero.shape != (c.channels,):
+    if quant.table.shape != (c.channels, 256):
         raise ExportError(
-            f"state scales for {quant.scale.shape} channels; the model has {c.channels}"
+            f"state codebook of shape {quant.table.shape}; the model needs ({c.channels}, 256)"
         )
     readout = emitter(spec.readout)
     p, big = name.lower(), name.upper()
@@ -153,7 +173,7 @@ def render_compact_header(
         "weights_kind": INT8_KIND if int8 else "float32",
         "api_readout": api,
         "decl_readout": decl,
-        "flash_bytes": (fp.flash_int8_bytes if int8 else fp.flash_float_bytes) + 5 * c.channels,
+        "flash_bytes": (fp.flash_int8_bytes if int8 else fp.flash_float_bytes) + quant.table.nbytes,
         "stack_bytes": stack_bytes(spec),
         "channels": c.channels,
         "input_channels": c.input_channels,

@@ -144,12 +144,11 @@ class MaskReadout(ReadoutEmitter):
     for (i = 0; i < n; ++i) mask[i] = (unsigned char)(state[i * ${P}_CHANNELS + ${P}_INPUT_CHANNELS] > 0.0f);
 }"""  # noqa: E501
 
-    def c_int8(self) -> str:  # logit > 0 <=> code > zero point (the scale is positive)
+    def c_int8(self) -> str:
         return """void ${p}_mask(const int8_t *state, int h, int w, unsigned char *mask)
 {
     long i, n = (long)h * (long)w;
-    for (i = 0; i < n; ++i)
-        mask[i] = (unsigned char)(state[i * ${P}_CHANNELS + ${P}_INPUT_CHANNELS] > ${p}__zero[${P}_INPUT_CHANNELS]);
+    for (i = 0; i < n; ++i) mask[i] = (unsigned char)(${p}_value(state, i, ${P}_INPUT_CHANNELS) > 0.0f);
 }"""  # noqa: E501
 
     def predict(self, spec: ModelSpec, state: Tensor) -> Tensor:
