@@ -104,23 +104,30 @@ def missing_tools() -> list[str]:
     return [t for t in TOOLS if shutil.which(t) is None]
 
 
-def _sources(out_dir: Path, header: Path, image: np.ndarray | None, h: int, w: int,
-             steps: int, seed: int) -> Path:
+def _sources(
+    out_dir: Path, header: Path, image: np.ndarray | None, h: int, w: int, steps: int, seed: int
+) -> Path:
     """Copy the firmware sources and ``header`` (as nca.h) into ``out_dir``; write input.h."""
     out_dir.mkdir(parents=True, exist_ok=True)
     src = resources.files("ncaflow.export").joinpath("cortexm")
     for name in ("main.c", "startup.c", "link.ld"):
         (out_dir / name).write_text(src.joinpath(name).read_text())
     shutil.copyfile(header, out_dir / "nca.h")
-    lines = [f"#define MCU_H {h}", f"#define MCU_W {w}", f"#define MCU_STEPS {steps}",
-             f"#define MCU_SEED {seed}u"]
+    lines = [
+        f"#define MCU_H {h}",
+        f"#define MCU_W {w}",
+        f"#define MCU_STEPS {steps}",
+        f"#define MCU_SEED {seed}u",
+    ]
     if image is None or image.size == 0:
         lines.append("#define MCU_IMAGE 0")
     else:
         if image.shape[:2] != (h, w):
             raise ExportError(f"image of shape {image.shape}; expected ({h}, {w}, C_in)")
-        lines += [c_array("float", "mcu_image", np.ascontiguousarray(image, np.float32)),
-                  "#define MCU_IMAGE mcu_image"]
+        lines += [
+            c_array("float", "mcu_image", np.ascontiguousarray(image, np.float32)),
+            "#define MCU_IMAGE mcu_image",
+        ]
     (out_dir / "input.h").write_text("\n".join(lines) + "\n")
     return out_dir
 
@@ -133,22 +140,56 @@ def _run(cmd: list[str], timeout: float, cwd: Path | None = None, *, stderr: boo
     return res.stdout + (res.stderr if stderr else "")
 
 
-def build(header: Path, out_dir: Path, *, image: np.ndarray | None, h: int, w: int,
-          steps: int, seed: int = 1, board: str = "m4") -> Firmware:
+def build(
+    header: Path,
+    out_dir: Path,
+    *,
+    image: np.ndarray | None,
+    h: int,
+    w: int,
+    steps: int,
+    seed: int = 1,
+    board: str = "m4",
+) -> Firmware:
     """Cross-compile the firmware for ``board`` ("m4" or "m7"); image (H, W, C_in) or None."""
     b = BOARDS[board]
     d = _sources(out_dir, header, image, h, w, steps, seed)
     elf = d / "firmware.elf"
-    _run(["arm-none-eabi-gcc", *CFLAGS, *b.flags, "-ffreestanding",
-          "-fno-tree-loop-distribute-patterns", "-nostdlib", "-T", "link.ld",
-          "main.c", "startup.c", "-lgcc", "-o", str(elf)], 300, cwd=d)
-    text, data, bss = (int(v) for v in _run(["arm-none-eabi-size", str(elf)], 60)
-                       .splitlines()[1].split()[:3])
+    _run(
+        [
+            "arm-none-eabi-gcc",
+            *CFLAGS,
+            *b.flags,
+            "-ffreestanding",
+            "-fno-tree-loop-distribute-patterns",
+            "-nostdlib",
+            "-T",
+            "link.ld",
+            "main.c",
+            "startup.c",
+            "-lgcc",
+            "-o",
+            str(elf),
+        ],
+        300,
+        cwd=d,
+    )
+    text, data, bss = (
+        int(v) for v in _run(["arm-none-eabi-size", str(elf)], 60).splitlines()[1].split()[:3]
+    )
     return Firmware(elf=elf, board=board, text_bytes=text, data_bytes=data, bss_bytes=bss)
 
 
-def build_host(header: Path, out_dir: Path, *, image: np.ndarray | None, h: int, w: int,
-               steps: int, seed: int = 1) -> Path:
+def build_host(
+    header: Path,
+    out_dir: Path,
+    *,
+    image: np.ndarray | None,
+    h: int,
+    w: int,
+    steps: int,
+    seed: int = 1,
+) -> Path:
     """The same program for the host (gcc), printing the same state and readout lines."""
     d = _sources(out_dir, header, image, h, w, steps, seed)
     exe = d / "host"
@@ -187,9 +228,22 @@ def parse(text: str) -> McuRun:
 
 def run_qemu(fw: Firmware, *, timeout: float = 600) -> McuRun:
     """Run ``fw`` in QEMU with semihosting and ``-icount shift=0``."""
-    cmd = ["qemu-system-arm", "-M", BOARDS[fw.board].machine, "-nographic", "-monitor", "none",
-           "-serial", "none", "-semihosting-config", "enable=on,target=native",
-           "-icount", "shift=0", "-kernel", str(fw.elf)]
+    cmd = [
+        "qemu-system-arm",
+        "-M",
+        BOARDS[fw.board].machine,
+        "-nographic",
+        "-monitor",
+        "none",
+        "-serial",
+        "none",
+        "-semihosting-config",
+        "enable=on,target=native",
+        "-icount",
+        "shift=0",
+        "-kernel",
+        str(fw.elf),
+    ]
     return parse(_run(cmd, timeout, stderr=True))
 
 
