@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 from _cexport import images, random_model
-from conftest import in_ci
 from test_compact import COMPACT_CASES
 
 from ncaflow.export import (
@@ -54,7 +53,7 @@ def _install() -> str | None:
 def arm_tools() -> None:
     why = _install()
     if why is not None:
-        if in_ci():
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false"):
             pytest.fail(f"CI needs the Cortex-M toolchain: {why}", pytrace=False)
         pytest.skip(why)
 

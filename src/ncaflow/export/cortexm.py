@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 PACKAGES = ("gcc-arm-none-eabi", "qemu-system-arm")
-TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-size", "qemu-system-arm")
+TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-size", "arm-none-eabi-nm", "qemu-system-arm")
 # the same float operations on both sides: no fused multiply-add, no fast-math
 CFLAGS = ("-std=c99", "-O2", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror")
 SPIN_INSTRUCTIONS = 2_000_000  # what mcu_spin(1000000) executes (subs + bne per turn)
@@ -71,10 +71,12 @@ class Firmware:
     text_bytes: int  # code + constants (weights, tables, the test image): flash
     data_bytes: int  # initialised data: flash and RAM
     bss_bytes: int  # zeroed data (state, scratch, readout buffers): RAM
+    image_bytes: int = 0  # the input image baked into .text (a device reads a sensor instead)
 
     @property
     def flash_bytes(self) -> int:
-        return self.text_bytes + self.data_bytes
+        """text + data without the baked-in test image."""
+        return self.text_bytes + self.data_bytes - self.image_bytes
 
     @property
     def ram_bytes(self) -> int:
@@ -177,7 +179,19 @@ def build(
     text, data, bss = (
         int(v) for v in _run(["arm-none-eabi-size", str(elf)], 60).splitlines()[1].split()[:3]
     )
-    return Firmware(elf=elf, board=board, text_bytes=text, data_bytes=data, bss_bytes=bss)
+    image_bytes = 0
+    for line in _run(["arm-none-eabi-nm", "--print-size", str(elf)], 60).splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[3] == "mcu_image":
+            image_bytes = int(parts[1], 16)
+    return Firmware(
+        elf=elf,
+        board=board,
+        text_bytes=text,
+        data_bytes=data,
+        bss_bytes=bss,
+        image_bytes=image_bytes,
+    )
 
 
 def build_host(

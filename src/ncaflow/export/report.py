@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ncaflow.config import CascadeConfig
+from ncaflow.data.sources import DataError
 from ncaflow.export.c import export_c
 from ncaflow.export.compact import compact_rollout
 from ncaflow.export.footprint import cascade_footprint, footprint, format_footprint
@@ -180,7 +181,7 @@ def data_seeds(
     try:
         task.setup()
         seeds = task.examples(split, n)
-    except (OSError, ValueError) as err:  # ConfigError is a ValueError
+    except (OSError, ValueError, DataError) as err:  # ConfigError is a ValueError
         raise ExportError(
             f"--state int8 calibrates its state scales on the model's {split} images, which "
             f"could not be loaded ({err}); make the data available as for `ncaflow evaluate`"
