@@ -30,7 +30,13 @@ from ncaflow.export.footprint import footprint, stack_bytes
 from ncaflow.export.readouts import emitter, readout_defines
 from ncaflow.export.spec import ModelSpec
 
-__all__ = ["StateQuant", "calibrate_state", "compact_rollout", "render_compact_header"]
+__all__ = [
+    "StateQuant",
+    "calibrate_state",
+    "check_compact",
+    "compact_rollout",
+    "render_compact_header",
+]
 
 HEADROOM = 1.1  # calibrated magnitudes of the updated channels are widened by this factor
 SOFTNESS = 256.0  # updated channels: codes are linear below max/SOFTNESS, logarithmic above
@@ -90,7 +96,8 @@ class StateQuant:
         return self.dequantize(self.quantize(x))
 
 
-def _check(spec: ModelSpec) -> None:
+def check_compact(spec: ModelSpec) -> None:
+    """Raise ExportError unless ``spec`` can be exported with the compact state."""
     if spec.config.alive_channel is not None:
         raise ExportError(
             f"model.alive_channel is {spec.config.alive_channel}: the compact state has no "
@@ -117,7 +124,7 @@ def calibrate_state(
     steps (fire_masks (steps, B, 1, H, W) or every cell fires); the updated channels'
     magnitudes get ``HEADROOM``, the frozen input channels keep the range of their images
     (see :meth:`StateQuant.calibrated`)."""
-    _check(spec)
+    check_compact(spec)
     lo, hi = seed.amin(dim=(0, 2, 3)), seed.amax(dim=(0, 2, 3))
     amax = seed.abs().amax(dim=(0, 2, 3))
     for x in _steps(model, seed, steps, fire_masks):
@@ -153,7 +160,7 @@ def render_compact_header(
     spec: ModelSpec, quant: StateQuant, *, name: str, int8: bool, steps: int
 ) -> str:
     """The compact-state C header for ``spec`` (see ``nca_compact.h.in``)."""
-    _check(spec)
+    check_compact(spec)
     if not re.match(r"[A-Za-z_][A-Za-z0-9_]*\Z", name):
         raise ExportError(f"name {name!r} is not a C identifier; use letters, digits and '_'")
     c = spec.config

@@ -14,12 +14,12 @@ from torch import Tensor, nn
 from ncaflow.config import CascadeConfig
 from ncaflow.data.sources import DataError
 from ncaflow.export.c import export_c
-from ncaflow.export.compact import compact_rollout
+from ncaflow.export.compact import check_compact, compact_rollout
 from ncaflow.export.footprint import cascade_footprint, footprint, format_footprint
 from ncaflow.export.quant import quantization_report
 from ncaflow.export.readout import predict, seed_state
 from ncaflow.export.readouts import emitter
-from ncaflow.export.spec import ExportError, ModelSpec
+from ncaflow.export.spec import ExportError, ModelSpec, model_spec
 from ncaflow.io import atomic_write
 from ncaflow.tasks import get_task
 
@@ -76,7 +76,10 @@ def export_with_report(
     model = model_or_path
     compact: dict[str, Any] | None = None
     if state != "float":
-        spec0 = export_c(model, out_path, name=name, int8=int8, steps=steps).spec
+        if getattr(model, "cascade", None) is not None:
+            raise ExportError(f"--state {state}: a cascade exports with --state float only")
+        spec0 = model_spec(model)
+        check_compact(spec0)  # before loading any data
         size = size or default_size(model, spec0)
         calib = data_seeds(model, spec0, "val", size, samples)
         result = export_c(
