@@ -692,9 +692,10 @@ def note_table_drift():
         ", ..." if len(changed) > 4 else ""
     )
     print(
-        f"ncaflow: note: {len(changed)} table(s) in results/tables/ now differ from the "
-        f"committed ones that README.md quotes ({names}). This is information, not an error: "
-        "a model retrained on another machine differs slightly (README, 'The main job'). "
-        "`git diff results/tables` shows how; `git checkout results/tables` restores them.",
+        f"ncaflow: note: {len(changed)} file(s) in results/tables/ now differ from the "
+        f"committed ones that README.md quotes ({names}). This is information, not an "
+        "error: another config, or the same config trained on another machine, gives other "
+        "numbers (README, 'The main job'). `git diff results/tables` shows how; "
+        "`git checkout results/tables` restores the quoted tables.",
         file=sys.stderr,
     )
