@@ -29,4 +29,24 @@ def test_gif_has_one_frame_per_kept_step(tmp_path: Path, mirror: Path) -> None:
     assert n == 5
     with Image.open(tmp_path / "a.gif") as gif:
         assert gif.n_frames == 5
-        assert gif.size == (2 * 24 * 2 + 4, 2 * 24 + 14)
+        assert gif.size == (2 * 24 * 2 + 4, 2 * 24 + 14 + 14)  # a title row, a caption bar
+
+
+def test_gif_frames_title_both_panels_and_show_the_colour_key() -> None:
+    import torch
+
+    from ncaflow.tasks.segmentation import Segmentation
+    from ncaflow.tasks.selfclass import SelfClassification
+    from ncaflow.viz.animate import render_frame
+
+    key = SelfClassification.preview_key(None)  # type: ignore[arg-type]
+    assert [label for label, _ in key] == [str(k) for k in range(10)]
+    panels = [torch.zeros(3, 28, 28), torch.ones(3, 28, 28)]
+    plain = render_frame(panels, "step 0/2", 4)
+    framed = render_frame(panels, "step 0/2", 4, titles=["class per cell", "hidden 1-3"], key=key)
+    assert framed.height >= plain.height + 14 + 14  # a title row and at least one key row
+    colours = {c for _, c in framed.getcolors(1 << 16)}
+    for _, rgb in key:  # every class colour is drawn as a swatch
+        assert tuple(round(255 * v) for v in rgb) in colours
+    seg_key = Segmentation.preview_key(None)  # type: ignore[arg-type]
+    assert [label for label, _ in seg_key] == ["predicted polyp", "its border"]

@@ -1,16 +1,11 @@
-"""What the rules share: config validation, paths, the params and resources that
-several stages use, and the targets. Rules hold no logic of their own; the task table
-(grid cells per task) is tasks.smk, each stage's own params are in its .smk file."""
+"""What the rules share: paths, the params and resources that several stages use, and
+the targets. Rules hold no logic of their own; the config's checks, its task table (grid
+cells per task) and what each job is given are tasks.smk, the reference section's
+helpers reference_config.smk."""
 
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
-
-import jsonschema
-import yaml
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 from ncaflow.tasks.base import CommonData
 
@@ -25,45 +20,6 @@ def manifest(task: str) -> str:
 
 # workflow/envs/ncaflow.yaml installs the package from here (pip expands ${NCAFLOW_ROOT}).
 os.environ.setdefault("NCAFLOW_ROOT", str(Path(workflow.basedir).resolve()))
-
-# -- validation -------------------------------------------------------------------
-
-
-def stop(message: str) -> NoReturn:
-    """End `snakemake` before it schedules any job: one line on stderr, exit code 1."""
-    print(f"ncaflow workflow: invalid config: {message}", file=sys.stderr)
-    raise SystemExit(1)
-
-
-def _explain(err: jsonschema.ValidationError) -> str:
-    """One line naming the dotted config key, what is wrong and what is allowed."""
-    where = ".".join(str(p) for p in err.absolute_path) or "<root>"
-    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-        allowed = sorted(err.schema.get("properties", {}))
-        extra = sorted(set(err.instance) - set(allowed))
-        if allowed and extra:
-            key = f"{where}.{extra[0]}" if err.absolute_path else extra[0]
-            return f"unknown config key '{key}'; allowed keys: {allowed}"
-    if err.validator == "enum":
-        return f"config key '{where}': {err.instance!r} is not one of {err.validator_value}"
-    return f"config key '{where}': {err.message}"
-
-
-def validate_config(config: dict, schema: str) -> None:
-    """Check the config against the schema (friendly message), then fill its defaults."""
-    doc = yaml.safe_load((Path(workflow.basedir) / schema).read_text())
-    errors = jsonschema.Draft202012Validator(doc).iter_errors(config)
-    err = jsonschema.exceptions.best_match(errors)
-    if err is not None:
-        files = [str(f) for f in workflow.overwrite_configfiles]
-        files = files or ["config/config.yaml"]
-        if workflow.config_settings.config_args:
-            files.append("--config")
-        stop(f"{_explain(err)} (in {' + '.join(files)}; see {schema})")
-    validate(config, schema)  # snakemake's validator fills in the schema defaults
-    if config.get("mirror"):  # the download jobs (local rules) read it from here
-        os.environ.update(NCAFLOW_DATA_MIRROR=str(Path(config["mirror"]).resolve()))
-
 
 # -- paths ------------------------------------------------------------------------
 
@@ -183,3 +139,35 @@ def figure_targets(task: str) -> list[str]:
     return [
         f"results/figures/{task}/{k}.{ext}" for k in kinds for ext in ("png", "pdf")
     ]
+
+
+def note_table_drift():
+    """After a successful run: say (as information) when results/tables/ no longer holds the
+    committed tables that README.md quotes, e.g. after retraining on another CPU."""
+    import subprocess
+
+    try:
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "results/tables"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    changed = [
+        line[3:] for line in status.stdout.splitlines() if line.startswith((" M", "M"))
+    ]
+    if status.returncode != 0 or not changed:
+        return
+    names = ", ".join(Path(p).name for p in changed[:4]) + (
+        ", ..." if len(changed) > 4 else ""
+    )
+    print(
+        f"ncaflow: note: {len(changed)} file(s) in results/tables/ now differ from the "
+        f"committed ones that README.md quotes ({names}). This is information, not an "
+        "error: another config, or the same config trained on another machine, gives other "
+        "numbers (README, 'The main job'). `git diff results/tables` shows how; "
+        "`git checkout results/tables` restores the quoted tables.",
+        file=sys.stderr,
+    )

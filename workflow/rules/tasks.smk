@@ -7,16 +7,59 @@ stay in the run configs under config/runs/. Every cell's run config is checked a
 import copy
 import functools
 import itertools
+import os
 import shlex
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
 
+import jsonschema
 import pandas as pd
+import yaml
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import Paramspace
+from snakemake.utils import Paramspace, validate
 
 from ncaflow.config import ConfigError, RunConfig, read_yaml
 from ncaflow.tasks import get_task
 from ncaflow.tasks.runconfig import build_config
+
+
+def stop(message: str) -> NoReturn:
+    """End `snakemake` before it schedules any job: one line on stderr, exit code 1."""
+    print(f"ncaflow workflow: invalid config: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def _explain(err: jsonschema.ValidationError) -> str:
+    """One line naming the dotted config key, what is wrong and what is allowed."""
+    where = ".".join(str(p) for p in err.absolute_path) or "<root>"
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        if allowed and extra:
+            key = f"{where}.{extra[0]}" if err.absolute_path else extra[0]
+            return f"unknown config key '{key}'; allowed keys: {allowed}"
+    if err.validator == "enum":
+        return f"config key '{where}': {err.instance!r} is not one of {err.validator_value}"
+    return f"config key '{where}': {err.message}"
+
+
+def validate_config(config: dict, schema: str) -> None:
+    """Check the config against the schema (friendly message), then fill its defaults."""
+    doc = yaml.safe_load((Path(workflow.basedir) / schema).read_text())
+    errors = jsonschema.Draft202012Validator(doc).iter_errors(config)
+    err = jsonschema.exceptions.best_match(errors)
+    if err is not None:
+        files = [str(f) for f in workflow.overwrite_configfiles]
+        files = files or ["config/config.yaml"]
+        if workflow.config_settings.config_args:
+            files.append("--config")
+        stop(f"{_explain(err)} (in {' + '.join(files)}; see {schema})")
+    validate(config, schema)  # snakemake's validator fills in the schema defaults
+    if config.get("mirror"):  # the download jobs (local rules) read it from here
+        os.environ.update(NCAFLOW_DATA_MIRROR=str(Path(config["mirror"]).resolve()))
+
 
 # Named targets and rule names that a task name must not shadow.
 RESERVED = set(
