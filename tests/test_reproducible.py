@@ -153,3 +153,17 @@ def test_guarantee_comes_from_known_values_only(env: object, start: str) -> None
     line = guarantee({"environment": env})
     assert line.startswith(start), line
     assert not line.startswith("reproducible:")
+
+
+def test_other_processors_need_no_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Arm there is nothing to pin: no re-execution, no refusal; the guarantee that
+    model.json then carries is the weak one (its kernels are not AVX2 + COMPATIBLE)."""
+    import platform
+
+    from ncaflow.reproducible import in_effect
+
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    assert wanted() == {} and missing({}) == {}
+    assert in_effect()
+    line = guarantee({"environment": {"mode": "reproducible", "device": "cpu"}})
+    assert "same bytes only on a CPU that picks the same kernels" in line

@@ -73,7 +73,10 @@ def _cpu_flags() -> set[str]:
 
 def wanted() -> dict[str, str]:
     """The variables a reproducible run needs here: :data:`ENVIRONMENT`, with ATen on its
-    default kernels where the CPU has no AVX2 and FMA (it would not run the AVX2 ones)."""
+    default kernels where the CPU has no AVX2 and FMA (it would not run the AVX2 ones);
+    none on other processors (Arm: nothing to pin, and nothing is promised)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return {}
     env = dict(ENVIRONMENT)
     flags = _cpu_flags()
     if flags and not {"avx2", "fma"} <= flags:
@@ -88,7 +91,8 @@ def missing(env: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def _mkl_branch() -> str | None:
-    """MKL's code branch in effect (None where this torch has no MKL to ask)."""
+    """MKL's code branch in effect, asked through the MKL service symbol inside
+    libtorch_cpu (None where there is no such library or symbol to ask)."""
     try:
         import torch
 
@@ -111,6 +115,8 @@ def in_effect() -> bool:
     """Whether this process runs the kernels that :func:`wanted` asks for (torch's own
     answer, so a variable set after torch started counts as not set)."""
     want = wanted()
+    if not want:
+        return True
     if _capability().lower() != want["ATEN_CPU_CAPABILITY"]:
         return False
     branch = _mkl_branch()
@@ -173,7 +179,7 @@ def environment(*, reproducible: bool, device_type: str) -> dict[str, Any]:
     }
     if device_type == "cpu":
         env["cpu_capability"] = _capability()
-        env["mkl_branch"] = _mkl_branch() or os.environ.get("MKL_CBWR", "AUTO")
+        env["mkl_branch"] = _mkl_branch() or ("?" if torch.backends.mkl.is_available() else "none")
     return env
 
 
