@@ -36,6 +36,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ncaflow.config import ConfigError  # a leaf without torch: apply() stays torch-free
+
 __all__ = [
     "ENVIRONMENT",
     "MARKER",
@@ -127,8 +129,6 @@ def in_effect() -> bool:
 
 def require(*, reproducible: bool, device_type: str) -> None:
     """Refuse a reproducible CPU run in a process that started without the variables."""
-    from ncaflow.config import ConfigError
-
     if not reproducible or device_type != "cpu" or in_effect():
         return
     names = " ".join(f"{k}={v}" for k, v in wanted().items())
