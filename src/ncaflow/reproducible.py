@@ -3,8 +3,8 @@
 On a CPU, PyTorch picks its kernels by the processor it finds, and kernels for
 different instruction sets add in different orders, so the same run differs in
 the last bits from one CPU to another (then the differences grow over training).
-Two choices depend on the CPU in an ncaflow training run (measured:
-benchmarks/README.md, "Same bytes on any x86-64 CPU"):
+What depends on the CPU in an ncaflow training run (measured: benchmarks/README.md,
+"Same bytes on any x86-64 CPU"):
 
 - MKL's matrix products (every ``torch.mm`` of the fast path, the 1x1 layers):
   MKL dispatches by vendor and instruction set. ``MKL_CBWR=COMPATIBLE`` makes it
@@ -16,10 +16,11 @@ benchmarks/README.md, "Same bytes on any x86-64 CPU"):
 - oneDNN is not reached by training (checked with ``ONEDNN_VERBOSE``);
   ``DNNL_MAX_CPU_ISA=AVX2`` caps it all the same.
 
-Together with a fixed thread count (``train.threads``, else one) and the same
-PyTorch build, ``train.reproducible: true`` gives the same bytes on any x86-64
-CPU with AVX2 and FMA. Both libraries read their variable once, when torch starts
-its kernels, so they must be in the environment before ``import torch``:
+Together with the same thread count (``train.threads``, else torch's default, which
+reads ``OMP_NUM_THREADS``: Snakemake sets it to a job's threads; another count gives
+other bytes) and the same PyTorch build, ``train.reproducible: true`` gives the same
+bytes on any x86-64 CPU with AVX2 and FMA. The libraries read their variables once,
+when torch starts its kernels, so they must be in the environment before ``import torch``:
 ``ncaflow train`` re-executes itself with them (:func:`reexec_if_needed`); a
 Python program that calls ``ncaflow.train`` calls :func:`apply` before it imports
 torch, and ``train`` refuses to start a reproducible run on a CPU otherwise
