@@ -17,6 +17,8 @@ with the same arguments resumes from the checkpoint (model, optimiser, scheduler
 RNG states, sample pool, history; no pickle: :mod:`ncaflow.training.checkpoint`) and, on
 CPU, ends bit-identical to an uninterrupted run. Resuming with a changed config is
 refused with the changed keys, except ``RESUME_SAFE_KEYS`` (:mod:`ncaflow.training.resume`).
+``train.reproducible`` (default) on a CPU needs the kernels of :mod:`ncaflow.reproducible`
+(same bytes on any x86-64 CPU); model.json's ``meta.environment`` records what ran.
 Ctrl-C and SIGTERM end in :class:`TrainingInterrupted`, a full or read-only disk in
 one :class:`TrainingError` line; neither leaves model.* behind.
 """
@@ -40,6 +42,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ncaflow import reproducible
 from ncaflow.backends import Impl
 from ncaflow.backends.base import Backend
 from ncaflow.backends.graphs import GraphedIteration, graphs_supported
@@ -201,6 +204,7 @@ def train(
             f"impl {impl!r} (--impl {impl}) {problem}, and this run trains "
             f"on {device.type} (train.device={config.train.device}); use impl 'auto'"
         )
+    reproducible.require(reproducible=config.train.reproducible, device_type=device.type)
     created = not out.exists()  # then a run that fails before training removes it again
     with ExitStack() as stack:
         try:
@@ -396,7 +400,10 @@ def _save_checkpoint(run: Run, progress: Progress) -> None:
 def _finish(run: Run, progress: Progress) -> TrainResult:
     """Write last.*, history.csv and (last) model.*, then drop the checkpoint. A failure
     or interrupt on the way removes model.*: only a finished run has them."""
-    out, meta = run.out, run.task.meta()
+    env = reproducible.environment(
+        reproducible=run.config.train.reproducible, device_type=run.device.type
+    )
+    out, meta = run.out, {**run.task.meta(), "environment": env}
     target = out / "last.safetensors"
     try:
         save(run.model, run.config, target, meta=meta)
