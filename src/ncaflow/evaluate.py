@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from ncaflow.config import ConfigError, RunConfig, apply_override, from_dict, to_dict
+from ncaflow.data.sources import MIRROR_ENV
+from ncaflow.data.stored import DEFAULT_ROOT, from_user
 from ncaflow.io import atomic_write, config_of, load
 from ncaflow.tasks import get_task
-from ncaflow.tasks.base import CommonData
 
 __all__ = ["evaluate", "with_overrides"]
 
@@ -22,28 +23,26 @@ __all__ = ["evaluate", "with_overrides"]
 def with_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
     """A saved model's ``config`` made ready to run here: overrides applied and validated.
 
-    What the stored config can make ncaflow write is the data cache under ``data.root``
-    (downloads, copies from ``data.mirror``, checksum sidecars); the digest of a model
-    file covers these keys, so they cannot be edited unnoticed. A stored absolute
-    ``data.root`` other than the default is named in a warning, so that evaluating a
-    model from elsewhere never writes there silently; ``--set data.root=DIR`` chooses.
+    A model file chooses no path, URL or folder (:mod:`ncaflow.data.stored`): its
+    ``data.root`` and ``data.mirror`` are dropped (one warning line says so), a stored
+    path or URL of a file to read is refused; ``--set data.KEY=...`` chooses instead.
     """
     raw = to_dict(config)
+    given = [item.split("=", 1)[0].strip() for item in overrides]
+    raw["data"], dropped = from_user(raw["data"], given)
+    if dropped:
+        warnings.warn(
+            f"ignored {', '.join(dropped)} stored in this model file (a model file does not "
+            f"choose where data is cached or read); caching in {DEFAULT_ROOT} with the mirror "
+            f"of ${MIRROR_ENV}; pass --set data.root=DIR or --set data.mirror=DIR to choose",
+            UserWarning,
+            stacklevel=2,
+        )
     for item in overrides:
         apply_override(raw, item)
     new = from_dict(RunConfig, raw)
     new.validate()
-    data = get_task(new.task).data_config(new.data)
-    root = Path(data.root)
-    chosen = any(item.split("=", 1)[0] == "data.root" for item in overrides)
-    if not chosen and root.is_absolute() and root != Path(CommonData().root):
-        where = "" if root.is_dir() else " (a folder that does not exist yet)"
-        warnings.warn(
-            f"data.root: this model's config caches its data in {root}{where}; "
-            "pass --set data.root=DIR to use another folder",
-            UserWarning,
-            stacklevel=2,
-        )
+    get_task(new.task).data_config(new.data)
     return new
 
 

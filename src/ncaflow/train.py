@@ -24,6 +24,7 @@ one :class:`TrainingError` line; neither leaves model.* behind.
 from __future__ import annotations
 
 import errno
+import json
 import math
 import random
 import shutil
@@ -44,9 +45,10 @@ from ncaflow.backends import fused
 from ncaflow.backends.graphs import GraphedIteration, graphs_supported
 from ncaflow.board import Board
 from ncaflow.cascade import build_model
-from ncaflow.checkpoint import write_checkpoint
-from ncaflow.config import ConfigError, RunConfig, TrainConfig
+from ncaflow.checkpoint import changed_keys, write_checkpoint
+from ncaflow.config import ConfigError, RunConfig, TrainConfig, to_dict
 from ncaflow.io import atomic_write, load, model_paths, save
+from ncaflow.limits import check_memory
 from ncaflow.lock import folder_lock
 from ncaflow.nca import Impl, mlp_sizes
 from ncaflow.resume import (
@@ -58,6 +60,7 @@ from ncaflow.resume import (
     clone,
     resume,
 )
+from ncaflow.safe_io import clip, no_symlink
 from ncaflow.tasks import Batch, Task, get_task
 
 __all__ = [
@@ -94,14 +97,29 @@ class TrainResult:
     seconds: float
 
 
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu."""
+def select_device(name: str = "auto", key: str = "key 'train.device'") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; ``key`` names the setting in errors."""
     if name != "auto":
-        device = torch.device(name)
+        try:
+            device = torch.device(name)
+        except (RuntimeError, ValueError):  # torch's text lists every device type it knows
+            raise ConfigError(
+                f"{key}: {clip(name)} is not a device; use auto, cpu, cuda, cuda:N or mps",
+                "train.device",
+            ) from None
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise ConfigError(
+                f"{key}: ncaflow runs on cpu, cuda or mps, not {device.type}; use auto or cpu",
+                "train.device",
+            )
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(
-                f"key 'train.device': {name!r}, but this PyTorch sees no CUDA device; "
-                "use 'auto' or 'cpu'",
+                f"{key}: {name!r}, but this PyTorch sees no CUDA device; use 'auto' or 'cpu'",
+                "train.device",
+            )
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError(
+                f"{key}: {name!r}, but this PyTorch sees no MPS device; use 'auto' or 'cpu'",
                 "train.device",
             )
         return device
@@ -188,12 +206,14 @@ def train(
     task: Task | None = None,
     on_iteration: Callable[[int], None] | None = None,
     impl: Impl = "auto",
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train ``config`` into ``out_dir``, resuming from its checkpoint if there is one.
 
     on_iteration(it) is called after every finished iteration (tests use it to
     simulate a crash). impl picks the NCA implementation (same results, see NCA).
     Ctrl-C or SIGTERM raise :class:`TrainingInterrupted`; the last checkpoint stays.
+    A finished model of another config in ``out_dir`` is replaced only if ``overwrite``.
     """
     out = Path(out_dir)
     device = select_device(config.train.device)
@@ -209,6 +229,10 @@ def train(
             stack.enter_context(folder_lock(out))
         except OSError as err:
             raise cannot_write(out, err) from None
+        no_symlink(out / "tensorboard")  # event files go inside the folder, nowhere else
+        if not overwrite:
+            _refuse_replacing(out, config)
+        check_memory(config, device)
         stack.enter_context(_sigterm_as_interrupt())
         progress: Progress | None = None
         try:
@@ -218,6 +242,11 @@ def train(
             return _finish(run, progress)
         except KeyboardInterrupt:
             done = progress.iteration if progress else 0
+            if not (out / CHECKPOINT).exists():
+                raise TrainingInterrupted(
+                    f"interrupted at iteration {done}, before the first checkpoint: nothing "
+                    f"was saved in {out}; run the same command again to start over"
+                ) from None
             raise TrainingInterrupted(
                 f"interrupted at iteration {done}; run the same command again to resume from {out}"
             ) from None
@@ -225,6 +254,25 @@ def train(
             if created and progress is None:  # still locked: only this call wrote here
                 shutil.rmtree(out, ignore_errors=True)
     raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
+
+
+def _refuse_replacing(out: Path, config: RunConfig) -> None:
+    """A finished model (model.json, no checkpoint) of another config in ``out`` stays."""
+    meta = out / "model.json"
+    if not meta.is_file() or (out / CHECKPOINT).exists():
+        return
+    try:
+        stored = json.loads(meta.read_text(encoding="utf-8"))["config"]
+        changes = changed_keys(stored, to_dict(config), ignore=RESUME_SAFE_KEYS)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        changes = ["its model.json cannot be read"]
+    if changes:
+        shown = "; ".join(clip(c, 80) for c in changes[:3])
+        more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+        raise ConfigError(
+            f"{meta}: this folder holds a finished model of another config ({shown}{more}); "
+            "pass --overwrite to replace it, or use another --out"
+        )
 
 
 @contextmanager

@@ -219,7 +219,7 @@ def test_unwritable_output_is_one_line(
 @pytest.mark.parametrize(
     ("command", "argv", "needle"),
     [
-        ("train", ["--config", "c.yaml", "--out", "run"], "interrupted; run the same command"),
+        ("train", ["--config", "c.yaml", "--out", "run"], "interrupted; nothing was saved"),
         ("evaluate", ["--model", "classification"], "ncaflow evaluate: interrupted"),
     ],
 )

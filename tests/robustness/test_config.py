@@ -46,24 +46,24 @@ NAN, INF = float("nan"), float("inf")
 
 # (task, dotted key, bad value, text the one line must hold besides file and key)
 BAD_VALUES = [
-    ("growing", "train.scheduler.warmup", -1, ">= 0"),
-    ("growing", "train.grad_clip", -0.5, "> 0"),
+    ("growing", "train.scheduler.warmup", -1, "in [0, "),
+    ("growing", "train.grad_clip", -0.5, "in (0, "),
     ("growing", "model.alive_threshold", NAN, "in [0, 1]"),
-    ("selfclass", "data.val_size", -1, ">= 1"),
-    ("growing", "train.log_images_every", 0, ">= 1"),
-    ("classification", "data.eval_batch", 0, ">= 1"),
-    ("growing", "train.batch_size", 0, ">= 1"),
+    ("selfclass", "data.val_size", -1, "in [1, "),
+    ("growing", "train.log_images_every", 0, "in [1, "),
+    ("classification", "data.eval_batch", 0, "in [1, "),
+    ("growing", "train.batch_size", 0, "in [1, "),
     ("growing", "model.fire_rate", 1.5, "in (0, 1]"),
-    ("growing", "train.lr", NAN, "> 0"),
-    ("growing", "train.lr", INF, "> 0"),
+    ("growing", "train.lr", NAN, "in (0, "),
+    ("growing", "train.lr", INF, "in (0, "),
     ("growing", "train.betas", [0.9, 1.5], "in [0, 1)"),
     ("growing", "train.seed", -1, "in [0, "),
-    ("growing", "train.threads", 0, ">= 1"),
-    ("growing", "train.scheduler.gamma", 0.0, "> 0"),
-    ("growing", "train.early_stopping.min_delta", -0.1, ">= 0"),
-    ("growing", "model.hidden_width", 0, ">= 1"),
+    ("growing", "train.threads", 0, "in [1, "),
+    ("growing", "train.scheduler.gamma", 0.0, "in (0, "),
+    ("growing", "train.early_stopping.min_delta", -0.1, "in [0, "),
+    ("growing", "model.hidden_width", 0, "in [1, "),
     ("segmentation", "data.test_fraction", 1.5, "in [0, 1)"),
-    ("growing", "data.pool_size", 0, ">= 1"),
+    ("growing", "data.pool_size", 0, "in [1, "),
 ]
 
 
@@ -106,7 +106,7 @@ SETS = [
     ("train.lr.x=1", ["--set 'train.lr.x=1'", "'train.lr'", "expected a number"]),
     ("train.x=1", ["--set 'train.x=1'", "unknown key 'train.x'", "allowed keys"]),
     ("=1", ["--set '=1'", "not a dotted key"]),
-    ("train.lr=-1e-3", ["--set 'train.lr=-1e-3'", "-0.001", "> 0"]),
+    ("train.lr=-1e-3", ["--set 'train.lr=-1e-3'", "-0.001", "in (0, 10]"]),
     ("model.nope=2", ["--set 'model.nope=2'", "unknown key 'model.nope'", "hidden_channels"]),
 ]
 

@@ -195,28 +195,26 @@ def test_check_names_each_damaged_model_and_passes_the_intact_ones(cli, tmp_path
     assert cli("check", good).code == 0
 
 
-def test_a_models_data_root_is_named_before_evaluate_writes_there(
+def test_a_models_data_root_is_ignored_and_named(
     cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror: Path
 ) -> None:
-    """A model whose data.root points elsewhere: evaluate says where it caches the data,
-    and --set data.root chooses another folder (nothing goes there)."""
+    """A model whose data.root points elsewhere: evaluate caches in data/raw here and says
+    in one line what it ignored; --set data.root chooses another folder (issue 26)."""
     monkeypatch.chdir(tmp_path)
     folder = saved(tmp_path / "model")
     elsewhere = tmp_path / "elsewhere"
-    # as if trained with that root (resealed: the digest covers data.root)
     edit(folder, lambda d: d["config"]["data"].update(root=str(elsewhere)), reseal=True)
     small = ["--split", "test", "--set", "data.eval_batch=16", "--set", f"data.mirror={mirror}"]
     outcome = cli("evaluate", "--model", folder, *small)
     assert outcome.code == 0, outcome.err
     assert outcome.err.startswith(
-        f"ncaflow evaluate: warning: data.root: this model's config caches its data in "
-        f"{elsewhere} (a folder that does not exist yet); pass --set data.root=DIR"
+        f"ncaflow evaluate: warning: ignored data.root={elsewhere} stored in this model file"
     )
-    assert (elsewhere / "breastmnist.npz").is_file()
+    assert len(outcome.err.splitlines()) == 1
+    assert not elsewhere.exists()
+    assert (tmp_path / "data" / "raw" / "breastmnist.npz").is_file()
     chosen = tmp_path / "chosen"
     outcome = cli("evaluate", "--model", folder, *small, "--set", f"data.root={chosen}")
-    assert outcome.code == 0 and "data.root" not in outcome.err
+    assert outcome.code == 0 and outcome.err == ""
     assert (chosen / "breastmnist.npz").is_file()
-    (elsewhere / "breastmnist.npz").unlink()
-    assert cli("evaluate", "--model", folder, *small, "--set", f"data.root={chosen}").code == 0
-    assert not (elsewhere / "breastmnist.npz").exists()
+    assert not elsewhere.exists()

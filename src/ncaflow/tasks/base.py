@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ncaflow.config import ConfigError, ModelConfig, RunConfig, check, from_dict
+from ncaflow.data.stored import DEFAULT_ROOT
 
 __all__ = ["PALETTE", "Batch", "CommonData", "Task", "batches"]
 
@@ -47,7 +48,7 @@ class Batch:
 class CommonData:
     """Data keys every task shares: where files live and which fold to train."""
 
-    root: str = "data/raw"  # download cache
+    root: str = DEFAULT_ROOT  # download cache (a model file's is ignored: data.stored)
     mirror: str | None = None  # local mirror folder (else $NCAFLOW_DATA_MIRROR)
     folds: str | None = None  # folds JSON written by `ncaflow prepare`
     fold: int = 0
@@ -121,6 +122,16 @@ class Task(ABC):
 
     def require(self, ok: bool, key: str, message: str) -> None:
         check(ok, key, message)
+
+    def require_samples(self, split: str, n: int) -> None:
+        """Refuse to evaluate an empty split, naming the key that sizes it."""
+        keys = [f"data.{split}_fraction", f"data.{split}_size"]
+        key = next((k for k in keys if hasattr(self.data, k.split(".")[1])), "data")
+        self.require(
+            n > 0,
+            key,
+            f"the {split} split is empty (no samples to evaluate); raise {key} or add data",
+        )
 
     @property
     def cache_dir(self) -> Path:

@@ -352,6 +352,7 @@ class Classification(Task):
         from sklearn.metrics import f1_score  # a 1 s import: not for every config check
 
         x, y = self.splits[split]
+        self.require_samples(split, len(y))
         loss_sum, scores = 0.0, []
         for s in batches(len(y), self.data.eval_batch):
             runs = []

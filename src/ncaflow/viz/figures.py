@@ -251,11 +251,12 @@ def summary_figures(
 
 
 def _load(model_dir: str | Path):  # -> (model, task), both ready
+    from ncaflow.evaluate import with_overrides
     from ncaflow.io import config_of, load
     from ncaflow.tasks import get_task
 
     model = load(model_dir)
-    config = config_of(model)
+    config = with_overrides(config_of(model), [])  # the model file chooses no data path
     task = get_task(config.task)(config=config, device="cpu")
     task.setup()
     return model, task
