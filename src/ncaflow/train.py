@@ -222,6 +222,7 @@ def train(
             f"impl 'fused' (--impl fused) needs triton and a CUDA device, and this run trains "
             f"on {device.type} (train.device={config.train.device}); use impl 'auto'"
         )
+    check_memory(config, device)  # before anything is written or allocated
     created = not out.exists()  # then a run that fails before training removes it again
     with ExitStack() as stack:
         try:
@@ -232,7 +233,6 @@ def train(
         no_symlink(out / "tensorboard")  # event files go inside the folder, nowhere else
         if not overwrite:
             _refuse_replacing(out, config)
-        check_memory(config, device)
         stack.enter_context(_sigterm_as_interrupt())
         progress: Progress | None = None
         try:

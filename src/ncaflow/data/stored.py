@@ -70,7 +70,7 @@ def from_user(data: dict[str, Any], given: Iterable[str]) -> tuple[dict[str, Any
             continue
         value = data.pop(key)
         if value not in (default, None, ""):
-            dropped.append(f"data.{key}={_shown(value)}")
+            dropped.append(f"data.{key}={_shown(value, 200)}")
     for key in READ_KEYS:
         value = data.get(key)
         if f"data.{key}" in chosen or not isinstance(value, str):
@@ -79,7 +79,7 @@ def from_user(data: dict[str, Any], given: Iterable[str]) -> tuple[dict[str, Any
             continue  # a code of the library's emoji table (fixed host, known checksums)
         if not _below_here(value):
             raise DataError(
-                f"data.{key}: this model file names {_shown(value)}, a path or URL outside "
+                f"data.{key}: this model file names {_shown(value, 200)}, a path or URL outside "
                 "the working folder, and a model file does not choose what ncaflow reads; "
                 f"pass --set data.{key}=PATH to use your own copy"
             )
