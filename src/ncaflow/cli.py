@@ -546,23 +546,38 @@ def _stdout_lost(args: argparse.Namespace, why: str) -> str:
     )
 
 
-def _flush_stdout() -> str | None:
-    """Flush stdout; on failure, why (and stdout is pointed at /dev/null, so that Python
-    does not report the same failure again when it exits)."""
-    import os
+class _Watched:
+    """sys.stdout, remembering why a write to it failed (a full disk, a closed pipe)."""
 
-    try:
-        sys.stdout.flush()
-    except OSError as err:
-        if sys.stdout is sys.__stdout__ and sys.stdout is not None:
-            try:
-                null = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(null, sys.stdout.fileno())
-                os.close(null)
-            except (OSError, ValueError):
-                pass
-        return err.strerror or str(err)
-    return None
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.failed = stream, ""
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self.stream.write(text))
+        except OSError as err:
+            self.failed = err.strerror or str(err)
+            raise
+
+    def flush(self) -> None:
+        """Flush; on failure remember why, and point the real stdout at /dev/null, so
+        that Python does not report the same failure again when it exits."""
+        import os
+
+        try:
+            self.stream.flush()
+        except OSError as err:
+            self.failed = err.strerror or str(err)
+            if self.stream is sys.__stdout__:
+                try:
+                    null = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(null, 1)  # the process's stdout
+                    os.close(null)
+                except (OSError, ValueError):
+                    pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 _MODEL_FOLDER = (
@@ -625,7 +640,6 @@ def main(argv: list[str] | None = None) -> int:
     or damaged file, 2 bad config or usage, 130 interrupted. Other exceptions are bugs
     and keep their traceback.
     """
-    from ncaflow.config import ConfigError
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -641,6 +655,19 @@ def main(argv: list[str] | None = None) -> int:
     if sys.stdout is None or sys.stdout.closed:  # `ncaflow ... >&-`
         print(f"{prefix}: {_stdout_lost(args, 'it is closed')}", file=sys.stderr)
         return 1
+    stdout = _Watched(sys.stdout)
+    sys.stdout = stdout
+    try:
+        code = _run(args, prefix, stdout)
+    finally:
+        sys.stdout = stdout.stream
+    return code
+
+
+def _run(args: argparse.Namespace, prefix: str, stdout: _Watched) -> int:
+    """The command, with every user error as one line on stderr (see :func:`main`)."""
+    from ncaflow.config import ConfigError
+
     with warnings.catch_warnings():
         warnings.showwarning = lambda message, *_, **__: print(
             f"{prefix}: warning: {_one_line(message)}", file=sys.stderr
@@ -648,12 +675,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             _check_outputs(args)
             code = COMMANDS[args.command](args)
+            stdout.flush()
         except ConfigError as err:
             print(f"{prefix}: {_one_line(err)}", file=sys.stderr)
             return 2
         except OSError as err:
-            why = _flush_stdout() if err.filename is None else None
-            text = _stdout_lost(args, why) if why else _os_error(err, args)
+            stdout.flush()
+            text = _stdout_lost(args, stdout.failed) if stdout.failed else _os_error(err, args)
             print(f"{prefix}: {_one_line(text)}", file=sys.stderr)
             return 1
         except RecursionError:
@@ -667,9 +695,8 @@ def main(argv: list[str] | None = None) -> int:
             what = _one_line(err) if str(err) else f"interrupted{before}"
             print(f"{prefix}: {what}", file=sys.stderr)
             return 130
-    why = _flush_stdout()
-    if why:
-        print(f"{prefix}: {_stdout_lost(args, why)}", file=sys.stderr)
+    if stdout.failed:
+        print(f"{prefix}: {_stdout_lost(args, stdout.failed)}", file=sys.stderr)
         return 1
     return code
 

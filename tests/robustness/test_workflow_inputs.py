@@ -90,7 +90,8 @@ def _bad_run_file(tasks: dict[str, Any]) -> None:
 # (id, edit of the tasks, extra snakemake args, texts the one stderr line must hold)
 CASES: list[tuple[str, Any, list[str], list[str]]] = [
     ("warmup", _set("growing", "train.scheduler.warmup", -1), [],
-     ["tasks.growing.set", "config/runs/growing.yaml", "'train.scheduler.warmup'", "-1", "in [0, "]),
+     ["tasks.growing.set", "config/runs/growing.yaml", "'train.scheduler.warmup'", "-1",
+      "in [0, "]),
     ("grad_clip", _set("growing", "train.grad_clip", -1.0), [],
      ["tasks.growing.set", "'train.grad_clip'", "-1.0", "in (0, "]),
     ("alive_threshold", _set("growing", "model.alive_threshold", float("nan")), [],

@@ -201,6 +201,8 @@ def _atomic_write(target: Path, data: bytes) -> None:
             out.write(data)
         publish(tmp)
         os.replace(tmp, target)
+    except OSError as err:  # name the cache file (a full disk under data.root), not the temp
+        raise OSError(err.errno, err.strerror, str(target)) from err
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -212,6 +214,10 @@ def _atomic_copy(src: Path, target: Path) -> None:
             shutil.copyfileobj(f, out, _CHUNK)
         publish(tmp)
         os.replace(tmp, target)
+    except OSError as err:
+        if err.filename == str(src):
+            raise
+        raise OSError(err.errno, err.strerror, str(target)) from err
     finally:
         tmp.unlink(missing_ok=True)
 
