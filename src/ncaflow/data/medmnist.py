@@ -110,7 +110,8 @@ def load_medmnist(
             f"{labels.shape}; expected (N, H, W[, 3]) with {meta['n_channels']} channel(s) "
             "and one label row per image"
         )
-    images = _unit_range(imgs, f"{path} [{split}_images]")  # (N, C, H, W) in [0, 1]
+    fix = refetch_hint(source, path, mirror)
+    images = _unit_range(imgs, f"{path} [{split}_images]", fix)  # (N, C, H, W) in [0, 1]
     if labels.dtype.kind == "f":  # a float label must still be a whole number
         whole = np.isfinite(labels) & (labels == np.round(labels))
         if not whole.all():
@@ -149,26 +150,24 @@ def load_medmnist(
     return images, labels.astype(np.int64)
 
 
-def _unit_range(imgs: np.ndarray, where: str) -> np.ndarray:
+def _unit_range(imgs: np.ndarray, where: str, fix: str) -> np.ndarray:
     """Images scaled to [0, 1] by their dtype's range (uint8 by 255, uint16 by 65535);
     float images must be finite and in [0, 1] already."""
     if imgs.dtype.kind == "b":
         return np.ascontiguousarray(imgs, dtype=np.float32)
     if imgs.dtype.kind in "ui":
         if imgs.dtype.kind == "i" and imgs.size and int(imgs.min()) < 0:
-            raise DataError(
-                f"{where}: negative pixel values ({int(imgs.min())}); give unsigned images"
-            )
+            raise DataError(f"{where}: negative pixel values ({int(imgs.min())}); {fix}")
         top = float(np.iinfo(imgs.dtype).max)
         return np.ascontiguousarray(imgs, dtype=np.float32) / np.float32(top)
     if imgs.dtype.kind != "f":
-        raise DataError(f"{where}: pixels of type {imgs.dtype}; give uint8 or uint16 images")
+        raise DataError(f"{where}: pixels of type {imgs.dtype}, not uint8/uint16; {fix}")
     out = np.ascontiguousarray(imgs, dtype=np.float32)
     if not np.isfinite(out).all():
-        raise DataError(f"{where}: NaN or Inf pixel values; replace the file with finite images")
+        raise DataError(f"{where}: NaN or Inf pixel values; {fix}")
     if out.size and (float(out.min()) < 0 or float(out.max()) > 1):
         raise DataError(
             f"{where}: float pixels outside [0, 1] ({float(out.min()):g}..{float(out.max()):g}); "
-            "give uint8/uint16 images or floats in [0, 1]"
+            f"{fix}"
         )
     return out

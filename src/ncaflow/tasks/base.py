@@ -125,12 +125,20 @@ class Task(ABC):
 
     def require_samples(self, split: str, n: int) -> None:
         """Refuse to evaluate an empty split, naming the key that sizes it."""
+        if n > 0:
+            return
+        folds = getattr(self.data, "folds", None)
+        if folds and split == "val":
+            self.require(
+                False,
+                "data.folds",
+                f"fold {self.data.fold} of {folds} has an empty val split (no samples to "
+                "evaluate); write the folds file again with `ncaflow prepare`",
+            )
         keys = [f"data.{split}_fraction", f"data.{split}_size"]
         key = next((k for k in keys if hasattr(self.data, k.split(".")[1])), "data")
         self.require(
-            n > 0,
-            key,
-            f"the {split} split is empty (no samples to evaluate); raise {key} or add data",
+            False, key, f"the {split} split is empty (no samples to evaluate); raise {key}"
         )
 
     @property

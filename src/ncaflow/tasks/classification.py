@@ -362,6 +362,8 @@ class Classification(Task):
             scores.append(torch.stack(runs).mean(0).cpu())  # the average of every run's scores
         score = torch.cat(scores).numpy()
         truth = y.cpu().numpy()
+        if len(truth) == 1:  # medmnist's metrics squeeze one sample to a scalar: give it twice
+            score, truth = np.concatenate([score, score]), np.concatenate([truth, truth])
         if self.multilabel:
             pred = (score > 0.5).astype(int)
             f1 = f1_score(truth, pred, average="macro", zero_division=0)
@@ -369,7 +371,7 @@ class Classification(Task):
             f1 = f1_score(truth, score.argmax(1), average="macro", zero_division=0)
         try:
             auc = float(getAUC(truth, score, self.medmnist_task))
-        except ValueError:  # a split with one class only has no AUC
+        except (ValueError, TypeError):  # a split of one class (or one sample) has no AUC
             auc = float("nan")
         return {
             f"{split}_loss": loss_sum / len(y),
