@@ -107,6 +107,12 @@ CASES: list[tuple[str, Any, list[str], list[str]]] = [
     ("folds", _put("growing/folds", 0), [], ["tasks.growing.folds", "minimum of 1", "min.yaml"]),
     ("run-yaml", _bad_run_file, [], ["tasks.growing.run", "broken.yaml", "line 2"]),
     ("config-fold_seed", None, ["--config", "fold_seed=-1"], ["'fold_seed'", "-1", "--config"]),
+    # issue 26: a grid value is part of a folder name: checked, not left to Snakemake's
+    # "File name too long" or its multi-line PeriodicWildcardError
+    ("grid-value-300-chars", _put("growing/grid/tag", {"key": "name", "values": ["a1" * 150]}),
+     [], ["tasks.growing.grid.tag.values", "(300 characters)", "at most 40 characters"]),
+    ("grid-value-periodic", _put("growing/grid/tag", {"key": "name", "values": ["x" * 25]}),
+     [], ["tasks.growing.grid.tag.values", "repeated 20 times", "shorter value"]),
 ]  # fmt: skip
 
 
@@ -196,3 +202,15 @@ def test_failing_download_leaves_its_reason_in_its_log(
     for needle in needles:
         assert needle in lines[0], lines[0]
     assert not (root / "data/raw/manifests/growing.json").exists()
+
+
+def test_a_failing_download_puts_its_one_line_on_the_terminal(tmp_path: Path) -> None:
+    """Not only in results/logs/download/*.log: the line that says what to do reaches
+    the terminal of `snakemake`, after Snakemake's own error block (issue 26)."""
+    tasks = {"growing": copy.deepcopy(GROWING)}
+    tasks["growing"]["set"]["data.target"] = "nothere.png"
+    root = workflow(tmp_path, tasks)
+    proc = snakemake(root, "data/raw/manifests/growing.json")
+    assert proc.returncode != 0
+    (line,) = (root / "results/logs/download/growing.log").read_text().splitlines()
+    assert line in proc.stderr.splitlines(), proc.stderr[-2000:]
