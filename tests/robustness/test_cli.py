@@ -413,3 +413,37 @@ def test_a_result_that_cannot_reach_stdout_is_an_error(
     assert outcome.code == 1
     if argv[0] == "info":
         assert "--out" not in outcome.err
+
+
+PLANTED = {  # output -> (the path a link is planted at, the command that writes there)
+    "figure": ("results/g.png", ["figures", "growth", "--model", "growing", "--out", "results/g"]),
+    "mask": ("results/rgb.png", ["predict", "--model", "segmentation", "rgb.png", "--out",
+                                 "results"]),
+    "table": ("results/t.csv", ["predict", "--model", "classification", "good.png", "--out",
+                                "results/t.csv"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("output", sorted(PLANTED))
+def test_a_link_planted_at_an_output_is_replaced_not_followed(
+    cli, work: Path, mirror: Path, monkeypatch: pytest.MonkeyPatch, output: str
+) -> None:
+    """A link at the path of a figure, a mask or a table (to a file elsewhere): the output
+    replaces the link, and the file it pointed at keeps its bytes."""
+    monkeypatch.setenv("NCAFLOW_DATA_MIRROR", str(mirror))
+    (work / "results").mkdir()
+    victim = work / "victim.bin"
+    victim.write_bytes(b"precious")
+    link, argv = PLANTED[output]
+    (work / link).symlink_to(victim)
+    outcome = cli(*argv)
+    assert outcome.code == 0, outcome.err
+    assert victim.read_bytes() == b"precious"
+    assert (work / link).is_file() and not (work / link).is_symlink()
+    assert ((work / link).stat().st_mode & 0o777) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

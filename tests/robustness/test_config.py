@@ -243,3 +243,20 @@ def test_a_run_larger_than_any_machine_is_refused_with_its_estimate(
     outcome, _, out = _train(cli, tmp_path, "task: growing\n", *sets)
     outcome.fails_cleanly(f"key '{key}'", "needs about", "PB", "more than this machine's",
                           absent=[out])  # fmt: skip
+
+
+def test_reflect_padding_on_a_grid_too_small_names_its_key(cli: Any, tmp_path: Path) -> None:
+    """A 1x1 grid with reflect padding (it said "reflect padding of 1 needs a grid larger
+    than 1", naming no key)."""
+    sets = [
+        "data.size=1",
+        "data.pad=0",
+        "model.padding=reflect",
+        "train.iterations=1",
+        "train.steps=[1]",
+        "train.batch_size=1",
+        "data.pool_size=1",
+        "train.progress=false",
+    ]
+    outcome, _, out = _train(cli, tmp_path, "task: growing\n", *sets)  # fmt: skip
+    outcome.fails_cleanly("key 'model.padding'", "data.size", absent=[out / "model.json"])
