@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,7 @@ import torch
 from torch import nn
 
 from ncaflow.config import ConfigError, RunConfig, apply_override, from_dict, to_dict
-from ncaflow.data.sources import MIRROR_ENV
-from ncaflow.data.stored import DEFAULT_ROOT, from_user
+from ncaflow.data.stored import from_user, warn_dropped
 from ncaflow.io import atomic_write, config_of, load
 from ncaflow.tasks import get_task
 
@@ -30,14 +28,7 @@ def with_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
     raw = to_dict(config)
     given = [item.split("=", 1)[0].strip() for item in overrides]
     raw["data"], dropped = from_user(raw["data"], given)
-    if dropped:
-        warnings.warn(
-            f"ignored {', '.join(dropped)} stored in this model file (a model file does not "
-            f"choose where data is cached or read); caching in {DEFAULT_ROOT} with the mirror "
-            f"of ${MIRROR_ENV}; pass --set data.root=DIR or --set data.mirror=DIR to choose",
-            UserWarning,
-            stacklevel=2,
-        )
+    warn_dropped(dropped)
     for item in overrides:
         apply_override(raw, item)
     new = from_dict(RunConfig, raw)

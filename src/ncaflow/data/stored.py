@@ -17,14 +17,17 @@ an emoji code: each with its checksum), never by a stored path or URL.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import warnings
 from collections.abc import Iterable
 from pathlib import PurePosixPath
 from typing import Any
 
-from ncaflow.data.sources import DataError
+from ncaflow.config import RunConfig
+from ncaflow.data.sources import MIRROR_ENV, DataError
 
-__all__ = ["DEFAULT_ROOT", "LOCATION_KEYS", "READ_KEYS", "from_user"]
+__all__ = ["DEFAULT_ROOT", "LOCATION_KEYS", "READ_KEYS", "from_user", "user_data", "warn_dropped"]
 
 DEFAULT_ROOT = "data/raw"
 LOCATION_KEYS: dict[str, str | None] = {"root": DEFAULT_ROOT, "mirror": None}
@@ -84,3 +87,23 @@ def from_user(data: dict[str, Any], given: Iterable[str]) -> tuple[dict[str, Any
                 f"pass --set data.{key}=PATH to use your own copy"
             )
     return data, dropped
+
+
+def warn_dropped(dropped: list[str]) -> None:
+    """One warning line naming what :func:`from_user` dropped (nothing if nothing)."""
+    if dropped:
+        warnings.warn(
+            f"ignored {', '.join(dropped)} stored in this model file (a model file does not "
+            f"choose where data is cached or read); caching in {DEFAULT_ROOT} with the mirror "
+            f"of ${MIRROR_ENV}; pass --set data.root=DIR or --set data.mirror=DIR to choose",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def user_data(config: RunConfig, given: Iterable[str] = ()) -> RunConfig:
+    """A saved model's run config with :func:`from_user` applied to its data section,
+    and the one warning line."""
+    data, dropped = from_user(config.data, given)
+    warn_dropped(dropped)
+    return dataclasses.replace(config, data=data)
