@@ -32,7 +32,15 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ncaflow.cascade import build_model
-from ncaflow.config import MAX_SIDE, ConfigError, RunConfig, from_dict, short, to_dict
+from ncaflow.config import (
+    MAX_SIDE,
+    ConfigError,
+    RunConfig,
+    check_ranges,
+    from_dict,
+    short,
+    to_dict,
+)
 from ncaflow.safe_io import publish
 
 __all__ = [
@@ -228,7 +236,7 @@ def _config(doc: dict[str, Any], meta_path: Path) -> tuple[RunConfig, dict[str, 
     try:
         config = from_dict(RunConfig, doc.get("config"), "config")
         config.validate()
-        get_task(config.task).data_config(config.data)
+        check_ranges(get_task(config.task).data_config(config.data), "data")  # data sizes too
     except ConfigError as err:
         raise ModelFileError(f"{meta_path}: {err}; {RESAVE}") from None
     _check_grid(config, meta, meta_path)

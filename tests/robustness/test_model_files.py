@@ -339,7 +339,7 @@ def _config(key: str, value: object) -> Callable[[Path], object]:
 
 
 SIZES: dict[str, tuple[Callable[[Path], object], str, str]] = {
-    "json-data-size-huge": (_config("data.size", 100_000), JSON, "'data.size'"),
+    "json-eval-batch-huge": (_config("data.eval_batch", 10**9), JSON, "'data.eval_batch'"),
     "json-train-steps-huge": (_config("train.steps", [10**9]), JSON, "'train.steps'"),
     "json-hidden-width-huge": (_config("model.hidden_width", 10**9), JSON, "'model.hidden_width'"),
     "json-hidden-channels-huge": (
@@ -384,12 +384,33 @@ def test_a_size_in_a_model_file_is_checked_before_allocation(
     outcome.fails_cleanly(str(folder / named), reason, absent=[out, out.with_suffix(".h")])
 
 
-def test_a_huge_target_shape_is_refused_before_export_allocates(cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("section", "key", "value", "needle"),
+    [
+        ("meta", "target_shape", [4, 10**6, 10**6], "key 'meta'"),
+        ("config.data", "size", 100_000, "'data.size'"),
+    ],
+    ids=["meta-target-shape", "data-size"],
+)
+def test_a_huge_grid_in_a_growing_model_is_refused_before_allocation(
+    cli, tmp_path: Path, section: str, key: str, value: object, needle: str
+) -> None:
+    """A growing model whose file gives a 10**6-cell side (raw allocator text, or minutes
+    of work before): `export` and `animate` refuse it when they load the file."""
     folder = _growing(tmp_path / "model")
-    edit(folder, lambda d: d["meta"].update(target_shape=[4, 10**6, 10**6]), reseal=True)
+
+    def change(doc: dict) -> None:
+        node = doc
+        for part in section.split("."):
+            node = node[part]
+        node[key] = value
+
+    edit(folder, change, reseal=True)
     out = tmp_path / "nca.h"
     outcome = cli("export", "c", folder, "--out", out)
-    outcome.fails_cleanly(str(folder / JSON), "key 'meta'", "grid size", absent=[out])
+    outcome.fails_cleanly(str(folder / JSON), needle, absent=[out])
+    gif = tmp_path / "a.gif"
+    cli("animate", "--model", folder, "--out", gif).fails_cleanly(needle, absent=[gif])
 
 
 def test_label_names_with_control_characters_reach_the_terminal_escaped(
