@@ -257,6 +257,7 @@ def test_reflect_padding_on_a_grid_too_small_names_its_key(cli: Any, tmp_path: P
         "train.batch_size=1",
         "data.pool_size=1",
         "train.progress=false",
+        f"data.root={tmp_path / 'cache'}",
     ]
     outcome, _, out = _train(cli, tmp_path, "task: growing\n", *sets)  # fmt: skip
     outcome.fails_cleanly("key 'model.padding'", "data.size", absent=[out / "model.json"])
