@@ -40,6 +40,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.folds is not None:
         overrides.append(f"data.folds={args.folds}")
     config = load_config(args.config, overrides)
+    if config.train.reproducible and args.argv is not None:  # the process's own command line
+        from ncaflow.reproducible import reexec_if_needed
+
+        reexec_if_needed(args.argv)
     result = train(config, args.out, impl=args.impl, overwrite=args.overwrite)
     print(
         f"trained {config.task} for {result.iterations} iterations in {result.seconds:.0f} s; "
@@ -162,13 +166,19 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
 
 @command
 def cmd_check(args: argparse.Namespace) -> int:
+    from collections import Counter
+
     from ncaflow.io import ModelFileError, upgrade, verify
+    from ncaflow.reproducible import guarantee
 
     models = _model_files(args.paths)
-    damaged, old = [], 0
+    damaged, old, kinds = [], 0, Counter[str]()
     for model in models:
         try:
-            old += upgrade(model) if args.upgrade else verify(model).format_version < 2
+            rewritten = upgrade(model) if args.upgrade else False
+            checked = verify(model)
+            old += rewritten if args.upgrade else checked.format_version < 2
+            kinds[guarantee(checked.meta)] += 1
         except ModelFileError as err:
             damaged.append(f"ncaflow check: {err}")
     for line in damaged:
@@ -178,6 +188,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         note = f" ({old} in format version 1, whose JSON carries no digest)" if old else ""
     print(f"{len(models) - len(damaged)} of {len(models)} models intact{note}")
+    for kind, count in sorted(kinds.items()):
+        print(f"  {count} {kind}")
     return 1 if damaged else 0
 
 
@@ -260,11 +272,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from ncaflow.config import to_dict
     from ncaflow.io import config_of, load
+    from ncaflow.reproducible import guarantee
 
     model = load(args.model)
     config = config_of(model)
     size = sum(p.numel() for p in model.parameters())
-    info = {"task": config.task, "parameters": size, "config": to_dict(config)}
+    meta = getattr(model, "meta", {})
+    info = {
+        "task": config.task,
+        "parameters": size,
+        "environment": meta.get("environment"),
+        "guarantee": guarantee(meta),
+        "config": to_dict(config),
+    }
     print(json.dumps(info, indent=2))
     return 0
 
@@ -656,6 +676,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.argv = sys.argv[1:] if argv is None else None  # train may re-execute with it
     if extra:
         parser.exit(
             2,

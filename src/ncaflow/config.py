@@ -161,6 +161,8 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     progress: bool = True
+    # CPU kernels that give the same bytes on any x86-64 CPU (ncaflow.reproducible)
+    reproducible: bool = True
 
     def validate(self, where: str = "train") -> None:
         """Relations between keys; the range of each number is in RANGES."""

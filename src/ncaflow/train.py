@@ -17,6 +17,8 @@ with the same arguments resumes from the checkpoint (model, optimiser, scheduler
 RNG states, sample pool, history; no pickle: :mod:`ncaflow.checkpoint`) and, on
 CPU, ends bit-identical to an uninterrupted run. Resuming with a changed config is
 refused with the changed keys, except ``RESUME_SAFE_KEYS`` (:mod:`ncaflow.resume`).
+``train.reproducible`` (default) on a CPU needs the kernels of :mod:`ncaflow.reproducible`
+(same bytes on any x86-64 CPU); model.json's ``meta.environment`` records what ran.
 Ctrl-C and SIGTERM end in :class:`TrainingInterrupted`, a full or read-only disk in
 one :class:`TrainingError` line; neither leaves model.* behind.
 """
@@ -41,6 +43,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ncaflow import reproducible
 from ncaflow.backends import fused
 from ncaflow.backends.graphs import GraphedIteration, graphs_supported
 from ncaflow.board import Board
@@ -222,6 +225,7 @@ def train(
             f"impl 'fused' (--impl fused) needs triton and a CUDA device, and this run trains "
             f"on {device.type} (train.device={config.train.device}); use impl 'auto'"
         )
+    reproducible.require(reproducible=config.train.reproducible, device_type=device.type)
     check_memory(config, device)  # before anything is written or allocated
     created = not out.exists()  # then a run that fails before training removes it again
     with ExitStack() as stack:
@@ -445,7 +449,10 @@ def _save_checkpoint(run: Run, progress: Progress) -> None:
 def _finish(run: Run, progress: Progress) -> TrainResult:
     """Write last.*, history.csv and (last) model.*, then drop the checkpoint. A failure
     or interrupt on the way removes model.*: only a finished run has them."""
-    out, meta = run.out, run.task.meta()
+    env = reproducible.environment(
+        reproducible=run.config.train.reproducible, device_type=run.device.type
+    )
+    out, meta = run.out, {**run.task.meta(), "environment": env}
     target = out / "last.safetensors"
     try:
         save(run.model, run.config, target, meta=meta)
