@@ -87,3 +87,15 @@ def write_medmnist(
         arrays[f"{split}_labels"] = y.astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
+
+
+def evaluate(paths: Any, *, overrides: tuple[str, ...] | list[str] = (), **kw: Any) -> Any:
+    """``ncaflow.evaluate`` on the data a test trained on: a model file chooses no data
+    folder (issue 26), so the caller names its cache and mirror, as a user would."""
+    from ncaflow.inference.evaluate import evaluate as _evaluate
+    from ncaflow.io import load_config_of
+
+    first = paths[0] if isinstance(paths, list) else paths
+    data = load_config_of(first)[0].data
+    where = [f"data.{k}={data[k]}" for k in ("root", "mirror") if data.get(k)]
+    return _evaluate(paths, overrides=[*where, *overrides], **kw)

@@ -40,7 +40,9 @@ def _clean_env(**extra: str) -> dict[str, str]:
 def _train(out: Path, env: dict[str, str], *extra: str) -> tuple[bytes, dict[str, object]]:
     """Run `ncaflow train` (the console entry: it re-executes itself) in a new process."""
     cmd = [sys.executable, "-m", "ncaflow.cli", "train", *TINY, "--out", str(out), *extra]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(  # in the test's folder: the data cache (data.root) goes there too
+        cmd, env=env, cwd=out.parent, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     meta = json.loads((out / "model.json").read_text())["meta"]
     return (out / "model.safetensors").read_bytes(), meta["environment"]

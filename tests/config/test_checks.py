@@ -7,7 +7,7 @@ import typing
 from typing import Any
 
 from ncaflow.config import (
-    POSITIVE,
+    Range,
     RunConfig,
     TrainConfig,
     range_of,
@@ -37,4 +37,4 @@ def test_every_numeric_key_has_a_range_beside_it() -> None:
     for name in TASKS:
         keys += _unranged_keys(get_task(name).Data, "data")
     assert not keys, f"give these fields a range (ncaflow.config.ranged): {sorted(set(keys))}"
-    assert range_of(dataclasses.fields(TrainConfig)[4]) == POSITIVE  # train.lr
+    assert range_of(dataclasses.fields(TrainConfig)[4]) == Range(0, 10, lo_open=True)  # train.lr

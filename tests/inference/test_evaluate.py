@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_config, write_medmnist
+from helpers import evaluate, run_config, write_medmnist
 
 from ncaflow.config import ConfigError
-from ncaflow.inference.evaluate import evaluate
 from ncaflow.training.train import train
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

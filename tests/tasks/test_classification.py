@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import run_config, write_medmnist
+from helpers import evaluate, run_config, write_medmnist
 
-from ncaflow.inference.evaluate import evaluate
 from ncaflow.tasks import get_task
 from ncaflow.training.train import train
 

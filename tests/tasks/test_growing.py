@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import run_config
+from helpers import evaluate, run_config
 
-from ncaflow.inference.evaluate import evaluate
 from ncaflow.tasks import get_task
 from ncaflow.training.train import train
 

@@ -7,10 +7,10 @@ import os
 import sys
 from pathlib import Path
 
-from ncaflow.tasks.base import CommonData
+from ncaflow.data.stored import DEFAULT_ROOT
 
 # Where `ncaflow download` fetches a task's files: the library's default data.root.
-DATA_ROOT = CommonData.root
+DATA_ROOT = DEFAULT_ROOT
 
 
 def manifest(task: str) -> str:

@@ -14,6 +14,8 @@ from ncaflow.config.checks import (
     AT_LEAST_0,
     AT_LEAST_1,
     FRACTION,
+    MAX_SIDE,
+    MAX_STEPS,
     POSITIVE,
     ConfigError,
     Range,
@@ -21,6 +23,7 @@ from ncaflow.config.checks import (
     check_ranges,
     range_of,
     ranged,
+    short,
 )
 from ncaflow.config.parse import (
     from_dict,
@@ -44,6 +47,8 @@ __all__ = [
     "AT_LEAST_1",
     "CONFIG_VERSION",
     "FRACTION",
+    "MAX_SIDE",
+    "MAX_STEPS",
     "POSITIVE",
     "CascadeConfig",
     "ConfigError",
@@ -61,5 +66,6 @@ __all__ = [
     "ranged",
     "read_yaml",
     "set_key",
+    "short",
     "to_dict",
 ]

@@ -12,6 +12,8 @@ __all__ = [
     "AT_LEAST_0",
     "AT_LEAST_1",
     "FRACTION",
+    "MAX_SIDE",
+    "MAX_STEPS",
     "POSITIVE",
     "ConfigError",
     "Range",
@@ -19,6 +21,7 @@ __all__ = [
     "check_ranges",
     "range_of",
     "ranged",
+    "short",
 ]
 
 
@@ -28,6 +31,13 @@ class ConfigError(ValueError):
     def __init__(self, message: str, key: str | None = None) -> None:
         super().__init__(message)
         self.key = key
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` for a message, cut to ``limit`` characters: a value is never shown
+    whole (a YAML file can hold megabytes in one value)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 25]}... ({len(text)} characters)"
 
 
 def check(ok: bool, key: str, message: str) -> None:
@@ -64,6 +74,9 @@ AT_LEAST_0 = Range(0)
 AT_LEAST_1 = Range(1)
 POSITIVE = Range(0, lo_open=True)
 FRACTION = Range(0, 1, hi_open=True)  # [0, 1)
+
+MAX_SIDE = 4096  # the largest grid side (data.size, a model file's sizes, export --size)
+MAX_STEPS = 100_000  # the longest rollout (train.steps, --steps of animate and export)
 
 ANY = Range()  # a number without a range must still be finite
 
@@ -105,4 +118,4 @@ def check_ranges(obj: Any, where: str = "") -> None:
             allowed = range_of(f)
             if item not in allowed:
                 what = "a finite number" if allowed == ANY else f"a number {allowed}"
-                raise ConfigError(f"key '{key}': {item!r} is not allowed; give {what}", key)
+                raise ConfigError(f"key '{key}': {short(item)} is not allowed; give {what}", key)

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
-from ncaflow.config.checks import ConfigError
+from ncaflow.config.checks import ConfigError, short
 
 __all__ = [
     "from_dict",
@@ -32,12 +32,14 @@ T = TypeVar("T")
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     """Build dataclass ``cls`` from a plain mapping, rejecting unknown keys."""
     if not isinstance(data, dict):
-        raise ConfigError(f"key '{where or '<root>'}': expected a mapping, got {data!r}", where)
+        raise ConfigError(
+            f"key '{where or '<root>'}': expected a mapping, got {short(data)}", where
+        )
     hints, fields = _schema(cls)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
-        raise ConfigError(f"unknown key '{key}'; allowed keys: {sorted(fields)}", key)
+        raise ConfigError(f"unknown key '{key[:80]}'; allowed keys: {sorted(fields)}", key)
     kwargs = {}
     for name, value in data.items():
         key = f"{where}.{name}" if where else name
@@ -84,35 +86,35 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         raise ConfigError(f"key '{key}': " + "; or ".join(errors), key)
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"key '{key}': {value!r} is not one of {list(args)}", key)
+            raise ConfigError(f"key '{key}': {short(value)} is not one of {list(args)}", key)
         return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)  # type: ignore[arg-type]
     if origin is list:
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"key '{key}': expected a list, got {value!r}", key)
+            raise ConfigError(f"key '{key}': expected a list, got {short(value)}", key)
         return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"key '{key}': expected a mapping, got {value!r}", key)
+            raise ConfigError(f"key '{key}': expected a mapping, got {short(value)}", key)
         return dict(value)
     if tp is Any:
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"key '{key}': expected true/false, got {value!r}", key)
+            raise ConfigError(f"key '{key}': expected true/false, got {short(value)}", key)
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"key '{key}': expected an integer, got {value!r}", key)
+            raise ConfigError(f"key '{key}': expected an integer, got {short(value)}", key)
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"key '{key}': expected a number, got {value!r}", key)
+            raise ConfigError(f"key '{key}': expected a number, got {short(value)}", key)
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"key '{key}': expected a string, got {value!r}", key)
+            raise ConfigError(f"key '{key}': expected a string, got {short(value)}", key)
         return value
     raise TypeError(f"unsupported config type {tp!r} at {key}")  # a bug, not user error
 
@@ -138,19 +140,19 @@ def parse_override(item: str) -> tuple[str, Any]:
 def _parse_override(item: str) -> tuple[str, Any]:
     """Parsed once: the workflow checks every grid cell's config (1,000s of overrides)."""
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=1e-3")
+        raise ConfigError(f"--set {short(item)}: expected KEY=VALUE, e.g. --set train.lr=1e-3")
     key, text = item.split("=", 1)
     key = key.strip()
     if not _KEY.fullmatch(key):
         raise ConfigError(
-            f"--set {item!r}: {key!r} is not a dotted key; write e.g. --set train.lr=1e-3"
+            f"--set {short(item)}: {short(key)} is not a dotted key; write e.g. --set train.lr=1e-3"
         )
     try:
         value = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(
-            f"--set {item!r}: the value is not valid YAML ({problem}); quote text values, "
+            f"--set {short(item)}: the value is not valid YAML ({problem}); quote text values, "
             f"e.g. --set {key}='\"...\"'"
         ) from None
     return key, value
@@ -164,7 +166,7 @@ def set_key(raw: dict[str, Any], key: str, value: Any, item: str) -> None:
         if not isinstance(node, dict):
             section = ".".join(parts[: i + 1])
             raise ConfigError(
-                f"--set {item!r}: '{section}' is a value, not a section; "
+                f"--set {short(item)}: '{section}' is a value, not a section; "
                 f"set '{section}' itself instead",
                 section,
             )
@@ -176,7 +178,19 @@ def set_key(raw: dict[str, Any], key: str, value: Any, item: str) -> None:
 
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, reading ``1e4`` and ``1e-3`` as numbers (as YAML 1.2 does;
-    YAML 1.1 reads them as text) and rejecting a key given twice."""
+    YAML 1.1 reads them as text), rejecting a key given twice and aliases."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """Refuse aliases (``*name``): ten nested ones expand 800 bytes into gigabytes."""
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "a YAML alias (*name) is not allowed in a run config; write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -184,7 +198,7 @@ class _Loader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                    None, None, f"key {short(key)} is given twice", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -222,6 +236,8 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
     try:
         raw = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a run config; fix the file") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -12,16 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ncaflow.config.checks import (
-    AT_LEAST_0,
-    AT_LEAST_1,
-    FRACTION,
-    POSITIVE,
-    Range,
-    check,
-    check_ranges,
-    ranged,
-)
+from ncaflow.config.checks import FRACTION, MAX_STEPS, Range, check, check_ranges, ranged
 
 __all__ = [
     "CONFIG_VERSION",
@@ -46,19 +37,19 @@ class ModelConfig:
     channels (e.g. the image to classify) are frozen: updates never touch them.
     """
 
-    input_channels: int = ranged(0, AT_LEAST_0)
-    output_channels: int = ranged(4, AT_LEAST_0)
-    hidden_channels: int = ranged(12, AT_LEAST_0)
-    hidden_width: int = ranged(128, AT_LEAST_1)
+    input_channels: int = ranged(0, Range(0, 64))
+    output_channels: int = ranged(4, Range(0, 1024))
+    hidden_channels: int = ranged(12, Range(0, 1024))
+    hidden_width: int = ranged(128, Range(1, 8192))
     perception: str = "sobel"  # a fixed bank of ncaflow.model.perception.BANKS, or "learned"
-    learned_filters: int = ranged(2, AT_LEAST_1)
-    kernel_size: int = ranged(3, AT_LEAST_1)
+    learned_filters: int = ranged(2, Range(1, 64))
+    kernel_size: int = ranged(3, Range(1, 31))
     padding: Padding = "zeros"
     fire_rate: float = ranged(0.5, Range(0, 1, lo_open=True))  # (0, 1]
-    alive_channel: int | None = ranged(None, AT_LEAST_0)
+    alive_channel: int | None = ranged(None, Range(0, 2048))
     alive_threshold: float = ranged(0.1, Range(0, 1))  # an alpha value; the C export prints it
     # > 0: a linear head from the mean hidden state to this many logits
-    head: int = ranged(0, AT_LEAST_0)
+    head: int = ranged(0, Range(0, 100_000))
 
     @property
     def channels(self) -> int:
@@ -81,8 +72,8 @@ class ModelConfig:
 class CascadeConfig:
     """Coarse-to-fine schedule: run ``steps[i]`` steps at ``1/scales[i]`` resolution."""
 
-    scales: list[int] = ranged([4, 2, 1], AT_LEAST_1)
-    steps: list[int] = ranged([16, 16, 16], AT_LEAST_1)
+    scales: list[int] = ranged([4, 2, 1], Range(1, 64))
+    steps: list[int] = ranged([16, 16, 16], Range(1, MAX_STEPS))
     shared: bool = False
 
     def validate(self, where: str = "cascade") -> None:
@@ -97,9 +88,9 @@ class CascadeConfig:
 @dataclass(frozen=True, kw_only=True)
 class SchedulerConfig:
     name: Literal["constant", "multistep", "cosine", "exponential"] = "constant"
-    milestones: list[int] = ranged([], AT_LEAST_1)
-    gamma: float = ranged(0.1, POSITIVE)
-    warmup: int = ranged(0, AT_LEAST_0)
+    milestones: list[int] = ranged([], Range(1, 1e9))
+    gamma: float = ranged(0.1, Range(0, 100, lo_open=True))
+    warmup: int = ranged(0, Range(0, 1e9))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,35 +98,35 @@ class EarlyStoppingConfig:
     metric: str = "val_loss"
     mode: Literal["min", "max"] = "min"
     # evaluations without improvement; 0 disables early stopping
-    patience: int = ranged(0, AT_LEAST_0)
-    min_delta: float = ranged(0.0, AT_LEAST_0)
+    patience: int = ranged(0, Range(0, 1e9))
+    min_delta: float = ranged(0.0, Range(0, 1e9))
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    iterations: int = ranged(2000, AT_LEAST_1)
-    batch_size: int = ranged(8, AT_LEAST_1)
-    steps: list[int] = ranged([64, 96], AT_LEAST_1)  # [n] fixed, [lo, hi] sampled
+    iterations: int = ranged(2000, Range(1, 1e9))
+    batch_size: int = ranged(8, Range(1, 65536))
+    steps: list[int] = ranged([64, 96], Range(1, MAX_STEPS))  # [n] fixed, [lo, hi] sampled
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = ranged(2e-3, POSITIVE)
-    weight_decay: float = ranged(0.0, AT_LEAST_0)
+    lr: float = ranged(2e-3, Range(0, 10, lo_open=True))
+    weight_decay: float = ranged(0.0, Range(0, 100))
     betas: list[float] = ranged([0.9, 0.999], FRACTION)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    grad_clip: float | None = ranged(None, POSITIVE)
+    grad_clip: float | None = ranged(None, Range(0, 1e9, lo_open=True))
     grad_norm: bool = False  # Distill: normalise each parameter's gradient to unit L2
     gradient_checkpointing: bool = False
     cuda_graphs: bool = (
         True  # CUDA + Adam/AdamW: replay iterations as graphs (ncaflow.backends.graphs)
     )
-    eval_every: int = ranged(100, AT_LEAST_1)
-    checkpoint_every: int = ranged(100, AT_LEAST_1)
-    log_images_every: int = ranged(500, AT_LEAST_1)
+    eval_every: int = ranged(100, Range(1, 1e9))
+    checkpoint_every: int = ranged(100, Range(1, 1e9))
+    log_images_every: int = ranged(500, Range(1, 1e9))
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     finetune_from: str | None = None  # a saved model to start from
     trainable: Literal["all", "last"] = "all"  # "last": only the last update layer (and head)
     seed: int = ranged(0, Range(0, 2**32 - 3))  # numpy seeds are < 2**32; the trainer adds 2
     device: str = "auto"
-    threads: int | None = ranged(None, AT_LEAST_1)
+    threads: int | None = ranged(None, Range(1, 4096))
     progress: bool = True
     # CPU kernels that give the same bytes on any x86-64 CPU (ncaflow.reproducible)
     reproducible: bool = True
@@ -163,7 +154,7 @@ class RunConfig:
     data: dict[str, Any] = field(default_factory=dict)  # task-specific: Task.Data
     cascade: CascadeConfig | None = None
     name: str = ""
-    version: int = ranged(CONFIG_VERSION, AT_LEAST_1)
+    version: int = ranged(CONFIG_VERSION, Range(1, 1000))
 
     def validate(self) -> None:
         """Ranges and relations between keys; the task's name and ``data:`` section are

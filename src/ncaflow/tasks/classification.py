@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ncaflow.config import AT_LEAST_0, AT_LEAST_1, FRACTION, ConfigError, Range, check, ranged
+from ncaflow.config import FRACTION, MAX_SIDE, ConfigError, Range, check, ranged
 from ncaflow.data import DataError, load_medmnist, medmnist_info
 from ncaflow.data.folder import OwnImages, check_folder_keys, load_own_classification
 from ncaflow.tasks.augment import augment
@@ -58,7 +58,7 @@ def info_keys(flag: str, readout: str) -> dict[str, int]:
 class ClassificationData(CommonData):
     flag: str = "breastmnist"
     # MedMNIST: 28, 64, 128 or 224; own data: N or [H, W]
-    size: int | list[int] = ranged(28, AT_LEAST_1)
+    size: int | list[int] = ranged(28, Range(1, MAX_SIDE))
     # data.dataset: folder reads your own images and a labels CSV (config/OWN_DATA.md)
     dataset: Literal["medmnist", "folder"] = "medmnist"
     images: str | None = None
@@ -69,18 +69,18 @@ class ClassificationData(CommonData):
     channels: int | None = ranged(None, Range(1, 4))
     test_fraction: float = ranged(0.2, FRACTION)
     val_fraction: float = ranged(0.2, FRACTION)
-    split_seed: int = ranged(0, AT_LEAST_0)
+    split_seed: int = ranged(0, Range(0, 2**32 - 1))
     readout: Literal["vote", "head"] = "vote"
     balanced: bool = False  # sample every class equally often in training
     # training batches only, per image: "hflip" mirrors left-right; "dihedral" (or true)
     # also flips up-down and transposes (all 8 symmetries of the square)
     augment: bool | Literal["hflip", "dihedral"] = False
     # and translates by up to this many pixels (edge pixels repeat)
-    augment_shift: int = ranged(0, AT_LEAST_0)
+    augment_shift: int = ranged(0, Range(0, MAX_SIDE))
     # evaluation averages the class scores of this many rollouts
-    eval_rollouts: int = ranged(1, AT_LEAST_1)
+    eval_rollouts: int = ranged(1, Range(1, 10_000))
     eval_hflip: bool = False  # ... of the image and of its left-right mirror each
-    eval_batch: int = ranged(128, AT_LEAST_1)
+    eval_batch: int = ranged(128, Range(1, 65536))
 
     def __post_init__(self) -> None:
         check_folder_keys(self, targets="labels", default="medmnist")
@@ -337,6 +337,7 @@ class Classification(Task):
         from sklearn.metrics import f1_score  # a 1 s import: not for every config check
 
         x, y = self.splits[split]
+        self.require_samples(split, len(y))
         loss_sum, scores = 0.0, []
         for s in batches(len(y), self.data.eval_batch):
             runs = []
@@ -346,6 +347,8 @@ class Classification(Task):
             scores.append(torch.stack(runs).mean(0).cpu())  # the average of every run's scores
         score = torch.cat(scores).numpy()
         truth = y.cpu().numpy()
+        if len(truth) == 1:  # medmnist's metrics squeeze one sample to a scalar: give it twice
+            score, truth = np.concatenate([score, score]), np.concatenate([truth, truth])
         if self.multilabel:
             pred = (score > 0.5).astype(int)
             f1 = f1_score(truth, pred, average="macro", zero_division=0)
@@ -353,7 +356,7 @@ class Classification(Task):
             f1 = f1_score(truth, score.argmax(1), average="macro", zero_division=0)
         try:
             auc = float(getAUC(truth, score, self.medmnist_task))
-        except ValueError:  # a split with one class only has no AUC
+        except (ValueError, TypeError):  # a split of one class (or one sample) has no AUC
             auc = float("nan")
         return {
             f"{split}_loss": loss_sum / len(y),

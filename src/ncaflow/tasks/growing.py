@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ncaflow.config import AT_LEAST_0, AT_LEAST_1, ModelConfig, check, ranged
+from ncaflow.config import MAX_SIDE, MAX_STEPS, ModelConfig, Range, check, ranged
 from ncaflow.data import load_emoji
 from ncaflow.tasks.augment import circle_damage
 from ncaflow.tasks.base import Batch, CommonData, Task
@@ -24,13 +24,13 @@ __all__ = ["Growing", "GrowingData"]
 @dataclass(frozen=True, kw_only=True)
 class GrowingData(CommonData):
     target: str = "1f98e"  # emoji code, PNG path or URL
-    size: int = ranged(40, AT_LEAST_1)
-    pad: int = ranged(16, AT_LEAST_0)
-    pool_size: int = ranged(1024, AT_LEAST_1)
+    size: int = ranged(40, Range(1, MAX_SIDE))
+    pad: int = ranged(16, Range(0, MAX_SIDE))
+    pool_size: int = ranged(1024, Range(1, 1_000_000))
     # best samples per batch that get a hole; 0 = no regeneration training
-    damage: int = ranged(3, AT_LEAST_0)
-    eval_batch: int = ranged(4, AT_LEAST_1)
-    persistence_steps: int = ranged(1000, AT_LEAST_0)
+    damage: int = ranged(3, Range(0, 100_000))
+    eval_batch: int = ranged(4, Range(1, 65536))
+    persistence_steps: int = ranged(1000, Range(0, MAX_STEPS))
 
 
 class Growing(Task):

@@ -22,6 +22,7 @@ from ncaflow.config import (
     parse_override,
     read_yaml,
     set_key,
+    short,
 )
 from ncaflow.model.perception import check_perception
 from ncaflow.tasks import TASKS, get_task
@@ -70,7 +71,7 @@ def build_config(raw: Any, overrides: Sequence[str] = ()) -> RunConfig:
     except ConfigError as err:
         origin = [item for item, key, _ in parsed if _related(key, err.key)]
         if origin and not str(err).startswith("--set"):
-            raise ConfigError(f"--set {origin[-1]!r}: {err}", err.key) from None
+            raise ConfigError(f"--set {short(origin[-1])}: {err}", err.key) from None
         raise
     return cfg
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ncaflow.config import AT_LEAST_0, AT_LEAST_1, FRACTION, ModelConfig, Range, check, ranged
+from ncaflow.config import FRACTION, MAX_SIDE, ModelConfig, Range, check, ranged
 from ncaflow.data import load_kvasir
 from ncaflow.data.folder import check_folder_keys, load_own_segmentation
 from ncaflow.model.uncertainty import error_auroc, stochastic_rollouts
@@ -36,15 +36,15 @@ class SegmentationData(CommonData):
     test_masks: str | None = None
     # folder: 1, 3 or 4; null: 1 if all images are grey, else 3
     channels: int | None = ranged(None, Range(1, 4))
-    size: int | list[int] = ranged(64, AT_LEAST_1)  # N (N x N) or [H, W]
+    size: int | list[int] = ranged(64, Range(1, MAX_SIDE))  # N (N x N) or [H, W]
     test_fraction: float = ranged(0.2, FRACTION)
     val_fraction: float = ranged(0.2, FRACTION)
-    split_seed: int = ranged(0, AT_LEAST_0)
+    split_seed: int = ranged(0, Range(0, 2**32 - 1))
     augment: bool = True
-    bce_weight: float = ranged(1.0, AT_LEAST_0)
-    eval_batch: int = ranged(16, AT_LEAST_1)
+    bce_weight: float = ranged(1.0, Range(0, 1e6))
+    eval_batch: int = ranged(16, Range(1, 65536))
     # rollouts for the test split's uncertainty AUROC; 0: skip
-    uncertainty_samples: int = ranged(8, AT_LEAST_0)
+    uncertainty_samples: int = ranged(8, Range(0, 10_000))
 
     def __post_init__(self) -> None:
         check_folder_keys(self, targets="masks", default="kvasir")
@@ -207,6 +207,7 @@ class Segmentation(Task):
         self, model: nn.Module, split: str, generator: torch.Generator
     ) -> dict[str, float]:
         x, y = self.splits[split]
+        self.require_samples(split, len(x))
         loss, dice, iou = [], [], []
         for s in batches(len(x), self.data.eval_batch):
             logit = self.logit(model(self.seed(x[s]), self.eval_steps, generator=generator))

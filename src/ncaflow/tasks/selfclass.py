@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ncaflow.config import AT_LEAST_0, AT_LEAST_1, FRACTION, ModelConfig, check, ranged
+from ncaflow.config import FRACTION, ModelConfig, Range, check, ranged
 from ncaflow.data import load_digits, load_mnist
 from ncaflow.tasks.base import PALETTE, Batch, CommonData, Task, batches
 
@@ -29,12 +29,12 @@ class SelfClassificationData(CommonData):
     # "test10k": the 10,000 MNIST test images split into train+val / test by split_seed;
     # "official": the 60,000 training images for train+val, the 10,000 test images for test.
     split: Literal["test10k", "official"] = "test10k"
-    test_size: int = ranged(2000, AT_LEAST_1)
-    val_size: int = ranged(1000, AT_LEAST_1)
-    split_seed: int = ranged(0, AT_LEAST_0)
+    test_size: int = ranged(2000, Range(1, 1e8))
+    val_size: int = ranged(1000, Range(1, 1e8))
+    split_seed: int = ranged(0, Range(0, 2**32 - 1))
     threshold: float = ranged(0.1, FRACTION)  # pixels above this belong to the digit
     loss: Literal["ce", "mse"] = "ce"
-    eval_batch: int = ranged(256, AT_LEAST_1)
+    eval_batch: int = ranged(256, Range(1, 65536))
 
 
 def split_indices(n: int, *, test_size: int, val_size: int, seed: int) -> dict[str, np.ndarray]:

@@ -26,6 +26,7 @@ one :class:`TrainingError` line; neither leaves model.* behind.
 from __future__ import annotations
 
 import errno
+import json
 import math
 import random
 import shutil
@@ -47,13 +48,15 @@ from ncaflow.backends import Impl
 from ncaflow.backends.base import Backend
 from ncaflow.backends.graphs import GraphedIteration, graphs_supported
 from ncaflow.backends.registry import get_backend
-from ncaflow.config import ConfigError, RunConfig, TrainConfig
+from ncaflow.config import ConfigError, RunConfig, TrainConfig, to_dict
 from ncaflow.io import atomic_write, load, model_paths, save
+from ncaflow.limits import check_memory
 from ncaflow.model.cascade import build_model
 from ncaflow.model.nca import mlp_sizes
+from ncaflow.safe_io import clip, no_symlink
 from ncaflow.tasks import Batch, Task, get_task
 from ncaflow.training.board import Board
-from ncaflow.training.checkpoint import write_checkpoint
+from ncaflow.training.checkpoint import changed_keys, write_checkpoint
 from ncaflow.training.lock import folder_lock
 from ncaflow.training.resume import (
     CHECKPOINT,
@@ -99,14 +102,29 @@ class TrainResult:
     seconds: float
 
 
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu."""
+def select_device(name: str = "auto", key: str = "key 'train.device'") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; ``key`` names the setting in errors."""
     if name != "auto":
-        device = torch.device(name)
+        try:
+            device = torch.device(name)
+        except (RuntimeError, ValueError):  # torch's text lists every device type it knows
+            raise ConfigError(
+                f"{key}: {clip(name)} is not a device; use auto, cpu, cuda, cuda:N or mps",
+                "train.device",
+            ) from None
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise ConfigError(
+                f"{key}: ncaflow runs on cpu, cuda or mps, not {device.type}; use auto or cpu",
+                "train.device",
+            )
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(
-                f"key 'train.device': {name!r}, but this PyTorch sees no CUDA device; "
-                "use 'auto' or 'cpu'",
+                f"{key}: {name!r}, but this PyTorch sees no CUDA device; use 'auto' or 'cpu'",
+                "train.device",
+            )
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError(
+                f"{key}: {name!r}, but this PyTorch sees no MPS device; use 'auto' or 'cpu'",
                 "train.device",
             )
         return device
@@ -189,12 +207,14 @@ def train(
     task: Task | None = None,
     on_iteration: Callable[[int], None] | None = None,
     impl: Impl = "auto",
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train ``config`` into ``out_dir``, resuming from its checkpoint if there is one.
 
     on_iteration(it) is called after every finished iteration (tests use it to
     simulate a crash). impl picks the NCA implementation (same results, see NCA).
     Ctrl-C or SIGTERM raise :class:`TrainingInterrupted`; the last checkpoint stays.
+    A finished model of another config in ``out_dir`` is replaced only if ``overwrite``.
     """
     out = Path(out_dir)
     device = select_device(config.train.device)
@@ -205,6 +225,7 @@ def train(
             f"on {device.type} (train.device={config.train.device}); use impl 'auto'"
         )
     reproducible.require(reproducible=config.train.reproducible, device_type=device.type)
+    check_memory(config, device)  # before anything is written or allocated
     created = not out.exists()  # then a run that fails before training removes it again
     with ExitStack() as stack:
         try:
@@ -212,6 +233,9 @@ def train(
             stack.enter_context(folder_lock(out))
         except OSError as err:
             raise cannot_write(out, err) from None
+        no_symlink(out / "tensorboard")  # event files go inside the folder, nowhere else
+        if not overwrite:
+            _refuse_replacing(out, config)
         stack.enter_context(_sigterm_as_interrupt())
         progress: Progress | None = None
         try:
@@ -221,6 +245,11 @@ def train(
             return _finish(run, progress)
         except KeyboardInterrupt:
             done = progress.iteration if progress else 0
+            if not (out / CHECKPOINT).exists():
+                raise TrainingInterrupted(
+                    f"interrupted at iteration {done}, before the first checkpoint: nothing "
+                    f"was saved in {out}; run the same command again to start over"
+                ) from None
             raise TrainingInterrupted(
                 f"interrupted at iteration {done}; run the same command again to resume from {out}"
             ) from None
@@ -228,6 +257,25 @@ def train(
             if created and progress is None:  # still locked: only this call wrote here
                 shutil.rmtree(out, ignore_errors=True)
     raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
+
+
+def _refuse_replacing(out: Path, config: RunConfig) -> None:
+    """A finished model (model.json, no checkpoint) of another config in ``out`` stays."""
+    meta = out / "model.json"
+    if not meta.is_file() or (out / CHECKPOINT).exists():
+        return
+    try:
+        stored = json.loads(meta.read_text(encoding="utf-8"))["config"]
+        changes = changed_keys(stored, to_dict(config), ignore=RESUME_SAFE_KEYS)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        changes = ["its model.json cannot be read"]
+    if changes:
+        shown = "; ".join(clip(c, 80) for c in changes[:3])
+        more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+        raise ConfigError(
+            f"{meta}: this folder holds a finished model of another config ({shown}{more}); "
+            "pass --overwrite to replace it, or use another --out"
+        )
 
 
 @contextmanager
