@@ -299,15 +299,30 @@ def main(argv: list[str] | None = None) -> None:
         print(f"# kernel B8: {b8}", flush=True)
     rate = kernel.get("cell_steps_per_s")
     rows: list[dict[str, Any]] = []
-    for name in args.tasks:
-        batches = [_config_batch(name, args)]
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = args.name or f"tasks-{args.device.replace(':', '')}-{datetime.now():%Y%m%d-%H%M%S}.json"
+    path = args.out / name
+
+    def save() -> None:  # after every case, so that a time limit keeps what was measured
+        result = {
+            "machine": info,
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "kernel": kernel,
+            "growing_b8_kernel": b8,
+            "growing_b8_train_it_per_s": b8.get("iterations_per_s"),
+            "rows": rows,
+        }
+        path.write_text(json.dumps(result, indent=1))
+
+    for task_name in args.tasks:
+        batches = [_config_batch(task_name, args)]
         if args.big_batch and args.big_batch not in batches:
             batches.append(args.big_batch)
         for batch in batches:
-            row: dict[str, Any] = {"config": name, "batch_asked": batch}
+            row: dict[str, Any] = {"config": task_name, "batch_asked": batch}
             try:
                 cfg = run_config(
-                    name, batch=batch, device=args.device, tiny=args.tiny, extra=args.set
+                    task_name, batch=batch, device=args.device, tiny=args.tiny, extra=args.set
                 )
                 with tempfile.TemporaryDirectory() as tmp:
                     row |= measure_task(
@@ -323,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
                 row["kernel_cell_steps_per_s"] = rate
                 row["ratio_to_kernel"] = row["cell_steps_per_s"] / rate
             rows.append(row)
+            save()
             print(fmt_row(row, rate), flush=True)
             if cuda:
                 torch.cuda.empty_cache()
@@ -336,18 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(fmt_row(row, rate))
-    result = {
-        "machine": info,
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "kernel": kernel,
-        "growing_b8_kernel": b8,
-        "growing_b8_train_it_per_s": b8.get("iterations_per_s"),
-        "rows": rows,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = args.name or f"tasks-{args.device.replace(':', '')}-{datetime.now():%Y%m%d-%H%M%S}.json"
-    path = args.out / name
-    path.write_text(json.dumps(result, indent=1))
+    save()
     print(f"\nwrote {path}")
 
 
