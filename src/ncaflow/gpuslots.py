@@ -9,8 +9,9 @@ on N different GPUs. The job takes the first free slot (an exclusive ``flock`` o
 and runs the command with ``CUDA_VISIBLE_DEVICES`` set to its slot's device: inside the job
 that GPU is ``cuda:0``. ``--cache DIR`` sets ``TRITON_CACHE_DIR`` and
 ``TORCHINDUCTOR_CACHE_DIR`` below DIR (unless already set), so the jobs share compiled kernels.
-With no visible device the command runs unchanged. The Snakemake profiles workflow/profiles/gpu
-and slurm-packed use this through the config key ``jobs_per_gpu`` (workflow/rules/train.smk).
+With ``--per-device 0`` or no visible device the command runs unchanged (no lock, no cache
+variables). workflow/rules/train.smk starts every training job through this, with the job's
+resource ``jobs_per_gpu`` (0 unless a profile sets it: workflow/profiles/gpu, slurm-packed).
 """
 
 from __future__ import annotations
@@ -102,7 +103,9 @@ def job_env(
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ncaflow.gpuslots", description=__doc__)
-    p.add_argument("--per-device", type=int, required=True, help="jobs at once on one GPU")
+    p.add_argument(
+        "--per-device", type=int, required=True, help="jobs at once on one GPU (0: no pinning)"
+    )
     p.add_argument("--locks", type=Path, required=True, help="folder of the slot lock files")
     p.add_argument("--cache", type=Path, help="shared Triton/Inductor cache folder")
     p.add_argument("--devices", help="comma-separated device list (default: the visible ones)")
@@ -112,14 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not cmd:
         print("ncaflow.gpuslots: no command given after --; add one", file=sys.stderr)
         return 2
-    if args.per_device < 1:
-        print(f"ncaflow.gpuslots: --per-device {args.per_device}: use 1 or more", file=sys.stderr)
+    if args.per_device < 0:
+        print(f"ncaflow.gpuslots: --per-device {args.per_device}: use 0 or more", file=sys.stderr)
         return 2
     devices = (
         [d for d in args.devices.split(",") if d] if args.devices is not None else visible_devices()
     )
-    device = None
-    if devices:
+    device, cache = None, None
+    if devices and args.per_device > 0:
         try:
             slot, fd = claim_slot(lock_folder(args.locks), len(devices) * args.per_device)
         except OSError as err:
@@ -128,10 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.set_inheritable(fd, True)  # the command holds the lock until it exits
         device = slot_device(slot, devices)
         print(f"ncaflow.gpuslots: slot {slot}, CUDA_VISIBLE_DEVICES={device}", file=sys.stderr)
-    if args.cache is not None:
-        args.cache.mkdir(parents=True, exist_ok=True)
+        if args.cache is not None:
+            cache = args.cache
+            cache.mkdir(parents=True, exist_ok=True)
     try:
-        os.execvpe(cmd[0], cmd, job_env(device, args.cache))
+        os.execvpe(cmd[0], cmd, job_env(device, cache))
     except OSError as err:
         print(f"ncaflow.gpuslots: cannot run {cmd[0]!r}: {err}", file=sys.stderr)
         return 127

@@ -26,6 +26,11 @@ rule train:
         mem_mb=train_resource("mem_mb"),
         runtime=train_resource("runtime"),
         gpu=train_resource("gpu"),
+        # N >= 1: the job claims one of N slots per visible GPU and runs pinned to it, with
+        # compile caches shared in .snakemake/compile-cache (ncaflow.gpuslots); set by
+        # workflow/profiles/gpu and slurm-packed. A resource, not a param: switching profiles
+        # re-runs nothing.
+        jobs_per_gpu=0,
     params:
         args=train_args,
         key=resume_key,
@@ -37,5 +42,8 @@ rule train:
         "else rm -rf {params.dir:q}/checkpoint.safetensors {params.dir:q}/checkpoint.pt "
         "{params.dir:q}/tensorboard; fi > {log:q}; "
         "echo {params.key:q} > {params.dir:q}/checkpoint.key; "
-        "ncaflow train --config {input.run:q} --out {params.dir:q} {params.args} >> {log:q} 2>&1; "
+        "pin=; if [ {resources.jobs_per_gpu:q} -gt 0 ]; then pin='python3 -m ncaflow.gpuslots "
+        "--per-device {resources.jobs_per_gpu:q} --locks .snakemake/gpu-slots "
+        "--cache .snakemake/compile-cache --'; fi; "
+        "$pin ncaflow train --config {input.run:q} --out {params.dir:q} {params.args} >> {log:q} 2>&1; "
         "rm -f {params.dir:q}/checkpoint.key"
