@@ -114,6 +114,8 @@ def run_jobs(args: argparse.Namespace) -> dict[str, Any]:
     try:
         with Sampler() as sampler:
             while pending or running:
+                if args.deadline and time.perf_counter() - t0 > args.deadline:
+                    pending.clear()  # start no more: the rate is over the jobs that ran
                 while pending and len(running) < k:
                     job = pending.pop(0)
                     out = root / job["name"]
@@ -158,12 +160,13 @@ def run_jobs(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "device": gpu_name(),
-        "jobs": len(jobs),
+        "jobs": len(per_job),
+        "jobs_planned": len(jobs),
         "concurrency": k,
         "mps": args.mps,
         "iterations": args.iterations,
         "wall_s": wall,
-        "jobs_per_hour": len(jobs) / wall * 3600,
+        "jobs_per_hour": len(per_job) / wall * 3600,
         "gpu_util_mean": statistics.mean(utils) if utils else None,
         "gpu_mem_peak_mib": max((m for _, _, m in sampler.samples), default=None),
         "failed": failed,
@@ -235,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     pr.add_argument("--limit", type=int, default=0, help="the first N jobs only")
     pr.add_argument("--iterations", type=int, default=0, help="train.iterations for every job")
     pr.add_argument("--mps", action="store_true", help="run under CUDA MPS")
+    pr.add_argument("--deadline", type=float, default=0, help="start no job after N seconds")
     pr.add_argument("--root", type=Path, default=REPO / "benchmarks" / "results" / "grid-run")
     pr.add_argument("--cache", type=Path, default=REPO / ".snakemake" / "compile-cache")
     pr.add_argument("--out", type=Path, required=True)

@@ -48,9 +48,10 @@ case $stage in
     profile) for b in 8 256; do $py benchmarks/profile_step.py --batch "$b" --out "$out"; done ;;
     bench8) bench 8 ;;
     bench256) bench 256 ;;
-    peers) $py benchmarks/run.py --device cuda --rounds 1 --iters 5 --no-startup --out "$out" \
-        --timeout 300 --impls baseline graph-fused ncalab cax ;;
-    tasks) $py benchmarks/tasks.py --device cuda --iters 20 --out "$out" \
+    peers) $py benchmarks/run.py --device cuda --rounds 1 --iters 3 --no-startup --out "$out" \
+        --timeout 120 --impls baseline graph-fused ncalab cax ;;
+    tasks) $py benchmarks/tasks.py --device cuda --iters 10 --warmup 2 --profile-iters 3 \
+        --kernel-iters 10 --out "$out" \
         --name "tasks-$(date +%Y%m%d)-$(gpu).json" ;;
     sweep)
         t0=$SECONDS
@@ -63,12 +64,12 @@ case $stage in
     grid)
         k=${JOBS_PER_GPU:-8} it=${ITERATIONS:-300} mps=$([ "${MPS:-1}" = 1 ] && echo --mps)
         $py benchmarks/grid.py run --jobs "$jobs" --limit 1 --iterations "$it" --out "$out/warm.json"
-        $py benchmarks/grid.py run --jobs "$jobs" --concurrency 1 --iterations "$it" \
-            --out "$out/grid-alone.json"
         $py benchmarks/grid.py run --jobs "$jobs" --concurrency "$k" --iterations "$it" $mps \
             --out "$out/grid-packed.json"
+        $py benchmarks/grid.py run --jobs "$jobs" --concurrency 1 --iterations "$it" \
+            --deadline "${ALONE_DEADLINE:-0}" --out "$out/grid-alone.json"
         $py benchmarks/grid.py record --packed "$out/grid-packed.json" \
-            --baseline "$out/grid-alone.json" --sweep "$out"/sweep-*.json \
+            --baseline "$out/grid-alone.json" \
             --note "train.iterations=$it for every job (config: 3000), packed and alone alike" \
             --out "$out/grid-$(date +%Y%m%d)-$(gpu).json" ;;
     all) for s in tests mlp bench8 bench256; do bash "$0" "$s" "$out"; done ;;
