@@ -110,7 +110,9 @@ def test_no_pinning_without_slots_or_devices(tmp_path: Path) -> None:
     assert not (tmp_path / "locks").exists()
 
 
-def test_a_planted_symlink_is_refused_in_one_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_a_planted_symlink_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = lock_folder(tmp_path / "locks")
     folder.mkdir(parents=True)
     victim = tmp_path / "victim"
