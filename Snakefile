@@ -52,6 +52,10 @@ rule all:
         "results/report.html",
 
 
+onsuccess:
+    note_table_drift()
+
+
 # `snakemake <task>`: everything of one task (its name in the config).
 for _task in TASKS:
 

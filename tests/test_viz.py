@@ -99,16 +99,63 @@ def test_summary_figures_speak_words(tmp_path: Path) -> None:
         plt.close(fig)
     grid = figures.grid_figure(frame, "val_dice", "max")
     heat, bar = grid.axes  # the heatmap and its colour bar
-    assert bar.get_ylabel() == "validation Dice (mean over folds)"
+    assert bar.get_ylabel() == "validation Dice"
+    assert heat.get_title() == "validation Dice\nmean over folds, highest outlined"
     assert heat.get_ylabel() == "hidden channels"
     plt.close(grid)
+
+
+def test_grid_numbers_share_one_format(tmp_path: Path) -> None:
+    """A 2 x 1 heatmap of 0.00615 and 0.0045 shows both with the same decimals."""
+    frame = folds_frame(tmp_path)
+    frame["val_loss"] = np.where(frame["hidden"] == 8, 0.00615, 0.0045)
+    fig = figures.grid_figure(frame, "val_loss", "min")
+    numbers = [t.get_text() for t in fig.axes[0].texts]
+    assert sorted(numbers) == ["0.00450", "0.00615"]
+    plt.close(fig)
+    assert figures.number_format(np.array([15360.0, 4160.0])) == ".0f"
+    assert figures.number_format(np.array([0.515, 0.675])) == ".3f"
+
+
+def test_params_figure_spreads_cells_that_share_a_parameter_count(tmp_path: Path) -> None:
+    frame = folds_frame(tmp_path)
+    frame["parameters"] = 15360
+    fig = figures.params_figure(frame, "val_dice")
+    ax = fig.axes[0]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks == [
+        "hidden channels = 8\n15,360 parameters",
+        "hidden channels = 12\n15,360 parameters",
+    ]
+    (errorbar,) = ax.containers
+    xs = errorbar[0].get_xdata()
+    assert len(set(np.round(xs, 6))) == 2  # one column per cell, not one x for both
+    plt.close(fig)
+
+
+def test_folds_figure_draws_points_and_merges_identical_panels(tmp_path: Path) -> None:
+    frame = folds_frame(tmp_path)  # three folds: points and means, no box of three points
+    frame["test_dice"] = frame["val_dice"] * 0.9
+    fig = figures.folds_figure(frame, "val_dice")
+    assert len(fig.axes) == 2
+    assert all(not ax.patches for ax in fig.axes)  # a box plot draws PathPatches
+    assert all(len(ax.collections) >= 3 for ax in fig.axes)  # the folds' points
+    plt.close(fig)
+    same = frame.assign(test_dice=frame["val_dice"])  # growing: one target for both
+    fig = figures.folds_figure(same, "val_dice")
+    assert len(fig.axes) == 1 and "the same data" in fig.axes[0].get_title()
+    plt.close(fig)
+    five = pd.concat([frame.assign(fold=frame["fold"] + 3 * k) for k in range(2)])
+    fig = figures.folds_figure(five, "val_dice")  # six folds: a box behind the points
+    assert fig.axes[0].patches
+    plt.close(fig)
 
 
 def test_one_legend_entry_per_fold(tmp_path: Path) -> None:
     frame = folds_frame(tmp_path)
     fig = figures.folds_figure(frame, "val_dice")
     legend = fig.axes[-1].get_legend()
-    assert [t.get_text() for t in legend.get_texts()] == ["fold 0", "fold 1", "fold 2"]
+    assert [t.get_text() for t in legend.get_texts()] == ["fold 0", "fold 1", "fold 2", "mean"]
     plt.close(fig)
     curves = figures.curves_figure(frame, "val_dice")
     entries = [[t.get_text() for t in legend.get_texts()] for legend in curves.legends]
@@ -176,3 +223,23 @@ def test_gif_and_heatmap_modes_and_colour_bars(
     assert outs[0].read_bytes() == outs[1].read_bytes()
     # per example: a labelled bar for the mean probability and one for the variance
     assert bars == ["probability", "variance"] * 2
+
+
+def test_gif_frames_title_both_panels_and_show_the_colour_key() -> None:
+    import torch
+
+    from ncaflow.tasks.segmentation import Segmentation
+    from ncaflow.tasks.selfclass import SelfClassification
+    from ncaflow.viz.animate import render_frame
+
+    key = SelfClassification.preview_key(None)  # type: ignore[arg-type]
+    assert [label for label, _ in key] == [str(k) for k in range(10)]
+    panels = [torch.zeros(3, 28, 28), torch.ones(3, 28, 28)]
+    plain = render_frame(panels, "step 0/2", 4)
+    framed = render_frame(panels, "step 0/2", 4, titles=["class per cell", "hidden 1-3"], key=key)
+    assert framed.height >= plain.height + 14 + 14  # a title row and at least one key row
+    colours = {c for _, c in framed.getcolors(1 << 16)}
+    for _, rgb in key:  # every class colour is drawn as a swatch
+        assert tuple(round(255 * v) for v in rgb) in colours
+    seg_key = Segmentation.preview_key(None)  # type: ignore[arg-type]
+    assert [label for label, _ in seg_key] == ["predicted polyp", "its border"]

@@ -264,7 +264,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     size = parse_size(args.size) if args.size else None
     _, summary = export_with_report(
-        args.model, args.out, name=args.name, int8=args.int8, size=size, steps=args.steps
+        args.model,
+        args.out,
+        name=args.name,
+        int8=args.int8,
+        size=size,
+        steps=args.steps,
+        state=args.state,
     )
     print(summary)
     return 0
@@ -446,6 +452,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", help="grid HxW for the RAM/MAC report (default: the training size)")
     p.add_argument("--name", default="nca", help="prefix of the C symbols (default: nca)")
     p.add_argument("--steps", type=int, help="steps per inference (default: the longest training)")
+    p.add_argument(
+        "--state",
+        choices=["float", "int8"],
+        default="float",
+        help="float: float32 state, two buffers; int8: one int8 state updated in place, "
+        "per-channel scales calibrated on the model's validation images (microcontrollers)",
+    )
 
     p = sub.add_parser("aggregate", help="tables of a task: mean +- std over folds per grid cell")
     p.add_argument("metrics", nargs="+", help=".../<cell>/fold<k>/metrics.json files")

@@ -16,6 +16,7 @@ from ncaflow.config import ModelConfig, RunConfig
 from ncaflow.export import ModelSpec
 
 DRIVER = Path(__file__).with_name("driver.c")
+DRIVER_COMPACT = Path(__file__).with_name("driver_compact.c")  # --state int8 headers
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 SANITIZE = [
     "-fsanitize=address,undefined",
@@ -54,12 +55,14 @@ def fire_masks(steps: int, n: int, h: int, w: int, rate: float, *, seed: int) ->
     return (torch.rand(steps, n, 1, h, w, generator=g) < rate).float()
 
 
-def compile_driver(header: Path, out: Path, *, flags: list[str] | None = None) -> Path:
-    """Compile driver.c against ``header`` (copied to nca.h next to it) into ``out``."""
+def compile_driver(
+    header: Path, out: Path, *, flags: list[str] | None = None, driver: Path = DRIVER
+) -> Path:
+    """Compile ``driver`` against ``header`` (copied to nca.h next to it) into ``out``."""
     inc = out.parent / f"{out.name}.inc"
     inc.mkdir(parents=True, exist_ok=True)
     shutil.copy(header, inc / "nca.h")
-    cmd = ["gcc", *CFLAGS, *(flags or ["-O2"]), f"-I{inc}", str(DRIVER), "-o", str(out)]
+    cmd = ["gcc", *CFLAGS, *(flags or ["-O2"]), f"-I{inc}", str(driver), "-o", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stderr}"
     return out
@@ -67,7 +70,7 @@ def compile_driver(header: Path, out: Path, *, flags: list[str] | None = None) -
 
 @dataclass
 class CResult:
-    states: Tensor  # (B, C, H, W)
+    states: Tensor  # (B, C, H, W) float32, or int8 codes (compact drivers)
     pred: Tensor  # (B,) class, (B, H, W) bool mask, or (B, 4, H, W) rgba
     scores: Tensor | None = None  # (B, K) vote counts or head logits
 
@@ -85,8 +88,10 @@ def run_driver(
     masks: Tensor | None = None,
     rng_seed: int = -1,
     wrapper: list[str] | None = None,
+    compact: bool = False,
 ) -> CResult:
-    """Run the compiled driver; image (B, C_in, H, W), masks (steps, B, 1, H, W) 0/1."""
+    """Run the compiled driver; image (B, C_in, H, W), masks (steps, B, 1, H, W) 0/1;
+    compact: driver_compact.c's output (int8 codes of the state)."""
     img_path, mask_path, out_path = tmp / "images.bin", tmp / "masks.bin", tmp / "out.bin"
     if image is not None:
         image.permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32).tofile(img_path)
@@ -114,8 +119,8 @@ def run_driver(
     states, preds, scores = [], [], []
     pos = 0
     for _ in range(n):
-        st = np.frombuffer(raw, np.float32, cells * c, pos)
-        pos += cells * c * 4
+        st = np.frombuffer(raw, np.int8 if compact else np.float32, cells * c, pos)
+        pos += cells * c * (1 if compact else 4)
         states.append(torch.from_numpy(st.copy()).view(h, w, c).permute(2, 0, 1))
         if spec.readout == "rgba":
             rgba = np.frombuffer(raw, np.float32, cells * 4, pos)

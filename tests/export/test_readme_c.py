@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
 import shutil
 import subprocess
@@ -44,3 +46,17 @@ def test_readme_c_example_compiles_and_runs(tmp_path: Path) -> None:
     alpha = re.fullmatch(r"alpha at the centre: (-?\d+\.\d+)\n", run.stdout)
     assert alpha is not None, run.stdout
     assert 0.0 <= float(alpha.group(1)) <= 1.0
+
+
+def test_readme_cortex_m_table_is_the_scripts() -> None:
+    """The README's Cortex-M table is scripts/cortex_m.py's rendering of the committed JSON."""
+    root = README.parent
+    spec = importlib.util.spec_from_file_location("cortex_m", root / "scripts" / "cortex_m.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    doc = json.loads((root / "benchmarks" / "reference" / "cortex-m4.json").read_text())
+    assert script.table(doc) in README.read_text()
+    kvasir = next(r for r in doc["rows"] if r["grid"] == "64x64" and r["state"] == "int8")
+    digits = next(r for r in doc["rows"] if r["grid"] == "28x28" and r["state"] == "int8")
+    assert kvasir["ram_total_bytes"] <= 64 * 1024 and digits["ram_total_bytes"] <= 64 * 1024

@@ -114,3 +114,18 @@ def test_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[s
         parse_size("12y")
     assert main(["export", "c", str(tmp_path / "missing"), "--out", str(tmp_path / "b.h")]) == 1
     assert "missing" in capsys.readouterr().err
+
+
+def test_cli_state_int8_refuses_alive_masking_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = RunConfig(
+        task="selfclass",
+        model=ModelConfig(input_channels=1, output_channels=10, hidden_channels=4, alive_channel=0),
+    )
+    save(random_model(cfg.model, seed=0), cfg, tmp_path / "m")
+    out = tmp_path / "out.h"
+    assert main(["export", "c", str(tmp_path / "m"), "--out", str(out), "--state", "int8"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "alive_channel" in err and "--state float" in err
+    assert not out.exists() and not out.with_suffix(".json").exists()

@@ -275,8 +275,9 @@ def _resumes_to_the_end(cli: Any, argv: list[str], out: Path) -> None:
 
 
 def _slow_run(tmp_path: Path) -> tuple[list[str], Path]:
-    """12 iterations, a checkpoint every 2; the caller slows each down to 0.3 s, which only
-    the interrupted run waits for (a signal cuts the sleep short)."""
+    """12 iterations, a checkpoint every 2; the caller holds the run up (Ctrl-C: it waits
+    after the first checkpoint; SIGTERM: 0.3 s an iteration), which only the interrupted
+    run waits for (a signal cuts the sleep short)."""
     config = digits_config(iterations=12, checkpoint_every=2, eval_every=12)
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(to_dict(config)))
     out = tmp_path / "out"
@@ -289,29 +290,46 @@ def _wait_for(path: Path) -> None:
         time.sleep(0.02)
 
 
-# a subprocess that trains slowly (0.3 s per iteration) and takes Ctrl-C like a terminal
-SLOW_TRAIN = """
-import signal, sys, time
+# a subprocess that trains until its first checkpoint exists, then says so (a file) and
+# waits in the training loop; it takes Ctrl-C like a terminal
+WAITING_TRAIN = """
+import os, signal, sys, time
 from ncaflow.tasks.selfclass import SelfClassification
 from ncaflow.cli import main
 after = SelfClassification.after_step
-SelfClassification.after_step = lambda *a: (time.sleep(0.3), after(*a))[1]
+def after_step(*a):
+    after(*a)
+    if os.path.exists(os.environ["NCAFLOW_TEST_CHECKPOINT"]):
+        open(os.environ["NCAFLOW_TEST_WAITING"], "w").close()
+        while True:
+            time.sleep(0.05)
+SelfClassification.after_step = after_step
 signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.exit(main(sys.argv[1:]))
 """
 
 
 def test_ctrl_c_keeps_the_checkpoint_and_the_run_resumes(cli: Any, tmp_path: Path) -> None:
-    """A real SIGINT to a real process (the console's exit code and stderr)."""
+    """A real SIGINT to a real process (the console's exit code and stderr). The process
+    stops after its first checkpoint and waits there, so the signal always finds it
+    mid-run, however slowly a loaded machine gets it there (a state, not a time)."""
     argv, out = _slow_run(tmp_path)
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO / 'tests'}"}
+    waiting = tmp_path / "waiting"
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO / 'tests'}",
+        "NCAFLOW_TEST_WAITING": str(waiting),
+        "NCAFLOW_TEST_CHECKPOINT": str(out / CHECKPOINT),
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_TRAIN, *argv], env=env, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", WAITING_TRAIN, *argv], env=env, stderr=subprocess.PIPE, text=True
     )
     try:
-        _wait_for(out / CHECKPOINT)
+        while not waiting.exists():  # the child writes it once a checkpoint exists
+            assert proc.poll() is None, f"training ended before its checkpoint: {proc.stderr}"
+            time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=300)
     finally:
         proc.kill()
     _check_interrupted(Outcome(proc.returncode, "", err), out)

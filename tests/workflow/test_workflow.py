@@ -132,6 +132,25 @@ def test_nothing_to_do_after_a_full_run(tiny: Path) -> None:
     assert "Nothing to be done" in out
 
 
+def test_a_run_that_rewrote_committed_tables_says_so(tiny: Path, tmp_path: Path) -> None:
+    """When results/tables/ differs from what git holds (the README quotes those tables), the
+    run's last lines say so as information, and the run still succeeds."""
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny, copy, symlinks=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], cwd=copy, check=True)
+    table = copy / "results/tables/growing.csv"
+    ours = table.read_text()
+    table.write_text(ours + "# the committed numbers\n")
+    subprocess.run([*git, "add", "results/tables"], cwd=copy, check=True)
+    subprocess.run([*git, "commit", "-qm", "tables"], cwd=copy, check=True)
+    (copy / "results/tables/growing.md").unlink()  # the aggregate rule runs again
+    proc = snakemake(copy, "tables", "--cores", "1", "--configfile", "config/tiny.yaml")
+    assert table.read_text() == ours
+    assert "now differ from the committed ones that README.md quotes (growing.csv" in proc.stderr
+    assert "information, not an error" in proc.stderr
+
+
 def test_changing_one_grid_value_reruns_only_its_cells(tiny: Path) -> None:
     config = yaml.safe_load((tiny / "config/tiny.yaml").read_text())
     config["tasks"]["medmnist"]["grid"]["hidden"]["values"] = [6, 10]  # was [6, 8]

@@ -667,3 +667,35 @@ def reference_evaluation_targets() -> list[str]:
     metrics = [m for task in reference_tasks() for m in metrics_of(task)]
     extra = [p for files in REFERENCE_TABLES.values() for _, p in files()]
     return list(dict.fromkeys(metrics + extra))
+
+
+def note_table_drift():
+    """After a successful run: say (as information) when results/tables/ no longer holds the
+    committed tables that README.md quotes, e.g. after retraining on another CPU."""
+    import subprocess
+
+    try:
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "results/tables"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    changed = [
+        line[3:] for line in status.stdout.splitlines() if line.startswith((" M", "M"))
+    ]
+    if status.returncode != 0 or not changed:
+        return
+    names = ", ".join(Path(p).name for p in changed[:4]) + (
+        ", ..." if len(changed) > 4 else ""
+    )
+    print(
+        f"ncaflow: note: {len(changed)} file(s) in results/tables/ now differ from the "
+        f"committed ones that README.md quotes ({names}). This is information, not an "
+        "error: another config, or the same config trained on another machine, gives other "
+        "numbers (README, 'The main job'). `git diff results/tables` shows how; "
+        "`git checkout results/tables` restores the quoted tables.",
+        file=sys.stderr,
+    )

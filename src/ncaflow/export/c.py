@@ -19,8 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from ncaflow import __version__
+from ncaflow.export.carrays import INT8_KIND, c_literal, c_weights, fire_threshold
+from ncaflow.export.compact import StateQuant, calibrate_state, render_compact_header
 from ncaflow.export.footprint import footprint, stack_bytes
-from ncaflow.export.quant import quantize_spec
+from ncaflow.export.readouts import emitter, readout_defines
 from ncaflow.export.spec import ExportError, ModelSpec, cascade_specs, model_spec
 from ncaflow.io import atomic_write
 
@@ -33,36 +35,8 @@ __all__ = [
     "render_header",
 ]
 
-_READOUT_ID = {"rgba": 0, "vote": 1, "head": 2, "mask": 3}
-_API = {
-    "rgba": (
-        " *   void ${p}_rgba(const float *state, int h, int w, float *rgba);\n"
-        " *         copies state channels 0..3 (premultiplied RGBA) into rgba (h*w*4 floats, HWC).",
-        "void ${p}_rgba(const float *state, int h, int w, float *rgba);",
-    ),
-    "mask": (
-        " *   void ${p}_mask(const float *state, int h, int w, unsigned char *mask);\n"
-        " *         mask[y*w + x] = 1 where the logit (channel ${P}_INPUT_CHANNELS) > 0, else 0.",
-        "void ${p}_mask(const float *state, int h, int w, unsigned char *mask);",
-    ),
-    "vote": (
-        " *   int   ${p}_classify(const float *state, int h, int w, float *scores);\n"
-        " *         majority vote of the per-cell argmax over the logit channels\n"
-        " *         ${P}_INPUT_CHANNELS .. ${P}_INPUT_CHANNELS + ${P}_CLASSES - 1\n"
-        " *         (only cells whose image channel 0 > ${P}_VOTE_THRESHOLD\n"
-        " *         if ${P}_VOTE_MASKED); ties -> lowest class.\n"
-        " *         scores (NULL or ${P}_CLASSES floats) receives the counts.",
-        "int ${p}_classify(const float *state, int h, int w, float *scores);",
-    ),
-    "head": (
-        " *   int   ${p}_classify(const float *state, int h, int w, float *scores);\n"
-        " *         linear head on the spatial mean of the hidden channels; returns its argmax.\n"
-        " *         scores (NULL or ${P}_CLASSES floats) receives the logits.",
-        "int ${p}_classify(const float *state, int h, int w, float *scores);",
-    ),
-}
-_INT8_KIND = "int8 per-output-channel (fc1, fc2), float32 elsewhere"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+STATES = ("float", "int8")  # the state kinds export_c writes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,45 +49,8 @@ class CExport:
     int8: bool
     steps: int  # a cascade's: the sum over its scales
     levels: tuple[ModelSpec, ...] = ()  # a cascade's specs, one per weight set
-
-
-def _literal(v: float) -> str:
-    return np.format_float_scientific(np.float32(v), unique=True, trim="-") + "f"
-
-
-def _array(ctype: str, name: str, arr: np.ndarray, per_line: int = 8) -> str:
-    flat = np.asarray(arr).reshape(-1)
-    fmt = (lambda v: _literal(float(v))) if ctype == "float" else (lambda v: str(int(v)))
-    items = [fmt(v) for v in flat]
-    lines = [", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line)]
-    body = ",\n    ".join(lines) if lines else "0"
-    shape = "x".join(str(s) for s in np.asarray(arr).shape)
-    return f"/* {shape} */\nstatic const {ctype} {name}[{max(len(items), 1)}] = {{\n    {body}\n}};"
-
-
-def _weights(spec: ModelSpec, p: str, int8: bool) -> str:
-    parts = [_array("float", f"{p}__kernels", spec.kernels), _array("float", f"{p}__b1", spec.b1)]
-    if int8:
-        q = quantize_spec(spec)
-        parts += [
-            _array("int8_t", f"{p}__w1", q["w1"], 16),
-            _array("float", f"{p}__w1_scale", q["w1_scale"]),
-            _array("int8_t", f"{p}__w2", q["w2"], 16),
-            _array("float", f"{p}__w2_scale", q["w2_scale"]),
-        ]
-    else:
-        parts += [_array("float", f"{p}__w1", spec.w1), _array("float", f"{p}__w2", spec.w2)]
-    if spec.head_w is not None and spec.head_b is not None:
-        parts += [
-            _array("float", f"{p}__head_w", spec.head_w),
-            _array("float", f"{p}__head_b", spec.head_b),
-        ]
-    return "\n".join(parts)
-
-
-def fire_threshold(rate: float) -> int:
-    """The integer the C PRNG compares ``xorshift32 >> 8`` against: fire when below."""
-    return max(1, min(1 << 24, round(rate * (1 << 24))))
+    state: str = "float"  # "float" (float32, two buffers) or "int8" (compact, in place)
+    quant: StateQuant | None = None  # the int8 state's per-channel coding
 
 
 def render_header(
@@ -122,20 +59,21 @@ def render_header(
     """The C header text for ``spec`` (see :func:`export_c`)."""
     if not _NAME.match(name):
         raise ExportError(f"name {name!r} is not a C identifier; use letters, digits and '_'")
-    if spec.readout != "rgba" and spec.config.input_channels < 1:
+    readout = emitter(spec.readout)
+    if readout.needs_image and spec.config.input_channels < 1:
         raise ExportError(f"task {spec.task!r} needs input_channels >= 1 (the image)")
     c = spec.config
     p, big = name.lower(), name.upper()
     fp = footprint(spec, height=1, width=1, steps=1)
-    api, decl = _API[spec.readout]
+    api, decl = readout.api(p, big)
     values = {
         "name": name,
         "version": __version__,
         "task": spec.task,
         "readout": spec.readout,
-        "weights_kind": _INT8_KIND if int8 else "float32",
-        "api_readout": Template(api).substitute(p=p, P=big),
-        "decl_readout": Template(decl).substitute(p=p, P=big),
+        "weights_kind": INT8_KIND if int8 else "float32",
+        "api_readout": api,
+        "decl_readout": decl,
         "flash_bytes": fp.flash_int8_bytes if int8 else fp.flash_float_bytes,
         "stack_bytes": stack_bytes(spec),
         "channels": c.channels,
@@ -148,31 +86,25 @@ def render_header(
         "kernel_size": spec.kernel_size,
         "filter_banks": spec.kernels.shape[0],
         "padding": f"{big}_PAD_{c.padding.upper()}",
-        "fire_rate": _literal(c.fire_rate)[:-1],
+        "fire_rate": c_literal(c.fire_rate)[:-1],
         "fire_threshold": fire_threshold(c.fire_rate),
         "alive_channel": -1 if c.alive_channel is None else c.alive_channel,
-        "alive_threshold": _literal(c.alive_threshold)[:-1],
+        "alive_threshold": c_literal(c.alive_threshold)[:-1],
         "int8": int(int8),
-        "readout_id": _READOUT_ID[spec.readout],
-        "n_classes": spec.n_classes if spec.readout in ("vote", "head") else 0,
+        "readout_defines": readout_defines(big),
+        "readout_id": readout.id,
+        "n_classes": readout.n_classes(spec),
         "vote_masked": int(spec.threshold is not None),
-        "vote_threshold": _literal(spec.threshold if spec.threshold is not None else 0.0)[:-1],
+        "vote_threshold": c_literal(spec.threshold if spec.threshold is not None else 0.0)[:-1],
         "steps": steps,
         "macs_per_cell": fp.macs_per_cell,
-        "weights": _weights(spec, p, int8),
+        "weights": c_weights(spec, p, int8),
+        "readout_code": Template(readout.c_float()).substitute(p=p, P=big),
         "p": p,
         "P": big,
     }
     template = resources.files("ncaflow.export").joinpath("nca_runtime.h.in").read_text()
     return Template(template).substitute(values)
-
-
-_READOUT_CALL = {
-    "rgba": ("void ${p}_rgba(const float *state, int h, int w, float *rgba)", "rgba"),
-    "mask": ("void ${p}_mask(const float *state, int h, int w, unsigned char *mask)", "mask"),
-    "vote": ("int ${p}_classify(const float *state, int h, int w, float *scores)", "classify"),
-    "head": ("int ${p}_classify(const float *state, int h, int w, float *scores)", "classify"),
-}
 
 
 def render_cascade_header(
@@ -212,24 +144,21 @@ def render_cascade_header(
             f"        break;\n"
             f"    }}"
         )
-    signature, verb = _READOUT_CALL[spec.readout]
-    signature = Template(signature).substitute(p=p)
-    args = signature[signature.index("(") + 1 : -1].split(", ")
-    call = f"{last}_{verb}({', '.join(a.split()[-1].lstrip('*') for a in args)})"
-    body = f"return {call};" if signature.startswith("int") else f"{call};"
-    api, decl = _API[spec.readout]
+    readout = emitter(spec.readout)
+    signature, body = readout.signature(p), readout.call(p, last)
+    api, decl = readout.api(p, big)
     c = spec.config
     values = {
         "name": name,
         "version": __version__,
         "task": spec.task,
         "readout": spec.readout,
-        "weights_kind": _INT8_KIND if int8 else "float32",
+        "weights_kind": INT8_KIND if int8 else "float32",
         "scales_text": ", ".join(map(str, scales)),
         "steps_text": ", ".join(map(str, steps)),
         "n_levels": len(specs),
-        "api_readout": Template(api).substitute(p=p, P=big),
-        "decl_readout": Template(decl).substitute(p=p, P=big),
+        "api_readout": api,
+        "decl_readout": decl,
         "level_implementation": "\n".join(
             f"#ifndef {lv.upper()}_IMPLEMENTATION\n#define {lv.upper()}_IMPLEMENTATION\n#endif"
             for lv in level_names
@@ -241,8 +170,9 @@ def render_cascade_header(
         "hidden_channels": c.hidden_channels,
         "n_scales": len(scales),
         "coarsest": scales[0],
-        "readout_id": _READOUT_ID[spec.readout],
-        "n_classes": spec.n_classes if spec.readout in ("vote", "head") else 0,
+        "readout_defines": readout_defines(big),
+        "readout_id": readout.id,
+        "n_classes": readout.n_classes(spec),
         "total_steps": sum(steps),
         "scales": ", ".join(map(str, scales)),
         "steps": ", ".join(map(str, steps)),
@@ -265,6 +195,9 @@ def export_c(
     int8: bool = False,
     threshold: float | None = None,
     steps: int | None = None,
+    state: str = "float",
+    calibration: Tensor | None = None,
+    state_quant: StateQuant | None = None,
 ) -> CExport:
     """Write ``model_or_path`` as a self-contained C99 header at ``out_path`` (atomically).
 
@@ -273,7 +206,13 @@ def export_c(
     ``NCA_CHANNELS``). int8: fc1/fc2 weights as int8 with one float scale per
     output channel. threshold: selfclass vote threshold (default meta or 0.1).
     steps: ``<NAME>_DEFAULT_STEPS`` (default: the longest training rollout, else 64).
+    state: "float" (float32 state in two buffers) or "int8" (``nca_compact.h.in``: one
+    int8 state updated in place, per-channel scales from ``state_quant``, else calibrated
+    on the rollouts of ``calibration`` (B, C, H, W) seed states with Bernoulli(fire_rate)
+    fire masks, see :func:`~ncaflow.export.compact.calibrate_state`).
     """
+    if state not in STATES:
+        raise ExportError(f"state {state!r}: use one of {', '.join(STATES)}")
     if isinstance(model_or_path, str | Path):
         from ncaflow.io import load
 
@@ -281,6 +220,9 @@ def export_c(
     model = model_or_path
     levels: tuple[ModelSpec, ...] = ()
     cascade = getattr(model, "cascade", None)
+    quant: StateQuant | None = None
+    if cascade is not None and state != "float":
+        raise ExportError(f"--state {state}: a cascade exports with --state float only")
     if cascade is not None:  # a Cascade: its own step counts, one header per weight set
         levels = tuple(cascade_specs(model, task=task, threshold=threshold))
         spec, steps = levels[-1], sum(cascade.steps)
@@ -296,11 +238,35 @@ def export_c(
         if steps is None:
             run_config = getattr(model, "run_config", None)
             steps = int(run_config.train.steps[-1]) if run_config is not None else 64
-        text = render_header(spec, name=name, int8=int8, steps=steps)
+        if state == "float":
+            text = render_header(spec, name=name, int8=int8, steps=steps)
+        else:
+            quant = state_quant or _calibrated(model, spec, calibration, steps)
+            text = render_compact_header(spec, quant, name=name, int8=int8, steps=steps)
     out = Path(out_path)
     atomic_write(out, lambda tmp: tmp.write_text(text))
     out.chmod(0o644)  # mkstemp makes it private; a header is for sharing
-    return CExport(path=out, spec=spec, name=name, int8=int8, steps=steps, levels=levels)
+    return CExport(
+        path=out,
+        spec=spec,
+        name=name,
+        int8=int8,
+        steps=steps,
+        levels=levels,
+        state=state,
+        quant=quant,
+    )
+
+
+def _calibrated(model: nn.Module, spec: ModelSpec, seeds: Tensor | None, steps: int) -> StateQuant:
+    if seeds is None:
+        raise ExportError(
+            "state int8 needs its scales: pass calibration= (example seed states) or state_quant="
+        )
+    b, _, h, w = seeds.shape
+    g = torch.Generator().manual_seed(0)
+    masks = (torch.rand(steps, b, 1, h, w, generator=g) < spec.config.fire_rate).float()
+    return calibrate_state(model, spec, seeds, steps, masks)
 
 
 def c_fire_masks(seed: int, steps: int, height: int, width: int, rate: float) -> Tensor:

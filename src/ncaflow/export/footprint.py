@@ -23,13 +23,14 @@ class Footprint:
     parameters: int
     flash_float_bytes: int  # weights as float32
     flash_int8_bytes: int  # fc1/fc2 as int8 + float scales, the rest float32
-    ram_state_bytes: int  # two state buffers (float32, H*W*C each)
-    ram_scratch_bytes: int  # alive-mask scratch (H*W bytes) when alive masking is on
+    ram_state_bytes: int  # float: two state buffers (float32, H*W*C each); int8: one, H*W*C bytes
+    ram_scratch_bytes: int  # float: alive-mask scratch (H*W bytes); int8: the saved rows
     ram_stack_bytes: int  # per-cell vectors on the stack inside step()
     ram_total_bytes: int
     macs_per_cell: int
     macs_per_step: int
     macs_per_inference: int
+    state: str = "float"  # the exported state: "float" or "int8" (see export_c)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,8 +42,12 @@ def stack_bytes(spec: ModelSpec) -> int:
     return F32 * (c.channels * spec.n_filters + c.hidden_width + spec.updated)
 
 
-def footprint(spec: ModelSpec, *, height: int, width: int, steps: int) -> Footprint:
-    """Footprint of ``spec`` on an ``height`` x ``width`` grid run for ``steps`` steps."""
+def footprint(
+    spec: ModelSpec, *, height: int, width: int, steps: int, state: str = "float"
+) -> Footprint:
+    """Footprint of ``spec`` on an ``height`` x ``width`` grid run for ``steps`` steps;
+    state "int8": the compact header (one int8 state, updated in place with a ring of
+    kernel_size // 2 + 1 saved rows, plus kernel_size // 2 more with circular padding)."""
     c = spec.config
     perc = c.channels * spec.n_filters
     head = 0 if spec.head_w is None or spec.head_b is None else spec.head_w.size + spec.head_b.size
@@ -50,8 +55,13 @@ def footprint(spec: ModelSpec, *, height: int, width: int, steps: int) -> Footpr
     params = floats_kept + spec.w1.size + spec.w2.size
     cells = height * width
     macs_cell = perc * spec.kernel_size**2 + perc * c.hidden_width + c.hidden_width * spec.updated
-    state = 2 * cells * c.channels * F32
-    scratch = cells if c.alive_channel is not None else 0
+    if state == "int8":
+        r = spec.kernel_size // 2
+        rows = r + 1 + (r if c.padding == "circular" else 0)
+        state_bytes, scratch = cells * c.channels, rows * width * c.channels
+    else:
+        state_bytes = 2 * cells * c.channels * F32
+        scratch = cells if c.alive_channel is not None else 0
     stack = stack_bytes(spec)
     return Footprint(
         height=height,
@@ -62,13 +72,14 @@ def footprint(spec: ModelSpec, *, height: int, width: int, steps: int) -> Footpr
         flash_int8_bytes=int(
             F32 * floats_kept + spec.w1.size + spec.w2.size + F32 * (c.hidden_width + spec.updated)
         ),
-        ram_state_bytes=state,
+        ram_state_bytes=state_bytes,
         ram_scratch_bytes=scratch,
         ram_stack_bytes=stack,
-        ram_total_bytes=state + scratch + stack,
+        ram_total_bytes=state_bytes + scratch + stack,
         macs_per_cell=int(macs_cell),
         macs_per_step=int(macs_cell * cells),
         macs_per_inference=int(macs_cell * cells * steps),
+        state=state,
     )
 
 
@@ -107,14 +118,25 @@ def _kib(n: int) -> str:
     return f"{n:,} B ({n / 1024:.1f} KiB)"
 
 
+def _states(fp: Footprint) -> str:
+    return "1 int8 state" if fp.state == "int8" else "2 float32 states"
+
+
+def _scratch(fp: Footprint) -> str:
+    return "RAM, saved rows" if fp.state == "int8" else "RAM, alive scratch"
+
+
 def format_footprint(fp: Footprint) -> str:
     """A small human-readable table."""
     rows = [
         ("parameters", f"{fp.parameters:,}"),
         ("flash, float32 weights", _kib(fp.flash_float_bytes)),
         ("flash, int8 weights", _kib(fp.flash_int8_bytes)),
-        (f"RAM, 2 states at {fp.height}x{fp.width}", _kib(fp.ram_state_bytes)),
-        ("RAM, alive scratch", _kib(fp.ram_scratch_bytes)),
+        (f"RAM, {_states(fp)} at {fp.height}x{fp.width}", _kib(fp.ram_state_bytes)),
+        (
+            "RAM, saved rows" if fp.state == "int8" else "RAM, alive scratch",
+            _kib(fp.ram_scratch_bytes),
+        ),
         ("RAM, stack in step()", _kib(fp.ram_stack_bytes)),
         ("RAM, total", _kib(fp.ram_total_bytes)),
         ("MACs per cell and step", f"{fp.macs_per_cell:,}"),

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ncaflow.export.readout import predict
+from ncaflow.export.readouts import emitter
 from ncaflow.export.spec import ModelSpec
 
 __all__ = ["QuantReport", "dequantized_model", "quantization_report", "quantize", "quantize_spec"]
@@ -85,13 +86,11 @@ def quantization_report(
         fire_masks = torch.ones(steps, b, 1, h, w, dtype=seed.dtype)
     ref = model(seed, steps, fire_masks=fire_masks)
     q = dequantized_model(model)(seed, steps, fire_masks=fire_masks)
-    a, b_ = predict(spec, ref), predict(spec, q)
-    if spec.readout == "rgba":  # growing: the shape, i.e. which cells are visible
-        a, b_ = a[:, 3] > 0.1, b_[:, 3] > 0.1
+    agreement = emitter(spec.readout).agreement(predict(spec, ref), predict(spec, q))
     return QuantReport(
         max_abs_diff=float((ref - q).abs().max()),
         max_abs_state=float(ref.abs().max()),
-        agreement=float((a == b_).float().mean()),
+        agreement=agreement,
         samples=int(seed.shape[0]),
         steps=steps,
     )

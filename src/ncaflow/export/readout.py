@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from ncaflow.export.readouts import emitter
 from ncaflow.export.spec import ModelSpec
 
 __all__ = ["predict", "seed_state"]
@@ -20,7 +20,7 @@ def seed_state(
     other tasks: images (B, C_in, H, W) in the input channels, zeros elsewhere -> (B, C, H, W).
     """
     c = spec.config.channels
-    if spec.readout == "rgba":
+    if not emitter(spec.readout).needs_image:
         if size is None:
             raise ValueError("seed_state: growing needs size=(H, W)")
         h, w = size
@@ -42,18 +42,4 @@ def predict(spec: ModelSpec, state: Tensor) -> Tensor:
     vote/head: (B,) class index; mask: (B, H, W) bool (logit > 0);
     rgba: (B, 4, H, W) state channels 0..3.
     """
-    n_in, n_out = spec.config.input_channels, spec.config.output_channels
-    if spec.readout == "rgba":
-        return state[:, :4]
-    if spec.readout == "mask":
-        return state[:, n_in] > 0
-    if spec.readout == "head":
-        assert spec.head_w is not None and spec.head_b is not None
-        mean = state[:, n_in + n_out :].mean(dim=(2, 3))  # (B, hidden)
-        logits = mean @ torch.from_numpy(spec.head_w).T + torch.from_numpy(spec.head_b)
-        return logits.argmax(1)
-    logits = state[:, n_in : n_in + n_out]  # (B, K, H, W)
-    onehot = F.one_hot(logits.argmax(1), n_out).permute(0, 3, 1, 2).float()  # (B, K, H, W)
-    if spec.threshold is not None:
-        onehot = onehot * (state[:, :1] > spec.threshold).float()
-    return onehot.sum(dim=(2, 3)).argmax(1)
+    return emitter(spec.readout).predict(spec, state)

@@ -8,14 +8,18 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ncaflow.config import CascadeConfig
+from ncaflow.data.sources import DataError
 from ncaflow.export.c import export_c
+from ncaflow.export.compact import check_compact, compact_rollout
 from ncaflow.export.footprint import cascade_footprint, footprint, format_footprint
 from ncaflow.export.quant import quantization_report
-from ncaflow.export.readout import seed_state
-from ncaflow.export.spec import ExportError, ModelSpec
+from ncaflow.export.readout import predict, seed_state
+from ncaflow.export.readouts import emitter
+from ncaflow.export.spec import ExportError, ModelSpec, model_spec
 from ncaflow.io import atomic_write
 from ncaflow.tasks import get_task
 
@@ -54,23 +58,56 @@ def export_with_report(
     size: tuple[int, int] | None = None,
     steps: int | None = None,
     samples: int = 8,
+    state: str = "float",
 ) -> tuple[dict[str, Any], str]:
     """Export, size and check one model; returns (the JSON report, a printable summary).
 
     The int8 accuracy change is measured in PyTorch on ``samples`` synthetic inputs
     (the growing seed; uniform-noise images for the other tasks) with shared
     Bernoulli(fire_rate) fire masks: it sizes the quantisation error, not task accuracy.
+    state "int8": the compact state's scales are calibrated on ``samples`` validation
+    images of the model's own data (so the data must be at hand, as for evaluate), and
+    its agreement with the float model is measured on ``samples`` test images.
     """
     if isinstance(model_or_path, str | Path):
         from ncaflow.io import load
 
         model_or_path = load(model_or_path)
     model = model_or_path
-    result = export_c(model, out_path, name=name, int8=int8, steps=steps)
+    compact: dict[str, Any] | None = None
+    if state != "float":
+        if getattr(model, "cascade", None) is not None:
+            raise ExportError(f"--state {state}: a cascade exports with --state float only")
+        spec0 = model_spec(model)
+        check_compact(spec0)  # before loading any data
+        size = size or default_size(model, spec0)
+        calib = data_seeds(model, spec0, "val", size, samples)
+        result = export_c(
+            model, out_path, name=name, int8=int8, steps=steps, state=state, calibration=calib
+        )
+        assert result.quant is not None
+        test = data_seeds(model, spec0, "test", size, samples)
+        g = torch.Generator().manual_seed(1)
+        test_masks = (
+            torch.rand(result.steps, *test[:, :1].shape, generator=g) < spec0.config.fire_rate
+        ).float()
+        with torch.no_grad():
+            ref = model(test, result.steps, fire_masks=test_masks)
+        comp = compact_rollout(model, result.quant, test, result.steps, test_masks)
+        readout = emitter(spec0.readout)
+        compact = {
+            "agreement": readout.agreement(predict(spec0, ref), predict(spec0, comp)),
+            "unit": readout.unit,
+            "samples": int(test.shape[0]),
+            "calibration_samples": int(calib.shape[0]),
+            "steps": result.steps,
+        }
+    else:
+        result = export_c(model, out_path, name=name, int8=int8, steps=steps)
     spec = result.spec
     h, w = size or default_size(model, spec)
     g = torch.Generator().manual_seed(0)
-    n = 1 if spec.readout == "rgba" else samples
+    n = samples if emitter(spec.readout).needs_image else 1
     c_in, rate = spec.config.input_channels, spec.config.fire_rate
     images = torch.rand(n, c_in, h, w, generator=g) if c_in else None
     seed = seed_state(spec, images, size=(h, w))
@@ -88,7 +125,7 @@ def export_with_report(
             for s, k in zip(scales, per_scale, strict=True)
         ]
     else:
-        fp = footprint(spec, height=h, width=w, steps=result.steps)
+        fp = footprint(spec, height=h, width=w, steps=result.steps, state=state)
         masks = (torch.rand(result.steps, n, 1, h, w, generator=g) < rate).float()
     quant = quantization_report(model, spec, seed, result.steps, fire_masks=masks)
     report = {
@@ -97,25 +134,71 @@ def export_with_report(
         "task": spec.task,
         "readout": spec.readout,
         "int8": int8,
+        "state": state,
         "footprint": fp.to_dict(),
         "int8_vs_float": asdict(quant),
     }
+    if compact is not None:
+        report["int8_state_vs_float"] = compact
     json_path = Path(out_path).with_suffix(".json")
     atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
     json_path.chmod(0o644)
-    what = "prediction" if spec.readout in ("vote", "head") else "pixel"
+    what = emitter(spec.readout).unit
+    lines = [
+        f"wrote {out_path} ({'int8' if int8 else 'float32'} weights, {state} state, "
+        f"task {spec.task}, readout {spec.readout}) and {json_path.name}"
+    ]
+    if compact is not None:
+        lines.append(
+            f"int8 state vs float32 (PyTorch, scales from {compact['calibration_samples']} "
+            f"validation images, {compact['samples']} test images, {compact['steps']} steps): "
+            f"{compact['unit']} agreement {compact['agreement']:.1%}"
+        )
     summary = "\n".join(
         [
-            f"wrote {out_path} ({'int8' if int8 else 'float32'} weights, task {spec.task}, "
-            f"readout {spec.readout}) and {json_path.name}",
+            *lines,
             format_footprint(fp),
             f"int8 vs float32 (PyTorch, {quant.samples} synthetic input(s), {quant.steps} steps): "
             f"max abs state diff {quant.max_abs_diff:.3g} (max |state| {quant.max_abs_state:.3g}), "
             f"{what} agreement {quant.agreement:.1%}"
-            if spec.readout != "rgba"
+            if emitter(spec.readout).needs_image
             else f"int8 vs float32 (PyTorch, seed, {quant.steps} steps): max abs state diff "
             f"{quant.max_abs_diff:.3g} (max |state| {quant.max_abs_state:.3g}), "
-            f"visible-cell (alpha > 0.1) agreement {quant.agreement:.1%}",
+            f"{what} agreement {quant.agreement:.1%}",
         ]
     )
     return report, summary
+
+
+def data_seeds(
+    model: nn.Module, spec: ModelSpec, split: str, size: tuple[int, int], n: int
+) -> Tensor:
+    """(n, C, H, W) seed states of the first ``n`` images of ``split`` of the model's own
+    data (its run config), resized to ``size``; the growing task: its seed."""
+    if not emitter(spec.readout).needs_image:
+        return seed_state(spec, size=size)
+    run_config = getattr(model, "run_config", None)
+    if run_config is None:
+        raise ExportError("--state int8 calibrates on the model's data: export a saved model")
+    task = get_task(spec.task)(config=run_config)
+    try:
+        task.setup()
+        seeds = task.examples(split, n)
+    except (OSError, ValueError, DataError) as err:  # ConfigError is a ValueError
+        raise ExportError(
+            f"--state int8 calibrates its state scales on the model's {split} images, which "
+            f"could not be loaded ({err}); make the data available as for `ncaflow evaluate`"
+        ) from None
+    seeds = seeds.float().cpu()
+    if tuple(seeds.shape[-2:]) != tuple(size):
+        seeds = seed_state(
+            spec,
+            F.interpolate(
+                seeds[:, : spec.config.input_channels],
+                size=size,
+                mode="bilinear",
+                align_corners=False,
+            ),
+            size=size,
+        )
+    return seeds

@@ -15,16 +15,14 @@ import torch
 from torch import nn
 
 from ncaflow.config import ModelConfig
+from ncaflow.export.errors import ExportError
+from ncaflow.export.readouts import emitter
 from ncaflow.perception import filter_bank
 from ncaflow.tasks import TASKS, get_task
 
 __all__ = ["ExportError", "ModelSpec", "Readout", "cascade_specs", "model_spec"]
 
 Readout = Literal["rgba", "vote", "head", "mask"]  # a task's readout (Task.readout), or "head"
-
-
-class ExportError(ValueError):
-    """The model cannot be exported as asked; the message says why and what to do."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,14 +166,10 @@ def _spec(
         kernels = bank.numpy()[None]
     n_filters = kernels.shape[1]
     upd = config.output_channels + config.hidden_channels
-    readout: Readout = kind.readout  # type: ignore[assignment]
+    readout: Readout = emitter(kind.readout).kind  # type: ignore[assignment]
     head_w = head_b = None
     if (head and int(getattr(config, "head", 0) or 0) > 0) or "head.weight" in state:
-        if readout != "vote":
-            raise ExportError(
-                f"a linear head is only exported for the vote readout of classification, "
-                f"not for task {task!r}"
-            )
+        readout = emitter(readout).with_head(task)  # type: ignore[assignment]
         head_w = _array(state, "head.weight", tuple(state["head.weight"].shape))
         head_b = _array(state, "head.bias", (head_w.shape[0],))
         if head_w.shape[1] != config.hidden_channels:

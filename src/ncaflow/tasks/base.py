@@ -72,6 +72,7 @@ class Task(ABC):
     # None refuses, saying predict_instead
     predicts: ClassVar[str | None] = None
     predict_instead: ClassVar[str] = "predict does not support this task"
+    preview_title: ClassVar[str] = "prediction"  # what `preview` shows, a few words (GIFs)
 
     @classmethod
     def export_check(cls, model: ModelConfig) -> None:
@@ -208,6 +209,10 @@ class Task(ABC):
         """(B, C, H, W) states -> (B, 3, H, W) images in [0, 1] for TensorBoard."""
         rgb = out[:, self.config.model.input_channels :][:, :3]
         return rgb.clamp(0, 1)
+
+    def preview_key(self) -> list[tuple[str, tuple[float, float, float]]]:
+        """The colours ``preview`` uses, as (label, RGB in [0, 1]) pairs: a GIF's key."""
+        return []
 
     def meta(self) -> dict[str, Any]:
         """What ``load`` needs beyond the config to use the model (e.g. class names)."""

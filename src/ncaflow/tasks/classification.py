@@ -122,6 +122,7 @@ class Classification(Task):
     select_mode = "max"
     headline = (("test_acc", "test ACC"), ("test_auc", "test AUC"), ("test_f1", "F1"))
     predicts = "labels"
+    preview_title = "image + vote per cell"
     data: ClassificationData
 
     @classmethod

@@ -47,6 +47,7 @@ class Growing(Task):
     select_metric = "val_loss"
     readout = "rgba"
     figures = ("growth",)
+    preview_title = "RGBA over white"
     headline = (
         ("test_mse", "MSE"),
         ("test_persistence_mse", "MSE after 1000 steps"),

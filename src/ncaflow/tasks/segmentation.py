@@ -81,6 +81,7 @@ class Segmentation(Task):
     figures = ("overlay",)
     headline = (("test_dice", "test Dice"), ("test_iou", "IoU"))
     predicts = "masks"
+    preview_title = "image + prediction"
     data: SegmentationData
 
     @classmethod
@@ -233,7 +234,15 @@ class Segmentation(Task):
         image = image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image  # grey
         mask = (self.logit(out) > 0).float()
         tint = torch.tensor([0.0, 1.0, 0.0], device=out.device).view(1, 3, 1, 1)
-        return image * (1 - 0.5 * mask) + 0.5 * mask * tint
+        shown = image * (1 - 0.5 * mask) + 0.5 * mask * tint
+        # the predicted region's border in yellow: mask cells with a cell outside beside them
+        inside = -F.max_pool2d(-mask, 3, stride=1, padding=1)  # erosion, (B, 1, H, W)
+        edge = mask - inside
+        yellow = torch.tensor([1.0, 1.0, 0.0], device=out.device).view(1, 3, 1, 1)
+        return shown * (1 - edge) + edge * yellow
+
+    def preview_key(self) -> list[tuple[str, tuple[float, float, float]]]:
+        return [("predicted polyp", (0.0, 1.0, 0.0)), ("its border", (1.0, 1.0, 0.0))]
 
     def meta(self) -> dict[str, Any]:
         d = self.data

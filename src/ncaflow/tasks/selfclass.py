@@ -62,6 +62,7 @@ class SelfClassification(Task):
     select_mode = "max"
     headline = (("test_acc", "test accuracy (vote)"), ("test_pixel_acc", "pixel accuracy"))
     predict_instead = "it classifies MNIST digits by their own shape; use `ncaflow evaluate`"
+    preview_title = "class per cell"
     data: SelfClassificationData
 
     @classmethod
@@ -174,6 +175,9 @@ class SelfClassification(Task):
         cls = out[:, 1:11].argmax(1)  # (B, H, W)
         alive = (out[:, :1] > self.data.threshold).float()
         return palette[cls].permute(0, 3, 1, 2) * alive + (1 - alive)
+
+    def preview_key(self) -> list[tuple[str, tuple[float, float, float]]]:
+        return [(str(k), (c[0], c[1], c[2])) for k, c in enumerate(PALETTE[:10])]
 
     def meta(self) -> dict[str, Any]:
         return {

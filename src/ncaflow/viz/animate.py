@@ -1,4 +1,5 @@
-"""Animated GIFs of a rollout: the task's view, a hidden-channel view, and a step counter.
+"""Animated GIFs of a rollout: the task's view and a hidden-channel view, each titled, a step
+counter and the task's colour key.
 
 Only Pillow is used (its built-in bitmap font), so nothing outside the
 installed packages is needed.
@@ -42,19 +43,49 @@ def _to_image(rgb: Tensor, scale: int) -> Image.Image:
     return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
 
 
-def render_frame(panels: list[Tensor], caption: str, scale: int) -> Image.Image:
-    """Panels of (3, H, W) in [0, 1] side by side, with a caption bar below."""
+def render_frame(
+    panels: list[Tensor],
+    caption: str,
+    scale: int,
+    *,
+    titles: list[str] | None = None,
+    key: list[tuple[str, tuple[float, float, float]]] | None = None,
+) -> Image.Image:
+    """Panels of (3, H, W) in [0, 1] side by side, each under its title, with a caption bar
+    and a colour key (label, RGB in [0, 1]) below."""
     images = [_to_image(p, scale) for p in panels]
-    gap, bar = 4, 14
+    font = ImageFont.load_default()
+    gap, line = 4, 14
     width = sum(i.width for i in images) + gap * (len(images) - 1)
-    frame = Image.new("RGB", (width, images[0].height + bar), "white")
+    top = line if titles else 0
+    draw_probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    rows: list[list[tuple[str, tuple[float, float, float]]]] = []
     x = 0
-    for image in images:
-        frame.paste(image, (x, 0))
+    for label, colour in key or []:  # wrap the key's entries into rows of the frame's width
+        w = 12 + int(draw_probe.textlength(label, font=font)) + 8
+        if not rows or x + w > width:
+            rows.append([])
+            x = 0
+        rows[-1].append((label, colour))
+        x += w
+    frame = Image.new("RGB", (width, top + images[0].height + line * (1 + len(rows))), "white")
+    draw = ImageDraw.Draw(frame)
+    x = 0
+    for i, image in enumerate(images):
+        frame.paste(image, (x, top))
+        if titles:
+            draw.text((x + 1, 1), titles[i], fill="black", font=font)
         x += image.width + gap
-    ImageDraw.Draw(frame).text(
-        (2, images[0].height + 2), caption, fill="black", font=ImageFont.load_default()
-    )
+    y = top + images[0].height + 2
+    draw.text((2, y), caption, fill="black", font=font)
+    for row in rows:
+        y += line
+        x = 2
+        for label, colour in row:
+            rgb = tuple(round(255 * v) for v in colour)
+            draw.rectangle((x, y + 2, x + 8, y + 10), fill=rgb, outline="black")
+            draw.text((x + 12, y), label, fill="black", font=font)
+            x += 12 + int(draw.textlength(label, font=font)) + 8
     return frame
 
 
@@ -82,11 +113,13 @@ def animate(
     state = examples[index : index + 1]  # (1, C, H, W)
     first_hidden = task.config.model.input_channels + task.config.model.output_channels
     frames: list[Image.Image] = []
+    titles = [task.preview_title, "hidden 1-3"]
+    key = task.preview_key()
 
     def add(t: int, x: Tensor) -> None:
         if t % every == 0:
             panels = [task.preview(x)[0], hidden_view(x[0], first_hidden)]
-            frames.append(render_frame(panels, f"step {t}/{steps}", scale))
+            frames.append(render_frame(panels, f"step {t}/{steps}", scale, titles=titles, key=key))
 
     add(0, state)
     model(state, steps, generator=torch.Generator().manual_seed(seed), callback=add)

@@ -35,6 +35,7 @@ __all__ = [
     "folds_figure",
     "grid_figure",
     "growth_strip",
+    "number_format",
     "params_figure",
     "save",
     "segmentation_overlay",
@@ -80,6 +81,16 @@ def _cell_ticks(ax: Any, cells: list[str]) -> None:
     ax.set_xticklabels([cell_label(c) for c in cells], rotation=20, ha="right", fontsize=8)
 
 
+def number_format(values: np.ndarray, digits: int = 3) -> str:
+    """One fixed-point format for every number of a table: ``digits`` significant digits
+    for its largest magnitude (0.515 and 0.675; 0.00615 and 0.00449; 15360)."""
+    finite = np.abs(values[np.isfinite(values)])
+    top = float(finite.max()) if finite.size else 0.0
+    if top == 0.0:
+        return ".0f"
+    return f".{max(0, digits - 1 - int(np.floor(np.log10(top))))}f"
+
+
 def grid_figure(frame: pd.DataFrame, metric: str, mode: str) -> Figure:
     """Mean ``metric`` per cell as a heatmap with a colour bar; rows: the first grid
     alias, columns: the others; the best cell outlined."""
@@ -105,20 +116,21 @@ def grid_figure(frame: pd.DataFrame, metric: str, mode: str) -> Figure:
     values = table.to_numpy(dtype=float)
     flat = np.nanargmin(values) if mode == "min" else np.nanargmax(values)
     r, c = np.unravel_index(flat, values.shape)
-    fig, ax = plt.subplots(figsize=(2.4 + 1.5 * table.shape[1], 1.4 + 0.6 * table.shape[0]))
+    fig, ax = plt.subplots(figsize=(2.8 + 1.5 * table.shape[1], 1.6 + 0.6 * table.shape[0]))
     cmap = "viridis_r" if mode == "min" else "viridis"
     sns.heatmap(
         table,
         annot=True,
-        fmt=".4g",
+        fmt=number_format(values),
         cmap=cmap,
         cbar=True,
-        cbar_kws={"label": f"{name} (mean over folds)"},
+        cbar_kws={"label": name},
         ax=ax,
     )
     ax.add_patch(plt.Rectangle((int(c), int(r)), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
     best = "lowest" if mode == "min" else "highest"
-    ax.set_title(f"{name}, mean over folds ({best} outlined)")
+    # two short lines, so that the title stays clear of the colour bar's label
+    ax.set_title(f"{name}\nmean over folds, {best} outlined", fontsize=10)
     ax.set_ylabel(alias_label(aliases[0]) if aliases else "")
     ax.set_xlabel(", ".join(alias_label(a) for a in aliases[1:]))
     ax.tick_params(axis="y", rotation=0)
@@ -126,9 +138,13 @@ def grid_figure(frame: pd.DataFrame, metric: str, mode: str) -> Figure:
 
 
 def folds_figure(frame: pd.DataFrame, metric: str, *, seed: int = 0) -> Figure:
-    """Box plot per cell with every fold as a point (seeded jitter, one legend entry per
-    fold): the validation metric and its test twin."""
-    metrics = list(dict.fromkeys([metric, _test_of(metric, frame)]))
+    """Every fold as a point per cell (seeded jitter, one legend entry per fold) with the
+    mean as a bar, and a box plot behind them from 5 folds on (fewer make no box): the
+    validation metric and its test twin, one panel when the two columns are the same
+    numbers (growing: one target image for both)."""
+    test = _test_of(metric, frame)
+    same = test != metric and np.allclose(frame[metric], frame[test], equal_nan=True)
+    metrics = [metric] if same or test == metric else [metric, test]
     cells, folds = _cells(frame), _folds(frame)
     where = {c: i for i, c in enumerate(cells)}
     colours = sns.color_palette("deep", len(folds))
@@ -137,19 +153,35 @@ def folds_figure(frame: pd.DataFrame, metric: str, *, seed: int = 0) -> Figure:
     )
     for ax, m in zip(axes[0], metrics, strict=True):
         rng = np.random.default_rng(seed)  # the same jitter in both panels
-        sns.boxplot(data=frame, x="cell", y=m, order=cells, color="0.88", ax=ax, showfliers=False)
+        if len(folds) >= 5:
+            sns.boxplot(
+                data=frame, x="cell", y=m, order=cells, color="0.88", ax=ax, showfliers=False
+            )
+        means = frame.groupby("cell", sort=False)[m].mean()
+        for cell, mean in means.items():
+            i = where[str(cell)]
+            ax.hlines(mean, i - 0.3, i + 0.3, color="0.25", linewidth=2, zorder=2)
         for fold, colour in zip(folds, colours, strict=True):
             rows = frame[frame["fold"] == fold]
             x = rows["cell"].astype(str).map(where).to_numpy(float)
             x = x + rng.uniform(-0.15, 0.15, len(x))
             ax.scatter(
-                x, rows[m], s=30, color=colour, edgecolor="white", zorder=3, label=f"fold {fold}"
+                x, rows[m], s=36, color=colour, edgecolor="white", zorder=3, label=f"fold {fold}"
             )
         _cell_ticks(ax, cells)
+        ax.set_xlim(-0.6, len(cells) - 0.4)
         ax.set_xlabel("")
         ax.set_ylabel(metric_label(m))
-        ax.set_title(metric_label(m))
-    axes[0, -1].legend(title="fold", fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        title = metric_label(m)
+        if same:
+            title = f"{title} (= {metric_label(test)}: the same data)"
+        ax.set_title(title, fontsize=10)
+    handles, labels = axes[0, -1].get_legend_handles_labels()
+    handles.append(Line2D([], [], color="0.25", linewidth=2))
+    labels.append("mean")
+    axes[0, -1].legend(
+        handles, labels, title="fold", fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5)
+    )
     fig.tight_layout()
     return fig
 
@@ -211,25 +243,43 @@ def error_bars(mean: np.ndarray, std: np.ndarray, metric: str) -> np.ndarray:
 
 def params_figure(frame: pd.DataFrame, metric: str) -> Figure:
     """Trainable parameters against the mean test metric (± std over folds, clipped to
-    the metric's range) per cell."""
+    the metric's range) per cell. When cells share a parameter count the x axis would
+    stack them: then one column per cell, its parameter count in the tick label."""
     m = _test_of(metric, frame)
     g = frame.groupby("cell", sort=False).agg(
         p=("parameters", "first"), mean=(m, "mean"), std=(m, "std")
     )
-    fig, ax = plt.subplots(figsize=(5.8, 3.9))
     yerr = error_bars(g["mean"].to_numpy(), g["std"].to_numpy(), m)
-    ax.errorbar(g["p"], g["mean"], yerr=yerr, fmt="o", capsize=3)
-    for cell, r in g.iterrows():
-        ax.annotate(
-            cell_label(str(cell)),
-            (r["p"], r["mean"]),
-            fontsize=7,
-            xytext=(4, 4),
-            textcoords="offset points",
+    distinct = g["p"].nunique() == len(g)
+    fig, ax = plt.subplots(figsize=(5.8 if distinct else 2.6 + 1.2 * len(g), 3.9))
+    if distinct:
+        ax.errorbar(g["p"], g["mean"], yerr=yerr, fmt="o", capsize=3)
+        for cell, r in g.iterrows():
+            ax.annotate(
+                cell_label(str(cell)),
+                (r["p"], r["mean"]),
+                fontsize=7,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
+        ax.set_xlabel("trainable parameters")
+        ax.set_title(f"{metric_label(m)} against model size", fontsize=10)
+    else:
+        x = np.arange(len(g))
+        ax.errorbar(x, g["mean"], yerr=yerr, fmt="o", capsize=3)
+        ax.set_xticks(x)
+        ax.set_xticklabels(
+            [f"{cell_label(str(c))}\n{int(p):,} parameters" for c, p in g["p"].items()],
+            fontsize=8,
         )
-    ax.set_xlabel("trainable parameters")
+        ax.set_xlim(-0.6, len(g) - 0.4)
+        ax.set_xlabel("")
+        shared = g["p"].nunique() == 1
+        what = "all cells" if shared else "some cells"
+        ax.set_title(
+            f"{metric_label(m)} per grid cell\n({what} share a parameter count)", fontsize=10
+        )
     ax.set_ylabel(f"{metric_label(m)} (mean ± std over folds)")
-    ax.set_title(f"{metric_label(m)} against model size")
     return fig
 
 
