@@ -15,7 +15,12 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
+
+from ncaflow.reproducible import apply
+
+apply()  # before torch starts: in-process training runs train.reproducible (the default)
+
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR_ENV = "NCAFLOW_DATA_MIRROR"

@@ -15,13 +15,23 @@ from PIL import Image
 
 from ncaflow.cascade import build_model
 from ncaflow.config import ConfigError, RunConfig, from_dict
-from ncaflow.evaluate import evaluate
+from ncaflow.evaluate import evaluate as _evaluate
+from ncaflow.io import load_config_of
 from ncaflow.tasks import get_task
 from ncaflow.train import train
 from ncaflow.uncertainty import stochastic_rollouts
 from ncaflow.viz.animate import animate
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def evaluate(paths: Any, *, overrides: tuple[str, ...] | list[str] = (), **kw: Any) -> Any:
+    """``ncaflow.evaluate`` on the data a test trained on: a model file chooses no data
+    folder (issue 26), so the caller names its cache and mirror, as a user would."""
+    first = paths[0] if isinstance(paths, list) else paths
+    data = load_config_of(first)[0].data
+    where = [f"data.{k}={data[k]}" for k in ("root", "mirror") if data.get(k)]
+    return _evaluate(paths, overrides=[*where, *overrides], **kw)
 
 
 def run_config(raw: dict[str, Any], tmp: Path, mirror: Path, **train_kw: Any) -> RunConfig:

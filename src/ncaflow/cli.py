@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ncaflow.config import MAX_STEPS
+
 __all__ = ["main"]
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -38,7 +40,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.folds is not None:
         overrides.append(f"data.folds={args.folds}")
     config = load_config(args.config, overrides)
-    result = train(config, args.out, impl=args.impl)
+    if config.train.reproducible and args.argv is not None:  # the process's own command line
+        from ncaflow.reproducible import reexec_if_needed
+
+        reexec_if_needed(args.argv)
+    result = train(config, args.out, impl=args.impl, overwrite=args.overwrite)
     print(
         f"trained {config.task} for {result.iterations} iterations in {result.seconds:.0f} s; "
         f"best {config.train.early_stopping.metric} = {result.best_metric:.4g} "
@@ -58,7 +64,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         splits=tuple(args.split),
         overrides=args.set,
         out=args.out,
-        device=str(select_device(args.device)),
+        device=str(select_device(args.device, key="--device")),
         seed=args.seed,
     )
     print(json.dumps(metrics, indent=2))
@@ -160,13 +166,19 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
 
 @command
 def cmd_check(args: argparse.Namespace) -> int:
+    from collections import Counter
+
     from ncaflow.io import ModelFileError, upgrade, verify
+    from ncaflow.reproducible import guarantee
 
     models = _model_files(args.paths)
-    damaged, old = [], 0
+    damaged, old, kinds = [], 0, Counter[str]()
     for model in models:
         try:
-            old += upgrade(model) if args.upgrade else verify(model).format_version < 2
+            rewritten = upgrade(model) if args.upgrade else False
+            checked = verify(model)
+            old += rewritten if args.upgrade else checked.format_version < 2
+            kinds[guarantee(checked.meta)] += 1
         except ModelFileError as err:
             damaged.append(f"ncaflow check: {err}")
     for line in damaged:
@@ -176,7 +188,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         note = f" ({old} in format version 1, whose JSON carries no digest)" if old else ""
     print(f"{len(models) - len(damaged)} of {len(models)} models intact{note}")
+    for kind, count in sorted(kinds.items()):
+        print(f"  {count} {kind}")
     return 1 if damaged else 0
+
+
+def _cell(value: object) -> object:
+    """A CSV cell with control characters (ESC, newline) escaped: label names come from a
+    model file, and raw escape codes would reach the terminal."""
+    from ncaflow.safe_io import printable
+
+    return printable(value) if isinstance(value, str) else value
 
 
 def _model_files(paths: list[str]) -> list[Path]:
@@ -222,7 +244,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         out=None if table else args.out,
         resize=not args.no_resize,
         seed=args.seed,
-        device=str(select_device(args.device)),
+        device=str(select_device(args.device, key="--device")),
     )
     rows = [r.row() for r in results]
     if fmt == "json":
@@ -232,7 +254,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(
-            {k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows
+            {k: json.dumps(v) if isinstance(v, list) else _cell(v) for k, v in r.items()}
+            for r in rows
         )
         text = buffer.getvalue()
     if table is None:
@@ -249,11 +272,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from ncaflow.config import to_dict
     from ncaflow.io import config_of, load
+    from ncaflow.reproducible import guarantee
 
     model = load(args.model)
     config = config_of(model)
     size = sum(p.numel() for p in model.parameters())
-    info = {"task": config.task, "parameters": size, "config": to_dict(config)}
+    meta = getattr(model, "meta", {})
+    info = {
+        "task": config.task,
+        "parameters": size,
+        "environment": meta.get("environment"),
+        "guarantee": guarantee(meta),
+        "config": to_dict(config),
+    }
     print(json.dumps(info, indent=2))
     return 0
 
@@ -315,16 +346,18 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
-def _at_least(low: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= low."""
+def _at_least(low: int, most: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer >= low (and <= most)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an integer") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"{value} is above {most}")
         return value
 
     return parse
@@ -340,7 +373,9 @@ def _rollout_args(p: argparse.ArgumentParser, *, out: str) -> None:
     p.add_argument("--model", required=True, help="model.safetensors, its .json, or its directory")
     p.add_argument("--out", required=True, help=out)
     p.add_argument(
-        "--steps", type=_at_least(1), help="rollout length (default: the evaluation length)"
+        "--steps",
+        type=_at_least(1, most=MAX_STEPS),
+        help="rollout length (default: the evaluation length)",
     )
     p.add_argument("--split", default="test", help="split to take the examples from")
     p.add_argument("--seed", type=int, default=0, help="seed of the fire masks")
@@ -365,6 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="NCA implementation (same results; for GPUs: 'compiled' = torch.compile, "
         "'fused' = Triton kernels for the update MLP, which 'auto' picks on CUDA with triton)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a finished model of another config in --out (default: refuse)",
     )
 
     p = sub.add_parser("evaluate", help="metrics of a saved model on its task's data")
@@ -405,12 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
     _rollout_args(p, out="GIF to write")
     p.add_argument("--index", type=_at_least(0), default=0, help="which example of the split")
     p.add_argument("--every", type=_at_least(1), default=1, help="keep every n-th step as a frame")
-    p.add_argument("--scale", type=int, default=4, help="pixel upscaling")
+    p.add_argument("--scale", type=_at_least(1, most=64), default=4, help="pixel upscaling")
 
     p = sub.add_parser("uncertainty", help="mean/variance heatmaps over stochastic rollouts")
     _rollout_args(p, out="PNG or PDF to write")
-    p.add_argument("--rollouts", type=int, default=16)
-    p.add_argument("--examples", type=int, default=4)
+    p.add_argument("--rollouts", type=_at_least(1, most=1000), default=16)
+    p.add_argument("--examples", type=_at_least(1, most=100), default=4)
 
     p = sub.add_parser(
         "check",
@@ -451,7 +491,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="int8 weights, one scale per channel")
     p.add_argument("--size", help="grid HxW for the RAM/MAC report (default: the training size)")
     p.add_argument("--name", default="nca", help="prefix of the C symbols (default: nca)")
-    p.add_argument("--steps", type=int, help="steps per inference (default: the longest training)")
+    p.add_argument(
+        "--steps",
+        type=_at_least(1, most=MAX_STEPS),
+        help="steps per inference (default: the longest training)",
+    )
     p.add_argument(
         "--state",
         choices=["float", "int8"],
@@ -490,20 +534,136 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message}; see `{self.prog} --help`\n")
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
+def _one_line(text: object, limit: int = 1000) -> str:
+    """One line, control characters escaped, at most ``limit`` characters."""
+    from ncaflow.safe_io import printable
+
+    line = printable(" ".join(str(text).split()))
+    return line if len(line) <= limit else f"{line[: limit - 30]}... ({len(line)} characters)"
 
 
-def _os_error(err: OSError) -> str:
-    """An OSError as ``<file>: <what>; <fix>``."""
+def _under(path: str, folder: str | None) -> bool:
+    """Whether ``path`` lies in ``folder`` (or is it)."""
+    if not folder:
+        return False
+    import os
+
+    real, top = os.path.realpath(path), os.path.realpath(folder)
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def _os_error(err: OSError, args: argparse.Namespace) -> str:
+    """An OSError as ``<file>: <what>; <fix>``; the fix names --out only where it helps."""
     path = err.filename or "a file"
+    out = getattr(args, "out", None)
+    if _under(str(path), out):  # the file named by --out, or one in that folder
+        fix = "or choose another --out"
+    elif hasattr(args, "set") and err.filename:  # the data cache under data.root
+        fix = "or cache the data on another disk with --set data.root=DIR"
+    else:
+        fix = ""
     if isinstance(err, FileNotFoundError):
         return f"{path}: no such file or folder; check the path"
     if err.errno == errno.ENOSPC:
-        return f"disk full while writing {path}; free space or choose another --out"
+        return f"disk full while writing {path}; free space {fix}".rstrip()
     if err.errno == errno.EROFS or isinstance(err, PermissionError):
-        return f"cannot write {path} (read-only); choose another --out"
+        return f"cannot write {path} (read-only); {fix.removeprefix('or ') or 'fix permissions'}"
     return f"{path}: {err.strerror or err}; check the path and its permissions"
+
+
+def _stdout_lost(args: argparse.Namespace, why: str) -> str:
+    fix = " or pass --out FILE" if hasattr(args, "out") else ""
+    return (
+        f"cannot write to standard output ({why}), so the result is lost; redirect it to a "
+        f"file that can be written{fix}"
+    )
+
+
+class _Watched:
+    """sys.stdout, remembering why a write to it failed (a full disk, a closed pipe)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.failed = stream, ""
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self.stream.write(text))
+        except OSError as err:
+            self.failed = err.strerror or str(err)
+            raise
+
+    def flush(self) -> None:
+        """Flush; on failure remember why, and point the real stdout at /dev/null, so
+        that Python does not report the same failure again when it exits."""
+        import os
+
+        try:
+            self.stream.flush()
+        except OSError as err:
+            self.failed = err.strerror or str(err)
+            if self.stream is sys.__stdout__:
+                try:
+                    null = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(null, 1)  # the process's stdout
+                    os.close(null)
+                except (OSError, ValueError):
+                    pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+_MODEL_FOLDER = (
+    "model.safetensors",
+    "model.json",
+    "last.safetensors",
+    "last.json",
+    "history.csv",
+    "checkpoint.safetensors",
+)
+
+
+def _inputs(args: argparse.Namespace) -> list[tuple[str | Path, str]]:
+    """Files a command reads, which none of its outputs may overwrite."""
+    from ncaflow.io import model_paths
+
+    found: list[tuple[str | Path, str]] = []
+    models = getattr(args, "model", None)
+    for model in models if isinstance(models, list) else [models] if models else []:
+        weights, meta = model_paths(model)
+        found += [(weights, "the model's weights"), (meta, "the model's JSON")]
+        found += [(weights.parent / name, "a file of the model folder") for name in _MODEL_FOLDER]
+    found += [(image, "an input image") for image in getattr(args, "images", None) or []]
+    found += [(m, "an input metrics file") for m in getattr(args, "metrics", None) or []]
+    for key, what in (("config", "the run config"), ("folds", "the folds file")):
+        if getattr(args, key, None):
+            found.append((getattr(args, key), what))
+    return found
+
+
+def _outputs(args: argparse.Namespace) -> list[Path]:
+    """Files a command writes (those named on its command line)."""
+    outs = [
+        Path(v)
+        for k in ("out", "csv", "md", "tex", "folds_csv", "best")
+        if (v := getattr(args, k, None))
+    ]
+    if args.command == "train" and outs:
+        outs = [outs[0] / name for name in (*_MODEL_FOLDER, "train.lock")]
+    elif args.command == "export" and outs:
+        outs.append(outs[0].with_suffix(".json"))  # the footprint report goes beside
+    elif args.command == "figures" and outs:
+        outs = [outs[0].with_suffix(".png"), outs[0].with_suffix(".pdf")]
+    return outs
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """No output may overwrite an input (compared after resolving links: realpath)."""
+    from ncaflow.safe_io import refuse_input
+
+    inputs = _inputs(args)
+    for out in _outputs(args):
+        refuse_input(out, inputs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -513,39 +673,66 @@ def main(argv: list[str] | None = None) -> int:
     or damaged file, 2 bad config or usage, 130 interrupted. Other exceptions are bugs
     and keep their traceback.
     """
-    from ncaflow.config import ConfigError
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.argv = sys.argv[1:] if argv is None else None  # train may re-execute with it
     if extra:
         parser.exit(
             2,
-            f"ncaflow {args.command}: unrecognized arguments: {' '.join(extra)}; "
+            f"ncaflow {args.command}: unrecognized arguments: {_one_line(' '.join(extra), 200)}; "
             f"see `ncaflow {args.command} --help`\n",
         )
     if getattr(args, "split", None) is None and args.command == "evaluate":
         args.split = ["val", "test"]
     prefix = f"ncaflow {args.command}"
+    if sys.stdout is None or sys.stdout.closed:  # `ncaflow ... >&-`
+        print(f"{prefix}: {_stdout_lost(args, 'it is closed')}", file=sys.stderr)
+        return 1
+    stdout = _Watched(sys.stdout)
+    sys.stdout = stdout
+    try:
+        code = _run(args, prefix, stdout)
+    finally:
+        sys.stdout = stdout.stream
+    return code
+
+
+def _run(args: argparse.Namespace, prefix: str, stdout: _Watched) -> int:
+    """The command, with every user error as one line on stderr (see :func:`main`)."""
+    from ncaflow.config import ConfigError
+
     with warnings.catch_warnings():
         warnings.showwarning = lambda message, *_, **__: print(
             f"{prefix}: warning: {_one_line(message)}", file=sys.stderr
         )
         try:
-            return COMMANDS[args.command](args)
+            _check_outputs(args)
+            code = COMMANDS[args.command](args)
+            stdout.flush()
         except ConfigError as err:
             print(f"{prefix}: {_one_line(err)}", file=sys.stderr)
             return 2
         except OSError as err:
-            print(f"{prefix}: {_one_line(_os_error(err))}", file=sys.stderr)
+            stdout.flush()
+            text = _stdout_lost(args, stdout.failed) if stdout.failed else _os_error(err, args)
+            print(f"{prefix}: {_one_line(text)}", file=sys.stderr)
+            return 1
+        except RecursionError:
+            print(f"{prefix}: an input is nested too deeply to read", file=sys.stderr)
             return 1
         except (RuntimeError, ValueError) as err:
             print(f"{prefix}: {_one_line(err)}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt as err:  # Ctrl-C; train's own message says how to resume
-            again = "; run the same command again to resume" if args.command == "train" else ""
-            what = _one_line(err) if str(err) else f"interrupted{again}"
+        except KeyboardInterrupt as err:  # Ctrl-C; train's own message says what was saved
+            before = "; nothing was saved" if args.command == "train" else ""
+            what = _one_line(err) if str(err) else f"interrupted{before}"
             print(f"{prefix}: {what}", file=sys.stderr)
             return 130
+    if stdout.failed:
+        print(f"{prefix}: {_stdout_lost(args, stdout.failed)}", file=sys.stderr)
+        return 1
+    return code
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import yaml
 
 __all__ = [
     "CONFIG_VERSION",
+    "MAX_SIDE",
+    "MAX_STEPS",
     "RANGES",
     "CascadeConfig",
     "ConfigError",
@@ -42,6 +44,7 @@ __all__ = [
     "load_config",
     "parse_override",
     "read_yaml",
+    "short",
     "to_dict",
 ]
 
@@ -158,6 +161,8 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     progress: bool = True
+    # CPU kernels that give the same bytes on any x86-64 CPU (ncaflow.reproducible)
+    reproducible: bool = True
 
     def validate(self, where: str = "train") -> None:
         """Relations between keys; the range of each number is in RANGES."""
@@ -194,6 +199,13 @@ class RunConfig:
         self.train.validate()
         if self.cascade is not None:
             self.cascade.validate()
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` for a message, cut to ``limit`` characters: a value is never shown
+    whole (a YAML file can hold megabytes in one value)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 25]}... ({len(text)} characters)"
 
 
 def check(ok: bool, key: str, message: str) -> None:
@@ -234,58 +246,61 @@ AT_LEAST_1 = Range(1)
 POSITIVE = Range(0, lo_open=True)
 FRACTION = Range(0, 1, hi_open=True)  # [0, 1)
 
+MAX_SIDE = 4096  # the largest grid side (data.size, a model file's sizes, export --size)
+MAX_STEPS = 100_000  # the longest rollout (train.steps, --steps of animate and export)
+
 # The allowed range of every numeric key of a run config, one line each; `data.*` keys
 # are those of the tasks' data sections (a key means the same in every task).  A list's
 # range applies to each element; None (where a key allows it) is always allowed.
 # tests/test_config.py checks that every numeric field of every config has its line.
 RANGES: dict[str, Range] = {
-    "model.input_channels": AT_LEAST_0,
-    "model.output_channels": AT_LEAST_0,
-    "model.hidden_channels": AT_LEAST_0,
-    "model.hidden_width": AT_LEAST_1,
-    "model.learned_filters": AT_LEAST_1,
-    "model.kernel_size": AT_LEAST_1,
+    "model.input_channels": Range(0, 64),
+    "model.output_channels": Range(0, 1024),
+    "model.hidden_channels": Range(0, 1024),
+    "model.hidden_width": Range(1, 8192),
+    "model.learned_filters": Range(1, 64),
+    "model.kernel_size": Range(1, 31),
     "model.fire_rate": Range(0, 1, lo_open=True),  # (0, 1]
-    "model.alive_channel": AT_LEAST_0,
+    "model.alive_channel": Range(0, 2048),
     "model.alive_threshold": Range(0, 1),  # an alpha value; the C export prints it
-    "model.head": AT_LEAST_0,
-    "cascade.scales": AT_LEAST_1,
-    "cascade.steps": AT_LEAST_1,
-    "train.iterations": AT_LEAST_1,
-    "train.batch_size": AT_LEAST_1,
-    "train.steps": AT_LEAST_1,
-    "train.lr": POSITIVE,
-    "train.weight_decay": AT_LEAST_0,
+    "model.head": Range(0, 100_000),
+    "cascade.scales": Range(1, 64),
+    "cascade.steps": Range(1, MAX_STEPS),
+    "train.iterations": Range(1, 1e9),
+    "train.batch_size": Range(1, 65536),
+    "train.steps": Range(1, MAX_STEPS),
+    "train.lr": Range(0, 10, lo_open=True),
+    "train.weight_decay": Range(0, 100),
     "train.betas": FRACTION,
-    "train.scheduler.milestones": AT_LEAST_1,
-    "train.scheduler.gamma": POSITIVE,
-    "train.scheduler.warmup": AT_LEAST_0,
-    "train.grad_clip": POSITIVE,
-    "train.eval_every": AT_LEAST_1,
-    "train.checkpoint_every": AT_LEAST_1,
-    "train.log_images_every": AT_LEAST_1,
-    "train.early_stopping.patience": AT_LEAST_0,
-    "train.early_stopping.min_delta": AT_LEAST_0,
+    "train.scheduler.milestones": Range(1, 1e9),
+    "train.scheduler.gamma": Range(0, 100, lo_open=True),
+    "train.scheduler.warmup": Range(0, 1e9),
+    "train.grad_clip": Range(0, 1e9, lo_open=True),
+    "train.eval_every": Range(1, 1e9),
+    "train.checkpoint_every": Range(1, 1e9),
+    "train.log_images_every": Range(1, 1e9),
+    "train.early_stopping.patience": Range(0, 1e9),
+    "train.early_stopping.min_delta": Range(0, 1e9),
     "train.seed": Range(0, 2**32 - 3),  # numpy seeds are < 2**32; the trainer adds 2
-    "train.threads": AT_LEAST_1,
-    "version": AT_LEAST_1,
-    "data.fold": AT_LEAST_0,
-    "data.size": AT_LEAST_1,
-    "data.pad": AT_LEAST_0,
-    "data.pool_size": AT_LEAST_1,
-    "data.damage": AT_LEAST_0,
-    "data.eval_batch": AT_LEAST_1,
-    "data.persistence_steps": AT_LEAST_0,
-    "data.test_size": AT_LEAST_1,
-    "data.val_size": AT_LEAST_1,
-    "data.split_seed": AT_LEAST_0,
+    "train.threads": Range(1, 4096),
+    "version": Range(1, 1000),
+    "data.fold": Range(0, 1000),
+    "data.size": Range(1, MAX_SIDE),
+    "data.pad": Range(0, MAX_SIDE),
+    "data.pool_size": Range(1, 1_000_000),
+    "data.damage": Range(0, 100_000),
+    "data.eval_batch": Range(1, 65536),
+    "data.persistence_steps": Range(0, MAX_STEPS),
+    "data.test_size": Range(1, 1e8),
+    "data.val_size": Range(1, 1e8),
+    "data.split_seed": Range(0, 2**32 - 1),
     "data.threshold": FRACTION,
     "data.test_fraction": FRACTION,
     "data.val_fraction": FRACTION,
-    "data.bce_weight": AT_LEAST_0,
-    "data.uncertainty_samples": AT_LEAST_0,
-    "data.augment_shift": AT_LEAST_0,
-    "data.eval_rollouts": AT_LEAST_1,
+    "data.bce_weight": Range(0, 1e6),
+    "data.uncertainty_samples": Range(0, 10_000),
+    "data.augment_shift": Range(0, MAX_SIDE),
+    "data.eval_rollouts": Range(1, 10_000),
     "data.channels": Range(1, 4),  # own data: grey, grey + alpha, RGB, RGBA
 }
 
@@ -309,7 +324,7 @@ def check_ranges(obj: Any, where: str = "") -> None:
             allowed = RANGES.get(key, Range())
             if item not in allowed:
                 what = "a finite number" if allowed == Range() else f"a number {allowed}"
-                raise ConfigError(f"key '{key}': {item!r} is not allowed; give {what}", key)
+                raise ConfigError(f"key '{key}': {short(item)} is not allowed; give {what}", key)
 
 
 T = TypeVar("T")
@@ -318,12 +333,14 @@ T = TypeVar("T")
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     """Build dataclass ``cls`` from a plain mapping, rejecting unknown keys."""
     if not isinstance(data, dict):
-        raise ConfigError(f"key '{where or '<root>'}': expected a mapping, got {data!r}", where)
+        raise ConfigError(
+            f"key '{where or '<root>'}': expected a mapping, got {short(data)}", where
+        )
     hints, fields = _schema(cls)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
-        raise ConfigError(f"unknown key '{key}'; allowed keys: {sorted(fields)}", key)
+        raise ConfigError(f"unknown key '{key[:80]}'; allowed keys: {sorted(fields)}", key)
     kwargs = {}
     for name, value in data.items():
         key = f"{where}.{name}" if where else name
@@ -370,35 +387,35 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         raise ConfigError(f"key '{key}': " + "; or ".join(errors), key)
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"key '{key}': {value!r} is not one of {list(args)}", key)
+            raise ConfigError(f"key '{key}': {short(value)} is not one of {list(args)}", key)
         return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)  # type: ignore[arg-type]
     if origin is list:
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"key '{key}': expected a list, got {value!r}", key)
+            raise ConfigError(f"key '{key}': expected a list, got {short(value)}", key)
         return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"key '{key}': expected a mapping, got {value!r}", key)
+            raise ConfigError(f"key '{key}': expected a mapping, got {short(value)}", key)
         return dict(value)
     if tp is Any:
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"key '{key}': expected true/false, got {value!r}", key)
+            raise ConfigError(f"key '{key}': expected true/false, got {short(value)}", key)
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"key '{key}': expected an integer, got {value!r}", key)
+            raise ConfigError(f"key '{key}': expected an integer, got {short(value)}", key)
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"key '{key}': expected a number, got {value!r}", key)
+            raise ConfigError(f"key '{key}': expected a number, got {short(value)}", key)
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"key '{key}': expected a string, got {value!r}", key)
+            raise ConfigError(f"key '{key}': expected a string, got {short(value)}", key)
         return value
     raise TypeError(f"unsupported config type {tp!r} at {key}")  # a bug, not user error
 
@@ -451,7 +468,7 @@ def build_config(raw: Any, overrides: Sequence[str] = ()) -> RunConfig:
     except ConfigError as err:
         origin = [item for item, key, _ in parsed if _related(key, err.key)]
         if origin and not str(err).startswith("--set"):
-            raise ConfigError(f"--set {origin[-1]!r}: {err}", err.key) from None
+            raise ConfigError(f"--set {short(origin[-1])}: {err}", err.key) from None
         raise
     return cfg
 
@@ -480,19 +497,19 @@ def parse_override(item: str) -> tuple[str, Any]:
 def _parse_override(item: str) -> tuple[str, Any]:
     """Parsed once: the workflow checks every grid cell's config (1,000s of overrides)."""
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=1e-3")
+        raise ConfigError(f"--set {short(item)}: expected KEY=VALUE, e.g. --set train.lr=1e-3")
     key, text = item.split("=", 1)
     key = key.strip()
     if not _KEY.fullmatch(key):
         raise ConfigError(
-            f"--set {item!r}: {key!r} is not a dotted key; write e.g. --set train.lr=1e-3"
+            f"--set {short(item)}: {short(key)} is not a dotted key; write e.g. --set train.lr=1e-3"
         )
     try:
         value = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(
-            f"--set {item!r}: the value is not valid YAML ({problem}); quote text values, "
+            f"--set {short(item)}: the value is not valid YAML ({problem}); quote text values, "
             f"e.g. --set {key}='\"...\"'"
         ) from None
     return key, value
@@ -512,7 +529,7 @@ def _set_key(raw: dict[str, Any], key: str, value: Any, item: str) -> None:
         if not isinstance(node, dict):
             section = ".".join(parts[: i + 1])
             raise ConfigError(
-                f"--set {item!r}: '{section}' is a value, not a section; "
+                f"--set {short(item)}: '{section}' is a value, not a section; "
                 f"set '{section}' itself instead",
                 section,
             )
@@ -524,7 +541,19 @@ def _set_key(raw: dict[str, Any], key: str, value: Any, item: str) -> None:
 
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, reading ``1e4`` and ``1e-3`` as numbers (as YAML 1.2 does;
-    YAML 1.1 reads them as text) and rejecting a key given twice."""
+    YAML 1.1 reads them as text), rejecting a key given twice and aliases."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """Refuse aliases (``*name``): ten nested ones expand 800 bytes into gigabytes."""
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "a YAML alias (*name) is not allowed in a run config; write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -532,7 +561,7 @@ class _Loader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                    None, None, f"key {short(key)} is given twice", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -570,6 +599,8 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
     try:
         raw = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a run config; fix the file") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -32,7 +32,16 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ncaflow.cascade import build_model
-from ncaflow.config import ConfigError, RunConfig, from_dict, to_dict
+from ncaflow.config import (
+    MAX_SIDE,
+    ConfigError,
+    RunConfig,
+    check_ranges,
+    from_dict,
+    short,
+    to_dict,
+)
+from ncaflow.safe_io import publish
 
 __all__ = [
     "FORMAT",
@@ -81,6 +90,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` on a temp file next to ``path``, then rename it into place.
 
     Nothing is left behind on failure; an OSError (disk full, read-only) names ``path``.
+    The file gets the mode of any new file (0644 under umask 022); a symbolic link
+    planted at ``path`` is replaced, not followed.
     """
     path = Path(path)
     tmp = None
@@ -89,7 +100,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         write(Path(tmp))
-        os.replace(tmp, path)
+        publish(tmp)  # mkstemp made it 0600: give it 0666 & ~umask like any new file
+        os.replace(tmp, path)  # replaces a symbolic link at `path`, never follows it
     except BaseException as err:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
@@ -172,6 +184,10 @@ def _read_json(meta_path: Path, *, legacy: bool = False) -> dict[str, Any]:
         doc = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelFileError(f"{meta_path}: not valid JSON ({err}); {RESAVE}") from None
+    except RecursionError:
+        raise ModelFileError(
+            f"{meta_path}: nested too deeply to be a model file (not what ncaflow writes); {RESAVE}"
+        ) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise ModelFileError(
@@ -220,10 +236,29 @@ def _config(doc: dict[str, Any], meta_path: Path) -> tuple[RunConfig, dict[str, 
     try:
         config = from_dict(RunConfig, doc.get("config"), "config")
         config.validate()
-        get_task(config.task).data_config(config.data)
+        check_ranges(get_task(config.task).data_config(config.data), "data")  # data sizes too
     except ConfigError as err:
         raise ModelFileError(f"{meta_path}: {err}; {RESAVE}") from None
+    _check_grid(config, meta, meta_path)
     return config, meta
+
+
+def _check_grid(config: RunConfig, meta: dict[str, Any], meta_path: Path) -> None:
+    """The grid the file's sizes give (``meta.target_shape``, ``meta.size``, ``data.size``)
+    is checked before anything of that size is allocated."""
+    from ncaflow.tasks import get_task
+
+    try:
+        size = get_task(config.task).grid_size(dict(config.data), meta)
+        ok = size is None or all(1 <= int(side) <= MAX_SIDE for side in size)
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        shown = {k: short(meta[k]) for k in ("target_shape", "size") if k in meta}
+        raise ModelFileError(
+            f"{meta_path}: key 'meta': the grid size it gives ({shown or 'data.size'}) is not "
+            f"1..{MAX_SIDE} cells a side; {RESAVE}"
+        )
 
 
 def load_config_of(path: str | Path) -> tuple[RunConfig, dict[str, Any]]:

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ncaflow.safe_io import open_nofollow
+
 __all__ = ["LOCK", "FolderLocked", "folder_lock"]
 
 LOCK = "train.lock"
@@ -41,7 +43,7 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
     """
     path = Path(folder) / LOCK
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_nofollow(path, os.O_RDWR | os.O_CREAT)  # a planted link: UnsafePath
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from ncaflow.data.images import image_array
+from ncaflow.data.images import check_finite, image_array
 from ncaflow.io import atomic_write, config_of, load
 from ncaflow.tasks import TASKS, get_task
 from ncaflow.tasks.base import Task, batches
@@ -92,6 +92,7 @@ def read_image(
         raise ValueError(
             f"{path}: cannot read as an image ({err}); pass a PNG or JPEG file"
         ) from None
+    check_finite(img, path)  # NaN pixels would give scores nan with a label 0
     own = img.size
     h, w = size if isinstance(size, tuple) else (size, size)
     if own != (w, h):

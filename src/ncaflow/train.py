@@ -17,6 +17,8 @@ with the same arguments resumes from the checkpoint (model, optimiser, scheduler
 RNG states, sample pool, history; no pickle: :mod:`ncaflow.checkpoint`) and, on
 CPU, ends bit-identical to an uninterrupted run. Resuming with a changed config is
 refused with the changed keys, except ``RESUME_SAFE_KEYS`` (:mod:`ncaflow.resume`).
+``train.reproducible`` (default) on a CPU needs the kernels of :mod:`ncaflow.reproducible`
+(same bytes on any x86-64 CPU); model.json's ``meta.environment`` records what ran.
 Ctrl-C and SIGTERM end in :class:`TrainingInterrupted`, a full or read-only disk in
 one :class:`TrainingError` line; neither leaves model.* behind.
 """
@@ -24,6 +26,7 @@ one :class:`TrainingError` line; neither leaves model.* behind.
 from __future__ import annotations
 
 import errno
+import json
 import math
 import random
 import shutil
@@ -40,13 +43,15 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ncaflow import reproducible
 from ncaflow.backends import fused
 from ncaflow.backends.graphs import GraphedIteration, graphs_supported
 from ncaflow.board import Board
 from ncaflow.cascade import build_model
-from ncaflow.checkpoint import write_checkpoint
-from ncaflow.config import ConfigError, RunConfig, TrainConfig
+from ncaflow.checkpoint import changed_keys, write_checkpoint
+from ncaflow.config import ConfigError, RunConfig, TrainConfig, to_dict
 from ncaflow.io import atomic_write, load, model_paths, save
+from ncaflow.limits import check_memory
 from ncaflow.lock import folder_lock
 from ncaflow.nca import Impl, mlp_sizes
 from ncaflow.resume import (
@@ -58,6 +63,7 @@ from ncaflow.resume import (
     clone,
     resume,
 )
+from ncaflow.safe_io import clip, no_symlink
 from ncaflow.tasks import Batch, Task, get_task
 
 __all__ = [
@@ -94,14 +100,29 @@ class TrainResult:
     seconds: float
 
 
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu."""
+def select_device(name: str = "auto", key: str = "key 'train.device'") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; ``key`` names the setting in errors."""
     if name != "auto":
-        device = torch.device(name)
+        try:
+            device = torch.device(name)
+        except (RuntimeError, ValueError):  # torch's text lists every device type it knows
+            raise ConfigError(
+                f"{key}: {clip(name)} is not a device; use auto, cpu, cuda, cuda:N or mps",
+                "train.device",
+            ) from None
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise ConfigError(
+                f"{key}: ncaflow runs on cpu, cuda or mps, not {device.type}; use auto or cpu",
+                "train.device",
+            )
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(
-                f"key 'train.device': {name!r}, but this PyTorch sees no CUDA device; "
-                "use 'auto' or 'cpu'",
+                f"{key}: {name!r}, but this PyTorch sees no CUDA device; use 'auto' or 'cpu'",
+                "train.device",
+            )
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError(
+                f"{key}: {name!r}, but this PyTorch sees no MPS device; use 'auto' or 'cpu'",
                 "train.device",
             )
         return device
@@ -188,12 +209,14 @@ def train(
     task: Task | None = None,
     on_iteration: Callable[[int], None] | None = None,
     impl: Impl = "auto",
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train ``config`` into ``out_dir``, resuming from its checkpoint if there is one.
 
     on_iteration(it) is called after every finished iteration (tests use it to
     simulate a crash). impl picks the NCA implementation (same results, see NCA).
     Ctrl-C or SIGTERM raise :class:`TrainingInterrupted`; the last checkpoint stays.
+    A finished model of another config in ``out_dir`` is replaced only if ``overwrite``.
     """
     out = Path(out_dir)
     device = select_device(config.train.device)
@@ -202,6 +225,8 @@ def train(
             f"impl 'fused' (--impl fused) needs triton and a CUDA device, and this run trains "
             f"on {device.type} (train.device={config.train.device}); use impl 'auto'"
         )
+    reproducible.require(reproducible=config.train.reproducible, device_type=device.type)
+    check_memory(config, device)  # before anything is written or allocated
     created = not out.exists()  # then a run that fails before training removes it again
     with ExitStack() as stack:
         try:
@@ -209,6 +234,9 @@ def train(
             stack.enter_context(folder_lock(out))
         except OSError as err:
             raise cannot_write(out, err) from None
+        no_symlink(out / "tensorboard")  # event files go inside the folder, nowhere else
+        if not overwrite:
+            _refuse_replacing(out, config)
         stack.enter_context(_sigterm_as_interrupt())
         progress: Progress | None = None
         try:
@@ -218,6 +246,11 @@ def train(
             return _finish(run, progress)
         except KeyboardInterrupt:
             done = progress.iteration if progress else 0
+            if not (out / CHECKPOINT).exists():
+                raise TrainingInterrupted(
+                    f"interrupted at iteration {done}, before the first checkpoint: nothing "
+                    f"was saved in {out}; run the same command again to start over"
+                ) from None
             raise TrainingInterrupted(
                 f"interrupted at iteration {done}; run the same command again to resume from {out}"
             ) from None
@@ -225,6 +258,25 @@ def train(
             if created and progress is None:  # still locked: only this call wrote here
                 shutil.rmtree(out, ignore_errors=True)
     raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
+
+
+def _refuse_replacing(out: Path, config: RunConfig) -> None:
+    """A finished model (model.json, no checkpoint) of another config in ``out`` stays."""
+    meta = out / "model.json"
+    if not meta.is_file() or (out / CHECKPOINT).exists():
+        return
+    try:
+        stored = json.loads(meta.read_text(encoding="utf-8"))["config"]
+        changes = changed_keys(stored, to_dict(config), ignore=RESUME_SAFE_KEYS)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        changes = ["its model.json cannot be read"]
+    if changes:
+        shown = "; ".join(clip(c, 80) for c in changes[:3])
+        more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+        raise ConfigError(
+            f"{meta}: this folder holds a finished model of another config ({shown}{more}); "
+            "pass --overwrite to replace it, or use another --out"
+        )
 
 
 @contextmanager
@@ -397,7 +449,10 @@ def _save_checkpoint(run: Run, progress: Progress) -> None:
 def _finish(run: Run, progress: Progress) -> TrainResult:
     """Write last.*, history.csv and (last) model.*, then drop the checkpoint. A failure
     or interrupt on the way removes model.*: only a finished run has them."""
-    out, meta = run.out, run.task.meta()
+    env = reproducible.environment(
+        reproducible=run.config.train.reproducible, device_type=run.device.type
+    )
+    out, meta = run.out, {**run.task.meta(), "environment": env}
     target = out / "last.safetensors"
     try:
         save(run.model, run.config, target, meta=meta)

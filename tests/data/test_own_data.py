@@ -24,6 +24,14 @@ def _ncaflow(*argv: str | Path) -> None:
     assert main([str(a) for a in argv]) == 0
 
 
+def _own_paths(model: Path) -> list[str]:
+    """``--set`` for the data paths a model was trained on: a model file chooses no path
+    outside the working folder (issue 26), so whoever evaluates it names them."""
+    data = load_config_of(model)[0].data
+    keys = ("images", "labels", "masks", "test_images", "test_labels", "test_masks", "folds")
+    return [a for k in keys if data.get(k) for a in ("--set", f"data.{k}={data[k]}")]
+
+
 def test_classification_folder_learns_bright_vs_dark(tmp_path: Path) -> None:
     folder = write_classification_folder(tmp_path / "own", n=30)
     train = {"iterations": 24, "batch_size": 8, "steps": [3, 4], "lr": 0.01, "eval_every": 12}
@@ -34,7 +42,7 @@ def test_classification_folder_learns_bright_vs_dark(tmp_path: Path) -> None:
     assert split["n"] == 24 and len(split["folds"]) == 2  # 30 images - 6 held out for test
     _ncaflow("train", "--config", run, "--out", model, "--folds", folds, "--fold", "1")
     out = tmp_path / "metrics.json"
-    _ncaflow("evaluate", "--model", model, "--out", out, "--split", "test")
+    _ncaflow("evaluate", "--model", model, "--out", out, "--split", "test", *_own_paths(model))
     metrics = json.loads(out.read_text())
     assert metrics["test_acc"] >= 5 / 6  # chance is 1/2 (3 bright, 3 dark test images)
     assert load_config_of(model)[1]["labels"] == {"0": "bright", "1": "dark"}
@@ -59,7 +67,7 @@ def test_segmentation_folder_runs_every_stage(
     assert json.loads(folds.read_text())["n"] == 8  # the test folder stays out of the folds
     _ncaflow("train", "--config", run, "--out", model, "--folds", folds, "--fold", "0")
     out = tmp_path / "metrics.json"
-    _ncaflow("evaluate", "--model", model, "--out", out)
+    _ncaflow("evaluate", "--model", model, "--out", out, *_own_paths(model))
     metrics = json.loads(out.read_text())
     assert 0.0 <= metrics["test_dice"] <= 1.0 and "val_dice" in metrics
     assert load_config_of(model)[1]["dataset"] == "folder"

@@ -60,12 +60,8 @@ def cli(capsys: pytest.CaptureFixture[str]):
 def cli_process(*argv: str | Path, timeout: float = 120, **kwargs) -> Outcome:
     """Run ``python -m ncaflow.cli`` in a subprocess (kwargs go to subprocess.run)."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **kwargs.pop("env", {})}
+    options = {"capture_output": True, "text": True, "timeout": timeout, **kwargs}
     proc = subprocess.run(
-        [sys.executable, "-m", "ncaflow.cli", *map(str, argv)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        **kwargs,
+        [sys.executable, "-m", "ncaflow.cli", *map(str, argv)], env=env, **options
     )
-    return Outcome(proc.returncode, proc.stdout, proc.stderr)
+    return Outcome(proc.returncode, proc.stdout or "", proc.stderr or "")

@@ -8,6 +8,8 @@ nothing. Disk-full and read-only disks are simulated where the file is renamed i
 from __future__ import annotations
 
 import errno
+import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,6 +59,11 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "sub" / "good.png")
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "rgb.png")
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(CONFIGS["growing"]))
+    for name, value in (("nan", np.nan), ("inf", np.inf)):
+        pixels = np.zeros((28, 28), np.float32)
+        pixels[3, 4] = value
+        Image.fromarray(pixels, mode="F").save(tmp_path / f"{name}.tif")
+    (tmp_path / "link.json").symlink_to(tmp_path / "classification" / "model.json")
     return tmp_path
 
 
@@ -168,6 +175,52 @@ CASES: dict[str, tuple[list[str], list[str], int | None]] = {
         ["--fold 1 needs --folds"],
         2,
     ),
+    # issue 26: sizes and names on the command line are checked before anything runs
+    "animate-steps-too-many": (
+        ["animate", "--model", "growing", "--out", "results/a.gif", "--steps", "100000000"],
+        ["ncaflow animate: argument --steps: 100000000 is above 100000"],
+        2,
+    ),
+    "export-steps-negative": (
+        ["export", "c", "growing", "--out", "results/n.h", "--steps", "-5"],
+        ["ncaflow export: argument --steps: -5 is below 1"],
+        2,
+    ),
+    "export-steps-too-many": (
+        ["export", "c", "growing", "--out", "results/n.h", "--steps", "1000000000"],
+        ["ncaflow export: argument --steps: 1000000000 is above 100000"],
+        2,
+    ),
+    "export-size-huge": (
+        ["export", "c", "growing", "--out", "results/n.h", "--size", "100000x100000"],
+        ["--size '100000x100000'", "integers 1..4096"],
+        1,
+    ),
+    "uncertainty-no-rollouts": (
+        ["uncertainty", "--model", "classification", "--out", "results/u.png", "--rollouts", "0"],
+        ["ncaflow uncertainty: argument --rollouts: 0 is below 1"],
+        2,
+    ),
+    "evaluate-device-tpu": (
+        ["evaluate", "--model", "classification", "--device", "tpu"],
+        ["ncaflow evaluate: --device: tpu is not a device", "use auto, cpu, cuda"],
+        2,
+    ),
+    "train-device-tpu": (
+        ["train", "--config", "run.yaml", "--out", "results/t", "--set", "train.device=tpu"],
+        ["key 'train.device': tpu is not a device", "use auto, cpu, cuda"],
+        2,
+    ),
+    "predict-nan-float-tiff": (
+        ["predict", "--model", "classification", "nan.tif", "--out", OUT],
+        ["nan.tif: NaN or Inf pixel values"],
+        1,
+    ),
+    "predict-inf-float-tiff": (
+        ["predict", "--model", "classification", "inf.tif", "--out", OUT],
+        ["inf.tif: NaN or Inf pixel values"],
+        1,
+    ),
     "train-on-cuda-without-cuda": (
         ["train", "--config", "run.yaml", "--out", "results/t", "--set", "train.device=cuda"],
         ["key 'train.device'", "no CUDA device", "use 'auto' or 'cpu'"],
@@ -219,7 +272,7 @@ def test_unwritable_output_is_one_line(
 @pytest.mark.parametrize(
     ("command", "argv", "needle"),
     [
-        ("train", ["--config", "c.yaml", "--out", "run"], "interrupted; run the same command"),
+        ("train", ["--config", "c.yaml", "--out", "run"], "interrupted; nothing was saved"),
         ("evaluate", ["--model", "classification"], "ncaflow evaluate: interrupted"),
     ],
 )
@@ -270,3 +323,127 @@ def test_disk_full_on_a_later_mask_leaves_no_masks(
     outcome = cli("predict", "--model", "segmentation", "rgb.png", "sub/good.png", "--out", masks)
     outcome.fails_cleanly(f"disk full while writing {masks / 'good.png'}")
     assert list(masks.iterdir()) == []
+
+
+# -- issue 26: no output overwrites an input; stdout that cannot be written --------------------
+
+_AGG = ["--task", "t", "--select", "val_loss", "--mode", "min"]
+OVER_INPUT: dict[str, tuple[list[str], str]] = {  # case -> (argv, what the line calls it)
+    "evaluate-over-model-json": (
+        ["evaluate", "--model", "classification", "--out", "classification/model.json"],
+        "the model's JSON",
+    ),
+    "evaluate-over-a-link-to-it": (
+        ["evaluate", "--model", "classification", "--out", "link.json"],
+        "the model's JSON",
+    ),
+    "predict-over-model-json": (
+        ["predict", "--model", "classification", "good.png", "--out", "classification/model.json"],
+        "the model's JSON",
+    ),
+    "animate-over-weights": (
+        ["animate", "--model", "growing", "--out", "growing/model.safetensors"],
+        "the model's weights",
+    ),
+    "uncertainty-over-weights": (
+        ["uncertainty", "--model", "classification", "--out", "classification/model.safetensors"],
+        "the model's weights",
+    ),
+    "export-over-model-json": (
+        ["export", "c", "classification", "--out", "classification/model.json"],
+        "the model's JSON",
+    ),
+    "export-report-over-model-json": (  # the footprint JSON goes beside the header
+        ["export", "c", "classification", "--out", "classification/model.h"],
+        "the model's JSON",
+    ),
+    "prepare-over-run-config": (
+        ["prepare", "--config", "run.yaml", "--out", "run.yaml"],
+        "the run config",
+    ),
+    "download-over-run-config": (
+        ["download", "--config", "run.yaml", "--name", "g", "--out", "run.yaml"],
+        "the run config",
+    ),
+    "aggregate-over-metrics": (
+        ["aggregate", "m.json", *_AGG, "--csv", "m.json", "--md", "t.md", "--tex", "t.tex",
+         "--folds-csv", "f.csv", "--best", "b.txt"],
+        "an input metrics file",
+    ),
+    "train-over-its-config": (
+        ["train", "--config", "classification/model.json", "--out", "classification"],
+        "the run config",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(OVER_INPUT))
+def test_an_output_never_overwrites_an_input(cli, work: Path, case: str) -> None:
+    argv, what = OVER_INPUT[case]
+    (work / "m.json").write_text("{}")
+    inputs = [*work.glob("*/model.*"), work / "run.yaml", work / "m.json", work / "good.png"]
+    before = {p: p.read_bytes() for p in inputs}
+    outcome = cli(*argv)
+    outcome.fails_cleanly(f"is {what}", "an input of this command", "choose another --out")
+    assert {p: p.read_bytes() for p in inputs} == before
+
+
+def _closed_stdout() -> None:
+    os.close(1)
+
+
+@pytest.mark.parametrize("stdout", ["closed", "full"])
+@pytest.mark.parametrize(
+    "argv",
+    [["predict", "--model", "classification", "good.png"], ["info", "classification"]],
+    ids=["predict", "info"],
+)
+def test_a_result_that_cannot_reach_stdout_is_an_error(
+    work: Path, argv: list[str], stdout: str
+) -> None:
+    """`ncaflow predict ... >&-` and `> /dev/full`: exit 1 with one line, not 0 with the
+    table lost; the line does not tell to choose another --out when none was given."""
+    if stdout == "closed":
+        outcome = cli_process(*argv, cwd=work, preexec_fn=_closed_stdout)
+    else:
+        with open("/dev/full", "w") as full:
+            outcome = cli_process(*argv, cwd=work, stdout=full, capture_output=False,
+                                  stderr=subprocess.PIPE)  # fmt: skip
+    outcome.fails_cleanly("cannot write to standard output", "the result is lost")
+    assert outcome.code == 1
+    if argv[0] == "info":
+        assert "--out" not in outcome.err
+
+
+PLANTED = {  # output -> (the path a link is planted at, the command that writes there)
+    "figure": ("results/g.png", ["figures", "growth", "--model", "growing", "--out", "results/g"]),
+    "mask": ("results/rgb.png", ["predict", "--model", "segmentation", "rgb.png", "--out",
+                                 "results"]),
+    "table": ("results/t.csv", ["predict", "--model", "classification", "good.png", "--out",
+                                "results/t.csv"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("output", sorted(PLANTED))
+def test_a_link_planted_at_an_output_is_replaced_not_followed(
+    cli, work: Path, mirror: Path, monkeypatch: pytest.MonkeyPatch, output: str
+) -> None:
+    """A link at the path of a figure, a mask or a table (to a file elsewhere): the output
+    replaces the link, and the file it pointed at keeps its bytes."""
+    monkeypatch.setenv("NCAFLOW_DATA_MIRROR", str(mirror))
+    (work / "results").mkdir()
+    victim = work / "victim.bin"
+    victim.write_bytes(b"precious")
+    link, argv = PLANTED[output]
+    (work / link).symlink_to(victim)
+    outcome = cli(*argv)
+    assert outcome.code == 0, outcome.err
+    assert victim.read_bytes() == b"precious"
+    assert (work / link).is_file() and not (work / link).is_symlink()
+    assert ((work / link).stat().st_mode & 0o777) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -7,8 +7,10 @@ naming the file (and key) and what to do, and no folds file or model written.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
+import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -348,3 +350,113 @@ def test_folds_of_changed_images_are_refused(cli, tmp_path: Path) -> None:
     out = tmp_path / "model"
     outcome = cli("train", "--config", run, "--out", out, "--folds", folds, "--fold", "0")
     outcome.fails_cleanly(str(folds), "re-run prepare", absent=[out / "model.json"])
+
+
+# -- issue 26: silently wrong inputs are scaled by their type, or refused -------------------
+
+
+def _floats(value: float) -> np.ndarray:
+    images = np.zeros((10, 28, 28), np.float32)
+    images[2, 3, 4] = value
+    return images
+
+
+NPZ_CASES.update(
+    {
+        "float-labels": (
+            lambda p: _save_npz(p, val_labels=np.array([[0.5], [1.5], [0.0], [1.0]])),
+            ("[val_labels]: row 0 has label [0.5], not a whole number",),
+        ),
+        "nan-pixels": (
+            lambda p: _save_npz(p, train_images=_floats(np.nan)),
+            ("[train_images]: NaN or Inf pixel values",),
+        ),
+        "float-pixels-above-one": (
+            lambda p: _save_npz(p, train_images=_floats(255.0)),
+            ("[train_images]: float pixels outside [0, 1]",),
+        ),
+        "negative-int-pixels": (
+            lambda p: _save_npz(p, train_images=_floats(-3).astype(np.int16)),
+            ("[train_images]: negative pixel values (-3)",),
+        ),
+    }
+)
+
+
+def test_uint16_images_are_scaled_by_their_range(tmp_path: Path) -> None:
+    """An npz of uint16 images is divided by 65535, not by 255 (inputs reached 257)."""
+    from ncaflow.data.medmnist import load_medmnist
+
+    (tmp_path / "m" / "medmnist").mkdir(parents=True)
+    wide = (np.arange(10 * 28 * 28) % 65536).astype(np.uint16).reshape(10, 28, 28)
+    _save_npz(tmp_path / "m" / "medmnist" / "breastmnist.npz", train_images=wide)
+    images, _ = load_medmnist(
+        flag="breastmnist", split="train", cache_dir=tmp_path / "cache", mirror=tmp_path / "m"
+    )
+    assert images.max() <= 1.0 and images.max() > 0.1
+    np.testing.assert_allclose(images[0, 0, 0, 1], 1 / 65535, rtol=1e-6)
+
+
+def _red_mask(root: Path) -> None:
+    mask = np.zeros((16, 16, 3), np.uint8)
+    mask[4:10, 4:10, 0] = 255  # a red square: foreground or not? (it read as background)
+    Image.fromarray(mask).save(root / "masks" / "s2.png")
+
+
+def _nan_tiff(root: Path) -> None:
+    (root / "images" / "s3.jpg").unlink()
+    pixels = np.full((16, 16), 0.5, np.float32)
+    pixels[1, 1] = np.nan
+    Image.fromarray(pixels, mode="F").save(root / "images" / "s3.tif")
+
+
+SEG_CASES.update(
+    {
+        "red-rgb-mask": (_red_mask, ("s2.png (data.masks)", "coloured (255, 0, 0)", "black")),
+        "nan-float-tiff": (_nan_tiff, ("s3.tif", "NaN or Inf pixel values")),
+    }
+)
+
+
+def test_an_empty_validation_split_names_its_key(cli, tmp_path: Path) -> None:
+    """A folds file whose fold has no val samples: one line naming data.folds and the fix
+    (it was "torch.cat(): expected a non-empty list")."""
+    folder = write_classification_folder(tmp_path / "own", n=8)
+    run, out = classification_run(tmp_path / "run.yaml", folder), tmp_path / "model"
+    folds = tmp_path / "folds.json"
+    assert cli("prepare", "--config", run, "--out", folds, "--k", "2").code == 0
+    doc = json.loads(folds.read_text())
+    doc["folds"][0]["val"] = []
+    folds.write_text(json.dumps(doc))
+    outcome = cli("train", "--config", run, "--out", out, "--folds", folds, "--fold", "0")
+    outcome.fails_cleanly(
+        "key 'data.folds'", "empty val split", "ncaflow prepare", absent=[out / "model.json"]
+    )
+
+
+def test_a_one_image_validation_split_is_evaluated(cli, tmp_path: Path) -> None:
+    """Five images give a val split of one (medmnist's metrics squeezed it to a scalar and
+    scikit-learn raised a TypeError traceback)."""
+    folder = write_classification_folder(tmp_path / "own", n=5)
+    run, out = classification_run(tmp_path / "run.yaml", folder), tmp_path / "model"
+    outcome = cli("train", "--config", run, "--out", out)
+    assert outcome.code == 0, outcome.err
+    assert (out / "model.json").is_file()
+
+
+def test_a_full_disk_under_data_root_says_where_not_out(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "m" / "medmnist").mkdir(parents=True)
+    _save_npz(tmp_path / "m" / "medmnist" / "breastmnist.npz")
+
+    def full(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sources.os, "replace", full)
+    run, folds = _breast_run(tmp_path, tmp_path / "m"), tmp_path / "folds.json"
+    outcome = cli("prepare", "--config", run, "--out", folds)
+    cached = tmp_path / "cache" / "breastmnist.npz"
+    outcome.fails_cleanly(f"disk full while writing {cached}", "--set data.root=DIR",
+                          absent=[folds])  # fmt: skip
+    assert "--out" not in outcome.err

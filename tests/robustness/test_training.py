@@ -6,6 +6,7 @@ Each case resumes a copy of one real checkpoint (a run stopped at iteration 2 of
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pickle
 import shutil
@@ -383,3 +384,109 @@ def test_tensorboard_write_fails(cli: Any, run: Path, monkeypatch: pytest.Monkey
     needles = ("disk full while writing", str(out / "tensorboard"))
     outcome.fails_cleanly(*needles, absent=_finished(out))
     assert (out / CHECKPOINT).read_bytes() == before
+
+
+# -- issue 26: nothing follows a planted link, a finished model stays, files are 0644 ----------
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> tuple[list[str], Path]:
+    """A 2-iteration run config and an --out folder that does not exist yet."""
+    config = digits_config(iterations=2, checkpoint_every=2, eval_every=2)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(to_dict(config)))
+    out = tmp_path / "out"
+    return ["train", "--config", str(tmp_path / "run.yaml"), "--out", str(out)], out
+
+
+@pytest.mark.parametrize("name", ["train.lock", "tensorboard"])
+def test_a_link_planted_in_the_output_folder_is_not_followed(
+    cli: Any, fresh: tuple[list[str], Path], tmp_path: Path, name: str
+) -> None:
+    """`ln -s VICTIM out/train.lock` (or out/tensorboard -> a folder elsewhere): refused,
+    and the victim is untouched."""
+    argv, out = fresh
+    out.mkdir()
+    victim = tmp_path / "victim"
+    if name == "tensorboard":
+        victim.mkdir()
+    else:
+        victim.write_text("precious\n")
+    (out / name).symlink_to(victim)
+    outcome = cli(*argv)
+    outcome.fails_cleanly(
+        str(out / name), "symbolic link", "remove the link", absent=_finished(out)
+    )
+    if name == "tensorboard":
+        assert list(victim.iterdir()) == []
+    else:
+        assert victim.read_text() == "precious\n"
+
+
+def test_a_finished_model_of_another_config_is_not_replaced(
+    cli: Any, fresh: tuple[list[str], Path]
+) -> None:
+    argv, out = fresh
+    assert cli(*argv).code == 0
+    before = (out / "model.json").read_bytes()
+    outcome = cli(*argv, "--set", "train.lr=0.001")
+    outcome.fails_cleanly(
+        str(out / "model.json"), "train.lr: 0.002 -> 0.001", "--overwrite", "another --out"
+    )
+    assert (out / "model.json").read_bytes() == before
+    assert cli(*argv, "--set", "train.lr=0.001", "--overwrite").code == 0
+    assert json.loads((out / "model.json").read_text())["config"]["train"]["lr"] == 0.001
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved(
+    cli: Any, fresh: tuple[list[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv, out = fresh
+
+    def interrupt(*args: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SelfClassification, "after_step", interrupt)
+    outcome = cli(*argv)
+    assert outcome.code == 130
+    outcome.fails_cleanly("interrupted at iteration 0", "nothing was saved", "start over")
+    assert "resume" not in outcome.err
+    assert not (out / CHECKPOINT).exists() and not any(p.exists() for p in _finished(out))
+
+
+def test_training_outputs_are_0644_under_umask_022(cli: Any, fresh: tuple[list[str], Path]) -> None:
+    """Models, history and metrics on a shared cluster disk are readable by the group."""
+    argv, out = fresh
+    old = os.umask(0o022)
+    try:
+        assert cli(*argv).code == 0
+        metrics = out / "metrics.json"
+        assert cli("evaluate", "--model", out, "--split", "val", "--out", metrics).code == 0
+    finally:
+        os.umask(old)
+    for path in [*_finished(out), out / "history.csv", out / "last.json", metrics]:
+        assert (path.stat().st_mode & 0o777) == 0o644, path
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.eval_batch=65536", "data.eval_batch"),
+        ("train.batch_size=65536", "train.batch_size"),
+    ],
+)
+def test_a_run_too_large_for_this_machine_is_refused_before_allocation(
+    cli: Any,
+    fresh: tuple[list[str], Path],
+    override: str,
+    key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The estimate (state x batch x steps kept for backward, pool, evaluation batch,
+    weights) is compared with this machine's memory: here a machine of 1 GB."""
+    from ncaflow import limits
+
+    monkeypatch.setattr(limits, "machine_memory", lambda device="cpu": (10**9, "RAM"))
+    argv, out = fresh
+    outcome = cli(*argv, "--set", override, "--set", "train.steps=[64]")
+    outcome.fails_cleanly(f"key '{key}'", "needs about", "1.0 GB of RAM", f"lower {key}")
+    assert not out.exists()

@@ -22,6 +22,7 @@ import jsonschema
 import pandas as pd
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.io import PeriodicityDetector
 from snakemake.utils import Paramspace, validate
 
 from ncaflow.config import ConfigError, RunConfig, build_config, read_yaml
@@ -139,6 +140,28 @@ class Task:
     )  # variants' own fold counts
 
 
+# a grid value's text in a folder name (Snakemake's paths stay short)
+GRID_VALUE_CHARS = 40
+
+
+def _check_grid_values(entry: str, grid: dict) -> None:
+    """Each grid value becomes part of a folder name: short, and not a text that
+    Snakemake takes for a runaway repetition (PeriodicWildcardError)."""
+    periodic = PeriodicityDetector()
+    for alias, spec in grid.items():
+        for value in spec["values"]:
+            text = str(value)
+            shown = (
+                text if len(text) <= 30 else f"{text[:20]}... ({len(text)} characters)"
+            )
+            if len(text) > GRID_VALUE_CHARS or periodic.is_periodic(text) is not None:
+                stop(
+                    f"config key 'tasks.{entry}.grid.{alias}.values': {shown!r} cannot be "
+                    f"part of a folder name (at most {GRID_VALUE_CHARS} characters, no text "
+                    "repeated 20 times); give a shorter value, or put it in the run config"
+                )
+
+
 def _grid_cells(grid: dict) -> dict[str, list[str]]:
     """Paramspace over the grid: {"hidden~8_fire~0.5": ["model.hidden_channels=8", ...]}."""
     if not grid:
@@ -239,6 +262,7 @@ def build_tasks(config: dict) -> dict[str, Task]:
             if spec["fold_by"] == "seed":  # fold k trains with train.seed + k
                 last = f"train.seed={base.train.seed + spec['folds'] - 1}"
                 _check_run(entry, spec["run"], [*fixed, last], f"tasks.{entry}.folds")
+            _check_grid_values(entry, spec["grid"])
             cells = _variant_cells(entry, spec) or _grid_cells(spec["grid"])
             for cell, grid in cells.items():
                 _check_run(

@@ -19,9 +19,12 @@ rule download:
         "../envs/ncaflow.yaml"
     params:
         sets=data_sets,
+    # on failure the log's last line (ncaflow's one-line error: where to put the file,
+    # how to name a mirror) goes to the terminal too, not only into the log
     shell:
         "ncaflow download --config {input.run:q} --name {wildcards.task:q} "
-        "{params.sets} --out {output:q} > {log:q} 2>&1"
+        "{params.sets} --out {output:q} > {log:q} 2>&1 "
+        "|| {{ tail -n 1 {log:q} >&2; exit 1; }}"
 
 
 rule prepare:

@@ -80,7 +80,11 @@ def pad_index(n: int, r: int, mode: str, device: torch.device) -> Tensor:
         return i.clamp(0, n - 1)
     if mode == "reflect":
         if r >= n:
-            raise ValueError(f"reflect padding of {r} needs a grid larger than {n}")
+            raise ValueError(
+                f"key 'model.padding': reflect padding of {r} cells needs a grid larger than "
+                f"{n} cells a side (data.size, or a cascade's coarsest scale); use a larger "
+                "data.size, smaller cascade.scales or model.padding: zeros"
+            )
         i = i.abs()
         return torch.where(i > n - 1, 2 * (n - 1) - i, i)
     raise ValueError(f"unknown padding {mode!r}")

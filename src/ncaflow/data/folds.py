@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ncaflow.data.sources import DataError
+from ncaflow.safe_io import publish
 
 __all__ = ["array_checksum", "fold_indices", "make_folds", "read_folds", "write_folds"]
 
@@ -123,6 +124,7 @@ def write_folds(path: str | Path, folds: dict[str, Any]) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(folds, f, separators=(",", ":"))
             f.write("\n")
+        publish(tmp)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -18,6 +18,7 @@ from ncaflow.data.sources import DataError
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "check_finite",
     "image_array",
     "image_channels",
     "image_files",
@@ -67,11 +68,21 @@ def open_image(path: Path, *, fix: str = "replace it or move it out of the folde
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 im.load()
-                return im.copy() if im.mode != "P" else im.convert("RGBA")
+                image = im.copy() if im.mode != "P" else im.convert("RGBA")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path} is not a readable image ({exc}); {fix}") from exc
     except Image.DecompressionBombWarning as exc:
         raise DataError(f"{path} is too large to read safely ({exc}); shrink it") from exc
+    check_finite(image, path)
+    return image
+
+
+def check_finite(im: Image.Image, path: Path) -> None:
+    """Refuse a float image (mode F, e.g. a float TIFF) with NaN or Inf pixels."""
+    if im.mode == "F" and not np.isfinite(np.asarray(im)).all():
+        raise DataError(
+            f"{path}: NaN or Inf pixel values (a float image); save it with finite values"
+        )
 
 
 def image_channels(paths: Sequence[Path]) -> int:
@@ -114,14 +125,25 @@ def image_array(im: Image.Image, *, channels: int, size: tuple[int, int]) -> np.
 def mask_array(im: Image.Image, *, size: tuple[int, int], zero_one: bool = True) -> np.ndarray:
     """A binary mask, resized to ``size = (H, W)``.
 
-    The mask is read as grey; with `zero_one` (lossless files) a mask whose largest value
-    is 1 is a 0/1 mask, scaled to 0/255 first. It is resized with bilinear filtering and
-    thresholded: > 127 is foreground (which also removes JPEG ringing).
+    The mask is read as grey; a colour mask must be grey (its channels within 96 of each
+    other in every pixel: JPEG noise passes, a red (255, 0, 0) mask is refused, since
+    whether red means foreground is a guess). With `zero_one` (lossless files) a mask
+    whose largest value is 1 is a 0/1 mask, scaled to 0/255 first. It is resized with
+    bilinear filtering and thresholded: > 127 is foreground (which also removes JPEG ringing).
 
     Returns:
         float32 ``(1, H, W)`` in {0, 1}.
     """
     h, w = size
+    if im.mode not in _GREY:  # colour: each pixel must be grey-ish, else it is ambiguous
+        rgb = np.asarray(im.convert("RGB"), dtype=np.int16)
+        spread = rgb.max(axis=2) - rgb.min(axis=2)
+        if int(spread.max()) > 96:
+            y, x = np.unravel_index(int(spread.argmax()), spread.shape)
+            raise DataError(
+                f"mask pixel ({x}, {y}) is coloured {tuple(int(v) for v in rgb[y, x])}; masks "
+                "are read as grey (foreground > 127): save the mask black and white"
+            )
     grey = im.convert("L")
     if zero_one and int(np.asarray(grey).max()) == 1:  # a 0/1 label image
         grey = Image.fromarray(np.asarray(grey) * np.uint8(255))
@@ -187,5 +209,8 @@ def read_pairs(
             )
         xs.append(image_array(im, channels=c, size=size))  # (C, H, W)
         lossy = mask_file.suffix.lower() in (".jpg", ".jpeg")  # ringing may reach 1
-        ys.append(mask_array(mask, size=size, zero_one=not lossy))  # (1, H, W)
+        try:
+            ys.append(mask_array(mask, size=size, zero_one=not lossy))  # (1, H, W)
+        except DataError as err:
+            raise DataError(f"{mask_file} ({keys[1]}): {err}") from None
     return np.stack(xs), np.stack(ys), [p.stem for p in image_list]

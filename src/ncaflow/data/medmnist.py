@@ -110,7 +110,23 @@ def load_medmnist(
             f"{labels.shape}; expected (N, H, W[, 3]) with {meta['n_channels']} channel(s) "
             "and one label row per image"
         )
-    images = np.ascontiguousarray(imgs, dtype=np.float32) / 255.0  # (N, C, H, W)
+    fix = refetch_hint(source, path, mirror)
+    images = _unit_range(imgs, f"{path} [{split}_images]", fix)  # (N, C, H, W) in [0, 1]
+    if labels.dtype.kind == "f":  # a float label must still be a whole number
+        whole = np.isfinite(labels) & (labels == np.round(labels))
+        if not whole.all():
+            rows = labels.reshape(len(labels), -1)
+            first = int(np.flatnonzero(~whole.reshape(len(labels), -1).all(axis=1))[0])
+            raise DataError(
+                f"{path} [{split}_labels]: row {first} has label {rows[first].tolist()}, "
+                f"not a whole number; labels are class indices 0, 1, ...; "
+                f"{refetch_hint(source, path, mirror)}"
+            )
+    elif labels.dtype.kind not in "iub":
+        raise DataError(
+            f"{path} [{split}_labels]: labels of type {labels.dtype}; labels are integer class "
+            f"indices; {refetch_hint(source, path, mirror)}"
+        )
 
     if meta["multi_label"]:
         if labels.ndim != 2 or labels.shape[1] != meta["n_classes"]:
@@ -132,3 +148,26 @@ def load_medmnist(
             f"{refetch_hint(source, path, mirror)}"
         )
     return images, labels.astype(np.int64)
+
+
+def _unit_range(imgs: np.ndarray, where: str, fix: str) -> np.ndarray:
+    """Images scaled to [0, 1] by their dtype's range (uint8 by 255, uint16 by 65535);
+    float images must be finite and in [0, 1] already."""
+    if imgs.dtype.kind == "b":
+        return np.ascontiguousarray(imgs, dtype=np.float32)
+    if imgs.dtype.kind in "ui":
+        if imgs.dtype.kind == "i" and imgs.size and int(imgs.min()) < 0:
+            raise DataError(f"{where}: negative pixel values ({int(imgs.min())}); {fix}")
+        top = float(np.iinfo(imgs.dtype).max)
+        return np.ascontiguousarray(imgs, dtype=np.float32) / np.float32(top)
+    if imgs.dtype.kind != "f":
+        raise DataError(f"{where}: pixels of type {imgs.dtype}, not uint8/uint16; {fix}")
+    out = np.ascontiguousarray(imgs, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise DataError(f"{where}: NaN or Inf pixel values; {fix}")
+    if out.size and (float(out.min()) < 0 or float(out.max()) > 1):
+        raise DataError(
+            f"{where}: float pixels outside [0, 1] ({float(out.min()):g}..{float(out.max()):g}); "
+            f"{fix}"
+        )
+    return out

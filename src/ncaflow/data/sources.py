@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ncaflow.safe_io import publish
+
 __all__ = [
     "MIRROR_ENV",
     "SOURCES",
@@ -197,7 +199,10 @@ def _atomic_write(target: Path, data: bytes) -> None:
     try:
         with out:
             out.write(data)
+        publish(tmp)
         os.replace(tmp, target)
+    except OSError as err:  # name the cache file (a full disk under data.root), not the temp
+        raise OSError(err.errno, err.strerror, str(target)) from err
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -207,7 +212,12 @@ def _atomic_copy(src: Path, target: Path) -> None:
     try:
         with out, open(src, "rb") as f:
             shutil.copyfileobj(f, out, _CHUNK)
+        publish(tmp)
         os.replace(tmp, target)
+    except OSError as err:
+        if err.filename == str(src):
+            raise
+        raise OSError(err.errno, err.strerror, str(target)) from err
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -231,6 +241,7 @@ def _download_once(url: str, target: Path, *, md5: str, timeout: float) -> str:
         actual = digest.hexdigest()
         if md5 and actual != md5:
             raise _ChecksumMismatch(actual)
+        publish(tmp)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

@@ -245,7 +245,6 @@ def export_c(
             text = render_compact_header(spec, quant, name=name, int8=int8, steps=steps)
     out = Path(out_path)
     atomic_write(out, lambda tmp: tmp.write_text(text))
-    out.chmod(0o644)  # mkstemp makes it private; a header is for sharing
     return CExport(
         path=out,
         spec=spec,

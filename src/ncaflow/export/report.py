@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ncaflow.config import CascadeConfig
+from ncaflow.config import MAX_SIDE, CascadeConfig, short
 from ncaflow.data.sources import DataError
+from ncaflow.data.stored import user_data
 from ncaflow.export.c import export_c
 from ncaflow.export.compact import check_compact, compact_rollout
 from ncaflow.export.footprint import cascade_footprint, footprint, format_footprint
@@ -33,8 +34,8 @@ def parse_size(text: str) -> tuple[int, int]:
         h, w = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (0, 0)
     except ValueError:
         h = w = 0
-    if h < 1 or w < 1:
-        raise ExportError(f"--size {text!r}: give HxW with positive integers, e.g. 64x64")
+    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+        raise ExportError(f"--size {short(text)}: give HxW with integers 1..{MAX_SIDE}, e.g. 64x64")
     return h, w
 
 
@@ -74,6 +75,7 @@ def export_with_report(
 
         model_or_path = load(model_or_path)
     model = model_or_path
+    _check_report_memory(model, size, steps, samples)  # before the header is written
     compact: dict[str, Any] | None = None
     if state != "float":
         if getattr(model, "cascade", None) is not None:
@@ -142,7 +144,6 @@ def export_with_report(
         report["int8_state_vs_float"] = compact
     json_path = Path(out_path).with_suffix(".json")
     atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
-    json_path.chmod(0o644)
     what = emitter(spec.readout).unit
     lines = [
         f"wrote {out_path} ({'int8' if int8 else 'float32'} weights, {state} state, "
@@ -170,6 +171,31 @@ def export_with_report(
     return report, summary
 
 
+def _check_report_memory(
+    model: nn.Module, size: tuple[int, int] | None, steps: int | None, samples: int
+) -> None:
+    """The size report rolls out ``samples`` grids and keeps a fire mask per step: refuse
+    a size or step count whose buffers exceed this machine's memory."""
+    from ncaflow.limits import check_bytes
+
+    config = getattr(model, "run_config", None)
+    if config is None:
+        return
+    meta: dict[str, Any] = getattr(model, "meta", None) or {}
+    grid = size or get_task(config.task).grid_size(dict(config.data), meta) or (1, 1)
+    n_steps = steps or int(config.train.steps[-1])
+    if config.cascade is not None:
+        n_steps = sum(config.cascade.steps)
+    need = 4.0 * samples * grid[0] * grid[1] * (n_steps + 4 * config.model.channels)
+    key = "--size" if size else "--steps" if steps else "train.steps"
+    check_bytes(
+        need,
+        key=key,
+        what=f"the size report ({grid[0]}x{grid[1]} grid, {n_steps} steps, {samples} samples)",
+        fix="give a smaller --size or fewer --steps",
+    )
+
+
 def data_seeds(
     model: nn.Module, spec: ModelSpec, split: str, size: tuple[int, int], n: int
 ) -> Tensor:
@@ -180,8 +206,8 @@ def data_seeds(
     run_config = getattr(model, "run_config", None)
     if run_config is None:
         raise ExportError("--state int8 calibrates on the model's data: export a saved model")
-    task = get_task(spec.task)(config=run_config)
     try:
+        task = get_task(spec.task)(config=user_data(run_config), device="cpu")
         task.setup()
         seeds = task.examples(split, n)
     except (OSError, ValueError, DataError) as err:  # ConfigError is a ValueError

@@ -353,6 +353,7 @@ class Classification(Task):
         from sklearn.metrics import f1_score  # a 1 s import: not for every config check
 
         x, y = self.splits[split]
+        self.require_samples(split, len(y))
         loss_sum, scores = 0.0, []
         for s in batches(len(y), self.data.eval_batch):
             runs = []
@@ -362,6 +363,8 @@ class Classification(Task):
             scores.append(torch.stack(runs).mean(0).cpu())  # the average of every run's scores
         score = torch.cat(scores).numpy()
         truth = y.cpu().numpy()
+        if len(truth) == 1:  # medmnist's metrics squeeze one sample to a scalar: give it twice
+            score, truth = np.concatenate([score, score]), np.concatenate([truth, truth])
         if self.multilabel:
             pred = (score > 0.5).astype(int)
             f1 = f1_score(truth, pred, average="macro", zero_division=0)
@@ -369,7 +372,7 @@ class Classification(Task):
             f1 = f1_score(truth, score.argmax(1), average="macro", zero_division=0)
         try:
             auc = float(getAUC(truth, score, self.medmnist_task))
-        except ValueError:  # a split with one class only has no AUC
+        except (ValueError, TypeError):  # a split of one class (or one sample) has no AUC
             auc = float("nan")
         return {
             f"{split}_loss": loss_sum / len(y),

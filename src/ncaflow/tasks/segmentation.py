@@ -201,6 +201,7 @@ class Segmentation(Task):
         self, model: nn.Module, split: str, generator: torch.Generator
     ) -> dict[str, float]:
         x, y = self.splits[split]
+        self.require_samples(split, len(x))
         loss, dice, iou = [], [], []
         for s in batches(len(x), self.data.eval_batch):
             logit = self.logit(model(self.seed(x[s]), self.eval_steps, generator=generator))

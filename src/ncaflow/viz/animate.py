@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
 
 from ncaflow.io import atomic_write
+from ncaflow.limits import check_bytes
 from ncaflow.tasks.base import Task
 
 __all__ = ["animate", "hidden_view", "readable", "render_frame"]
@@ -111,6 +112,14 @@ def animate(
             f"give 0..{len(examples) - 1}"
         )
     state = examples[index : index + 1]  # (1, C, H, W)
+    h, w = state.shape[-2:]
+    frame_bytes = 3 * (2 * w * scale + 4) * (h * scale + 14)  # two panels and a caption
+    check_bytes(
+        (1 + steps // every) * frame_bytes,
+        key="--steps",
+        what=f"{1 + steps // every} frames of {h}x{w} cells at --scale {scale}",
+        fix="give fewer --steps, a larger --every or a smaller --scale",
+    )
     first_hidden = task.config.model.input_channels + task.config.model.output_channels
     frames: list[Image.Image] = []
     titles = [task.preview_title, "hidden 1-3"]

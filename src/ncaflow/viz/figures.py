@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ncaflow.aggregate import metric_columns
+from ncaflow.io import atomic_write
 from ncaflow.viz.labels import alias_label, bounds, cell_label, metric_label
 
 __all__ = [
@@ -52,8 +53,15 @@ def save(fig: Figure, prefix: str | Path) -> list[Path]:
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     paths = [prefix.with_suffix(".png"), prefix.with_suffix(".pdf")]
-    fig.savefig(paths[0], dpi=150, bbox_inches="tight", metadata={"Software": None})
-    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None, "Creator": None})
+    # atomically: a link planted at a figure's path is replaced, never written through
+    png = {"dpi": 150, "metadata": {"Software": None}}
+    pdf = {"metadata": {"CreationDate": None, "Creator": None}}
+    for path, kind, options in ((paths[0], "png", png), (paths[1], "pdf", pdf)):
+
+        def write(tmp: Path, kind: str = kind, options: dict[str, Any] = options) -> None:
+            fig.savefig(tmp, format=kind, bbox_inches="tight", **options)
+
+        atomic_write(path, write)
     plt.close(fig)
     return paths
 
@@ -301,11 +309,12 @@ def summary_figures(
 
 
 def _load(model_dir: str | Path):  # -> (model, task), both ready
+    from ncaflow.evaluate import with_overrides
     from ncaflow.io import config_of, load
     from ncaflow.tasks import get_task
 
     model = load(model_dir)
-    config = config_of(model)
+    config = with_overrides(config_of(model), [])  # the model file chooses no data path
     task = get_task(config.task)(config=config, device="cpu")
     task.setup()
     return model, task
