@@ -271,7 +271,9 @@ def main(argv: list[str] | None = None) -> None:
             if r < c.rounds and c.error is None:
                 t0 = time.perf_counter()
                 run_case(c, args)
-                status = c.error or f"{statistics.median(c.samples):.3f} s/iter"
+                status = c.error or (
+                    f"{statistics.median(c.samples):.4f} s/iter, {c.mem_mb[-1]:.0f} MB"
+                )
                 print(
                     f"  round {r + 1}: {c.impl:9s} {c.mode:5s} {c.state:5s} b{c.batch}: {status}"
                     f" ({time.perf_counter() - t0:.0f} s)",

@@ -12,7 +12,17 @@
 #   profile   benchmarks/profile_step.py: graph-fused's kernels at batch 8 and 256
 #   bench8    benchmarks/run.py --device cuda at batch 8, training and inference (9 cases)
 #   bench256  the same at batch 256
-#   all       every stage in turn (the default)
+#   peers     benchmarks/run.py with the peers (NCALab, CAX) beside the baseline and graph-fused,
+#             batch 8 and 256 (set them up first: benchmarks/setup_peers.sh, or offline
+#             benchmarks/setup_peers_offline.sh)
+#   tasks     benchmarks/tasks.py: every run config's real training iteration at its batch and
+#             at 256, beside the growing kernel's rate (issue 34)
+#   sweep     benchmarks/grid.py: K = 1, 2, 4, 8, 16 BreastMNIST paper-grid jobs at once, without
+#             and with CUDA MPS (ITERATIONS per job, default 300; stops starting new K after
+#             SWEEP_BUDGET seconds, default 270)
+#   grid      benchmarks/grid.py: the 40 BreastMNIST paper-grid jobs one at a time, then packed
+#             (JOBS_PER_GPU at once, default 8, MPS unless MPS=0), and the grid record (issue 27)
+#   all       tests, mlp, bench8, bench256 in turn (the default)
 #
 # JSON goes to OUT_DIR (default benchmarks/results).
 set -euo pipefail
@@ -22,6 +32,11 @@ out=${2:-benchmarks/results}
 py=${PYTHON:-python3}                        # the interpreter that has torch with CUDA
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"  # runs from the checkout, installed or not
 $py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device')"
+jobs=benchmarks/reference/grid-jobs-breastmnist.json   # benchmarks/grid.py plan
+gpu() {  # a short name of the GPU for file names: h100, h200
+    nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -oiE 'h100|h200|a100|l40s' \
+        | tr 'A-Z' 'a-z' || echo gpu
+}
 bench() {
     $py benchmarks/run.py --device cuda --rounds 1 --iters 10 --no-startup --out "$out" \
         --batch "$1" --impls baseline graph graph-compiled-tf32 graph-fused graph-fused-ckpt
@@ -33,6 +48,30 @@ case $stage in
     profile) for b in 8 256; do $py benchmarks/profile_step.py --batch "$b" --out "$out"; done ;;
     bench8) bench 8 ;;
     bench256) bench 256 ;;
+    peers) $py benchmarks/run.py --device cuda --rounds 1 --iters 3 --no-startup --out "$out" \
+        --timeout 120 --impls baseline graph-fused ncalab cax ;;
+    tasks) $py benchmarks/tasks.py --device cuda --iters 10 --warmup 2 --profile-iters 3 \
+        --kernel-iters 10 --out "$out" \
+        --name "tasks-$(date +%Y%m%d)-$(gpu).json" ;;
+    sweep)
+        t0=$SECONDS
+        for m in 0 1; do for k in 1 2 4 8 16; do
+            [ $((SECONDS - t0)) -lt "${SWEEP_BUDGET:-270}" ] || continue
+            $py benchmarks/grid.py run --jobs "$jobs" --limit "$k" --concurrency "$k" \
+                --iterations "${ITERATIONS:-300}" $([ $m = 1 ] && echo --mps) \
+                --out "$out/sweep-k$k-mps$m.json"
+        done; done ;;
+    grid)
+        k=${JOBS_PER_GPU:-8} it=${ITERATIONS:-300} mps=$([ "${MPS:-1}" = 1 ] && echo --mps)
+        $py benchmarks/grid.py run --jobs "$jobs" --limit 1 --iterations "$it" --out "$out/warm.json"
+        $py benchmarks/grid.py run --jobs "$jobs" --concurrency "$k" --iterations "$it" $mps \
+            --out "$out/grid-packed.json"
+        $py benchmarks/grid.py run --jobs "$jobs" --concurrency 1 --iterations "$it" \
+            --deadline "${ALONE_DEADLINE:-0}" --out "$out/grid-alone.json"
+        $py benchmarks/grid.py record --packed "$out/grid-packed.json" \
+            --baseline "$out/grid-alone.json" \
+            --note "train.iterations=$it for every job (config: 3000), packed and alone alike" \
+            --out "$out/grid-$(date +%Y%m%d)-$(gpu).json" ;;
     all) for s in tests mlp bench8 bench256; do bash "$0" "$s" "$out"; done ;;
-    *) echo "unknown stage '$stage': tests, mlp, mlp-bwd, profile, bench8, bench256 or all" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage': tests, mlp, mlp-bwd, profile, bench8, bench256, peers, tasks, sweep, grid or all" >&2; exit 2 ;;
 esac

@@ -18,7 +18,7 @@ import pytest
 
 from ncaflow.reproducible import apply
 
-apply()  # before torch starts: in-process training runs train.reproducible (the default)
+apply()  # before torch starts: in-process runs may set train.reproducible
 
 import torch  # noqa: E402
 

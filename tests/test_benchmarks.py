@@ -142,3 +142,49 @@ def test_cpu_gemm_splits_an_iteration(tmp_path: Path) -> None:
     in_situ = record["gemms_in_situ"]
     assert 0 < in_situ["s"] < in_situ["iteration_s"]  # inside the iteration profiled
     assert 70 < in_situ["gflop"] < 95  # 62,208 FLOP per row seen (forward + backward)
+
+
+def test_task_benchmark_times_each_run_configs_real_iteration(tmp_path: Path) -> None:
+    """`tasks.py --tiny`: every run config's training iteration (its data pipeline,
+    augmentation, readout, loss) at its own batch and a second one, in cell-steps/s beside
+    the kernel's rate, with where the time went; timings themselves are not asserted."""
+    from conftest import mirror_path
+
+    mirror = mirror_path()
+    if mirror is None:
+        pytest.skip("no data mirror (NCAFLOW_DATA_MIRROR)")
+    cmd = [
+        sys.executable, str(REPO / "benchmarks" / "tasks.py"), "--tiny", "--big-batch", "3",
+        "--iters", "1", "--warmup", "1", "--profile-iters", "1", "--kernel-batch", "2",
+        "--kernel-size", "12", "--kernel-steps", "3", "--kernel-iters", "1",
+        "--out", str(tmp_path), "--name", "t.json",
+    ]  # fmt: skip
+    env = {**os.environ, "NCAFLOW_DATA_MIRROR": str(mirror), "NCAFLOW_COMPILE": "0"}
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=900, check=False, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert result["kernel"]["cell_steps_per_s"] > 0
+    assert result["growing_b8_train_it_per_s"] > 0
+    rows = result["rows"]
+    assert [(r["config"], r["batch_asked"]) for r in rows] == [
+        (name, b)
+        for name, own in (("growing", 2), ("selfclass", 4), ("breastmnist", 4), ("kvasir", 2))
+        for b in (own, 3)
+    ]
+    for r in rows:
+        assert "error" not in r, r
+        assert r["batch"] == r["batch_asked"]
+        h, w = r["grid"]
+        assert r["cell_steps_per_s"] == pytest.approx(
+            r["batch"] * h * w * r["steps"] / r["seconds"]
+        )
+        assert r["ratio_to_kernel"] > 0
+        assert set(r["host_s"]) == {
+            "sample",
+            "graphed iteration",
+            "loss.item",
+            "scheduler + after_step",
+        }
+        assert r["profile"]["top_ops"]

@@ -55,9 +55,9 @@ def test_forced_isa_levels_give_the_same_bytes_in_reproducible_mode(tmp_path: Pa
     mode the plain CPU's differ, so the forced levels really change the kernels."""
     wide = _clean_env(ATEN_CPU_CAPABILITY="avx512", MKL_CBWR="AVX512")
     plain = _clean_env(ATEN_CPU_CAPABILITY="default")
-    a, env_a = _train(tmp_path / "wide", wide)
-    b, env_b = _train(tmp_path / "plain", plain)
-    fast, env_fast = _train(tmp_path / "fast", plain, "--set", "train.reproducible=false")
+    a, env_a = _train(tmp_path / "wide", wide, "--set", "train.reproducible=true")
+    b, env_b = _train(tmp_path / "plain", plain, "--set", "train.reproducible=true")
+    fast, env_fast = _train(tmp_path / "fast", plain)  # the default: each CPU's own kernels
     assert a == b
     assert a != fast
     assert env_a == env_b

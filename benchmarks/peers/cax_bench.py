@@ -11,8 +11,10 @@ seed states of protocol.py are transposed and their channels rotated to match.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -21,6 +23,9 @@ import protocol
 
 def main() -> None:
     args = protocol.parse_args()
+    # XLA takes 75 % of the GPU's memory up front by default, so batch-256 training (about
+    # 69 GiB) failed on an 80 GB H100; the worker has the GPU to itself, as ours do
+    os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
     try:
         import jax
         import jax.numpy as jnp
@@ -101,7 +106,17 @@ def main() -> None:
         for a in out:
             a.block_until_ready()
 
-    protocol.measure(args, train if args.mode == "train" else infer, sync)
+    def extra() -> dict[str, Any]:
+        """The device allocator's peak (bytes in use, not the preallocated pool), as
+        torch.cuda.max_memory_allocated is for ours."""
+        if args.device == "cpu":
+            return {}
+        stats = jax.devices()[0].memory_stats() or {}
+        if "peak_bytes_in_use" not in stats:
+            return {}
+        return {"gpu_peak_mb": stats["peak_bytes_in_use"] / 2**20}
+
+    protocol.measure(args, train if args.mode == "train" else infer, sync, extra)
 
 
 if __name__ == "__main__":

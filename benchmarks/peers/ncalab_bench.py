@@ -57,11 +57,20 @@ def main() -> None:
         with torch.no_grad():
             nca(x0, steps=args.steps)
 
+    cuda = device.type == "cuda"
+    if cuda:  # measured like ours (worker.py): the peak of the caching allocator
+        torch.cuda.reset_peak_memory_stats(device)
+
     def sync() -> None:
-        if device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize(device)
 
-    protocol.measure(args, train if args.mode == "train" else infer, sync)
+    def extra() -> dict[str, float]:
+        if not cuda:
+            return {}
+        return {"gpu_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20}
+
+    protocol.measure(args, train if args.mode == "train" else infer, sync, extra)
 
 
 if __name__ == "__main__":

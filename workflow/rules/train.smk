@@ -26,9 +26,17 @@ rule train:
         mem_mb=train_resource("mem_mb"),
         runtime=train_resource("runtime"),
         gpu=train_resource("gpu"),
+        # N >= 1: the job claims one of N slots per visible GPU and runs pinned to it, with
+        # compile caches shared in .snakemake/compile-cache (ncaflow.gpuslots); set by
+        # workflow/profiles/gpu and slurm-packed. A resource, not a param: switching profiles
+        # re-runs nothing.
+        jobs_per_gpu=0,
     params:
         args=train_args,
         dir=model_dir,
     shell:
-        "ncaflow train --config {input.run:q} --out {params.dir:q} {params.args} "
+        "pin=; if [ {resources.jobs_per_gpu:q} -gt 0 ]; then pin='python3 -m ncaflow.gpuslots "
+        "--per-device {resources.jobs_per_gpu:q} --locks .snakemake/gpu-slots "
+        "--cache .snakemake/compile-cache --'; fi; "
+        "$pin ncaflow train --config {input.run:q} --out {params.dir:q} {params.args} "
         "--restart-changed > {log:q} 2>&1"

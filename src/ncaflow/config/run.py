@@ -129,7 +129,7 @@ class TrainConfig:
     threads: int | None = ranged(None, Range(1, 4096))
     progress: bool = True
     # CPU kernels that give the same bytes on any x86-64 CPU (ncaflow.reproducible)
-    reproducible: bool = True
+    reproducible: bool = False  # +31-51 % CPU time per job (benchmarks/README.md)
 
     def validate(self, where: str = "train") -> None:
         """Relations between keys; the range of each number is beside its field."""

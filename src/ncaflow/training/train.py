@@ -17,7 +17,7 @@ with the same arguments resumes from the checkpoint (model, optimiser, scheduler
 RNG states, sample pool, history; no pickle: :mod:`ncaflow.training.checkpoint`) and, on
 CPU, ends bit-identical to an uninterrupted run. Resuming with a changed config is
 refused with the changed keys, except ``RESUME_SAFE_KEYS`` (:mod:`ncaflow.training.resume`).
-``train.reproducible`` (default) on a CPU needs the kernels of :mod:`ncaflow.reproducible`
+``train.reproducible: true`` on a CPU needs the kernels of :mod:`ncaflow.reproducible`
 (same bytes on any x86-64 CPU); model.json's ``meta.environment`` records what ran.
 Ctrl-C and SIGTERM end in :class:`TrainingInterrupted`, a full or read-only disk in
 one :class:`TrainingError` line; neither leaves model.* behind.

@@ -1,0 +1,275 @@
+"""Paper-grid training jobs on one GPU: K at once (each through ncaflow.gpuslots) or one at a time.
+
+    python benchmarks/grid.py plan --task breastmnist --out JOBS.json
+    python benchmarks/grid.py run --jobs JOBS.json --concurrency 8 [--mps] [--iterations N] --out R
+    python benchmarks/grid.py record --packed P.json --baseline B.json [--sweep S...] --out G.json
+
+plan asks Snakemake (a dry run of config/paper.yaml) for the task's `ncaflow train` commands,
+so the jobs are exactly the workflow's (their --set overrides, --folds and --fold); run starts
+them from the repository root, at most --concurrency at once, each as the GPU profile starts it
+(`python -m ncaflow.gpuslots --per-device K ...`, shared compile caches), optionally under CUDA
+MPS, with `--set train.iterations=N` appended to every job if --iterations is given (the same
+shortening for packed and one-at-a-time runs). It samples `nvidia-smi` every 200 ms while the
+jobs run and writes wall time, jobs/hour, mean GPU utilisation (0..1), peak memory and the
+SHA-256 of every model.safetensors (packed == alone is checked by comparing those). record
+puts a packed run and a one-at-a-time run of the same jobs into the grid JSON of issue 27.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def plan(task: str, configfile: str) -> list[dict[str, Any]]:
+    """The task's training jobs as the workflow runs them: [{name, argv}] from a dry run."""
+    cmd = ["snakemake", task, "-n", "-p", "--cores", "1", "--configfile", configfile]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"grid.py plan: snakemake failed: {done.stderr.strip().splitlines()[-1:]}")
+    jobs = []
+    for line in done.stdout.splitlines():
+        if "ncaflow train " not in line:
+            continue
+        part = line[line.index("ncaflow train ") :].split(" >> ", 1)[0]
+        argv = shlex.split(part)
+        out = argv[argv.index("--out") + 1]
+        jobs.append({"name": out.removeprefix(f"results/models/{task}/"), "argv": argv})
+    return sorted(jobs, key=lambda j: j["name"])
+
+
+class Sampler:
+    """nvidia-smi's utilization.gpu and memory.used every ``period`` seconds, in a thread."""
+
+    def __init__(self, period: float = 0.2) -> None:
+        self.period = period
+        self.samples: list[tuple[float, float, float]] = []  # (t, util 0..1, MiB used)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.available = shutil.which("nvidia-smi") is not None
+
+    def _run(self) -> None:
+        query = [
+            "nvidia-smi",
+            "--query-gpu=utilization.gpu,memory.used",
+            "--format=csv,noheader,nounits",
+        ]
+        t0 = time.perf_counter()
+        while not self._stop.is_set():
+            try:
+                out = subprocess.run(query, capture_output=True, text=True, timeout=5).stdout
+                util, mem = (float(x) for x in out.splitlines()[0].split(","))
+                self.samples.append((time.perf_counter() - t0, util / 100, mem))
+            except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+                pass
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> Sampler:
+        if self.available:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self.available:
+            self._thread.join()
+
+
+def mps(start: bool) -> None:
+    """Start (``nvidia-cuda-mps-control -d``) or stop CUDA MPS."""
+    if start:
+        subprocess.run(["nvidia-cuda-mps-control", "-d"], check=True)
+        time.sleep(1)
+    else:
+        subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", text=True, check=False)
+        time.sleep(2)
+
+
+def run_jobs(args: argparse.Namespace) -> dict[str, Any]:
+    jobs = json.loads(args.jobs.read_text())[: args.limit or None]
+    root = args.root.resolve()
+    if root.exists():
+        shutil.rmtree(root)
+    k = args.concurrency
+    pending = list(jobs)
+    running: list[tuple[dict[str, Any], subprocess.Popen[bytes], float, Path]] = []
+    per_job: list[dict[str, Any]] = []
+    if args.mps:
+        mps(True)
+    t0 = time.perf_counter()
+    try:
+        with Sampler() as sampler:
+            while pending or running:
+                if args.deadline and time.perf_counter() - t0 > args.deadline:
+                    pending.clear()  # start no more: the rate is over the jobs that ran
+                while pending and len(running) < k:
+                    job = pending.pop(0)
+                    out = root / job["name"]
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    argv = list(job["argv"])
+                    argv[argv.index("--out") + 1] = str(out)
+                    if argv[0] == "ncaflow" and shutil.which("ncaflow") is None:
+                        argv[:1] = [sys.executable, "-m", "ncaflow.cli"]  # not installed
+                    if args.iterations:
+                        argv += ["--set", f"train.iterations={args.iterations}"]
+                    pin = [sys.executable, "-m", "ncaflow.gpuslots", "--per-device", str(k)]
+                    pin += ["--locks", str(root / ".slots"), "--cache", str(args.cache), "--"]
+                    log = open(root / (job["name"].replace("/", "_") + ".log"), "wb")  # noqa: SIM115
+                    proc = subprocess.Popen(
+                        pin + argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+                    )
+                    log.close()
+                    running.append((job, proc, time.perf_counter(), out))
+                time.sleep(0.05)
+                for item in list(running):
+                    job, proc, start, out = item
+                    if proc.poll() is None:
+                        continue
+                    running.remove(item)
+                    model = out / "model.safetensors"
+                    per_job.append(
+                        {
+                            "name": job["name"],
+                            "rc": proc.returncode,
+                            "wall_s": time.perf_counter() - start,
+                            "sha256": hashlib.sha256(model.read_bytes()).hexdigest()
+                            if model.exists()
+                            else None,
+                        }
+                    )
+    finally:
+        if args.mps:
+            mps(False)
+    wall = time.perf_counter() - t0
+    utils = [u for _, u, _ in sampler.samples]
+    failed = [j["name"] for j in per_job if j["rc"] != 0]
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "device": gpu_name(),
+        "jobs": len(per_job),
+        "jobs_planned": len(jobs),
+        "concurrency": k,
+        "mps": args.mps,
+        "iterations": args.iterations,
+        "wall_s": wall,
+        "jobs_per_hour": len(per_job) / wall * 3600,
+        "gpu_util_mean": statistics.mean(utils) if utils else None,
+        "gpu_mem_peak_mib": max((m for _, _, m in sampler.samples), default=None),
+        "failed": failed,
+        "per_job": sorted(per_job, key=lambda j: j["name"]),
+        "timeline": [list(s) for s in sampler.samples],
+    }
+
+
+def gpu_name() -> str:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+        return out.strip().splitlines()[0] if out.strip() else "cpu"
+    except (OSError, subprocess.TimeoutExpired):
+        return "cpu"
+
+
+def record(args: argparse.Namespace) -> dict[str, Any]:
+    packed = json.loads(args.packed.read_text())
+    base = json.loads(args.baseline.read_text())
+    same = {j["name"]: j["sha256"] for j in base["per_job"]}
+    equal = [
+        j["name"] for j in packed["per_job"] if j["sha256"] and same.get(j["name"]) == j["sha256"]
+    ]
+    out: dict[str, Any] = {
+        "device": packed["device"],
+        "jobs": packed["jobs"],
+        "wall_s": packed["wall_s"],
+        "gpu_util_mean": packed["gpu_util_mean"],
+        "jobs_per_hour": packed["jobs_per_hour"],
+        "baseline_jobs_per_hour": base["jobs_per_hour"],
+        "speedup": packed["jobs_per_hour"] / base["jobs_per_hour"],
+        "concurrency": packed["concurrency"],
+        "mps": packed["mps"],
+        "iterations": packed["iterations"],
+        "baseline_wall_s": base["wall_s"],
+        "baseline_gpu_util_mean": base["gpu_util_mean"],
+        "models_byte_identical_to_baseline": f"{len(equal)} of {packed['jobs']}",
+        "note": args.note,
+        "packed": {k: v for k, v in packed.items() if k != "timeline"},
+        "baseline": {k: v for k, v in base.items() if k != "timeline"},
+        "packed_timeline": packed["timeline"],
+    }
+    sweep = []
+    for path in args.sweep or []:
+        r = json.loads(path.read_text())
+        sweep.append({k: v for k, v in r.items() if k not in ("timeline", "per_job")})
+    if sweep:
+        out["sweep"] = sweep
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pp = sub.add_parser("plan")
+    pp.add_argument("--task", default="breastmnist")
+    pp.add_argument("--configfile", default="config/paper.yaml")
+    pp.add_argument("--out", type=Path, required=True)
+    pr = sub.add_parser("run")
+    pr.add_argument("--jobs", type=Path, required=True)
+    pr.add_argument("--concurrency", type=int, default=1)
+    pr.add_argument("--limit", type=int, default=0, help="the first N jobs only")
+    pr.add_argument("--iterations", type=int, default=0, help="train.iterations for every job")
+    pr.add_argument("--mps", action="store_true", help="run under CUDA MPS")
+    pr.add_argument("--deadline", type=float, default=0, help="start no job after N seconds")
+    pr.add_argument("--root", type=Path, default=REPO / "benchmarks" / "results" / "grid-run")
+    pr.add_argument("--cache", type=Path, default=REPO / ".snakemake" / "compile-cache")
+    pr.add_argument("--out", type=Path, required=True)
+    pc = sub.add_parser("record")
+    pc.add_argument("--packed", type=Path, required=True)
+    pc.add_argument("--baseline", type=Path, required=True)
+    pc.add_argument("--sweep", type=Path, nargs="*")
+    pc.add_argument("--note", default="")
+    pc.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    if args.cmd == "plan":
+        jobs = plan(args.task, args.configfile)
+        args.out.write_text(json.dumps(jobs, indent=1) + "\n")
+        print(f"{len(jobs)} jobs -> {args.out}")
+        return
+    result = run_jobs(args) if args.cmd == "run" else record(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    brief = {
+        k: result[k]
+        for k in ("device", "jobs", "wall_s", "jobs_per_hour", "gpu_util_mean")
+        if k in result
+    }
+    print(
+        json.dumps(
+            brief
+            | {k: result[k] for k in ("concurrency", "mps", "failed", "speedup") if k in result}
+        )
+    )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
