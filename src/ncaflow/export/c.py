@@ -8,7 +8,6 @@ padding, alive masking, int8 and the readout with the preprocessor.
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,9 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from ncaflow import __version__
-from ncaflow.export.carrays import INT8_KIND, c_literal, c_weights, fire_threshold
+from ncaflow.export.carrays import INT8_KIND, c_literal, fire_threshold
 from ncaflow.export.compact import StateQuant, calibrate_state, render_compact_header
-from ncaflow.export.footprint import footprint, stack_bytes
+from ncaflow.export.fields import check_name, shared_values
 from ncaflow.export.readouts import emitter, readout_defines
 from ncaflow.export.spec import ExportError, ModelSpec, cascade_specs, model_spec
 from ncaflow.io import atomic_write
@@ -35,7 +34,6 @@ __all__ = [
     "render_header",
 ]
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 STATES = ("float", "int8")  # the state kinds export_c writes
 
 
@@ -57,52 +55,14 @@ def render_header(
     spec: ModelSpec, *, name: str = "nca", int8: bool = False, steps: int = 64
 ) -> str:
     """The C header text for ``spec`` (see :func:`export_c`)."""
-    if not _NAME.match(name):
-        raise ExportError(f"name {name!r} is not a C identifier; use letters, digits and '_'")
     readout = emitter(spec.readout)
     if readout.needs_image and spec.config.input_channels < 1:
         raise ExportError(f"task {spec.task!r} needs input_channels >= 1 (the image)")
     c = spec.config
-    p, big = name.lower(), name.upper()
-    fp = footprint(spec, height=1, width=1, steps=1)
-    api, decl = readout.api(p, big)
-    values = {
-        "name": name,
-        "version": __version__,
-        "task": spec.task,
-        "readout": spec.readout,
-        "weights_kind": INT8_KIND if int8 else "float32",
-        "api_readout": api,
-        "decl_readout": decl,
-        "flash_bytes": fp.flash_int8_bytes if int8 else fp.flash_float_bytes,
-        "stack_bytes": stack_bytes(spec),
-        "channels": c.channels,
-        "input_channels": c.input_channels,
-        "output_channels": c.output_channels,
-        "hidden_channels": c.hidden_channels,
-        "updated_channels": spec.updated,
-        "hidden_width": c.hidden_width,
-        "n_filters": spec.n_filters,
-        "kernel_size": spec.kernel_size,
-        "filter_banks": spec.kernels.shape[0],
-        "padding": f"{big}_PAD_{c.padding.upper()}",
-        "fire_rate": c_literal(c.fire_rate)[:-1],
-        "fire_threshold": fire_threshold(c.fire_rate),
-        "alive_channel": -1 if c.alive_channel is None else c.alive_channel,
-        "alive_threshold": c_literal(c.alive_threshold)[:-1],
-        "int8": int(int8),
-        "readout_defines": readout_defines(big),
-        "readout_id": readout.id,
-        "n_classes": readout.n_classes(spec),
-        "vote_masked": int(spec.threshold is not None),
-        "vote_threshold": c_literal(spec.threshold if spec.threshold is not None else 0.0)[:-1],
-        "steps": steps,
-        "macs_per_cell": fp.macs_per_cell,
-        "weights": c_weights(spec, p, int8),
-        "readout_code": Template(readout.c_float()).substitute(p=p, P=big),
-        "p": p,
-        "P": big,
-    }
+    values = shared_values(spec, readout, name=name, int8=int8, steps=steps)
+    values["alive_channel"] = -1 if c.alive_channel is None else c.alive_channel
+    values["alive_threshold"] = c_literal(c.alive_threshold)[:-1]
+    values["readout_code"] = Template(readout.c_float()).substitute(p=values["p"], P=values["P"])
     template = resources.files("ncaflow.export").joinpath("nca_runtime.h.in").read_text()
     return Template(template).substitute(values)
 
@@ -118,8 +78,7 @@ def render_cascade_header(
     """One C header for a cascade: a single-scale header per weight set (``<name>_l0``, ...;
     one when the scales share weights) and a driver with the single-scale API (see
     ``cascade.h.in``) that runs the scales as :class:`ncaflow.model.cascade.Cascade` does."""
-    if not _NAME.match(name):
-        raise ExportError(f"name {name!r} is not a C identifier; use letters, digits and '_'")
+    check_name(name)
     if scales[-1] != 1 or any(a % b for a, b in itertools.pairwise(scales)):
         raise ExportError(
             f"cascade.scales {scales}: the C export needs every scale a multiple of the next "

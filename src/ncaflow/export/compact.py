@@ -13,7 +13,6 @@ a few rows.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -23,11 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ncaflow import __version__
-from ncaflow.export.carrays import INT8_KIND, c_array, c_literal, c_weights, fire_threshold
+from ncaflow.export.carrays import c_array
 from ncaflow.export.errors import ExportError
-from ncaflow.export.footprint import footprint, stack_bytes
-from ncaflow.export.readouts import emitter, readout_defines
+from ncaflow.export.fields import check_name, shared_values
+from ncaflow.export.readouts import emitter
 from ncaflow.export.spec import ModelSpec
 
 __all__ = [
@@ -161,52 +159,19 @@ def render_compact_header(
 ) -> str:
     """The compact-state C header for ``spec`` (see ``nca_compact.h.in``)."""
     check_compact(spec)
-    if not re.match(r"[A-Za-z_][A-Za-z0-9_]*\Z", name):
-        raise ExportError(f"name {name!r} is not a C identifier; use letters, digits and '_'")
+    check_name(name)
     c = spec.config
     if quant.table.shape != (c.channels, 256):
         raise ExportError(
             f"state codebook of shape {quant.table.shape}; the model needs ({c.channels}, 256)"
         )
     readout = emitter(spec.readout)
-    p, big = name.lower(), name.upper()
-    fp = footprint(spec, height=1, width=1, steps=1)
-    api, decl = readout.api(p, big, "int8_t")
-    values = {
-        "name": name,
-        "version": __version__,
-        "task": spec.task,
-        "readout": spec.readout,
-        "weights_kind": INT8_KIND if int8 else "float32",
-        "api_readout": api,
-        "decl_readout": decl,
-        "flash_bytes": (fp.flash_int8_bytes if int8 else fp.flash_float_bytes) + quant.table.nbytes,
-        "stack_bytes": stack_bytes(spec),
-        "channels": c.channels,
-        "input_channels": c.input_channels,
-        "output_channels": c.output_channels,
-        "hidden_channels": c.hidden_channels,
-        "updated_channels": spec.updated,
-        "hidden_width": c.hidden_width,
-        "n_filters": spec.n_filters,
-        "kernel_size": spec.kernel_size,
-        "filter_banks": spec.kernels.shape[0],
-        "padding": f"{big}_PAD_{c.padding.upper()}",
-        "fire_rate": c_literal(c.fire_rate)[:-1],
-        "fire_threshold": fire_threshold(c.fire_rate),
-        "int8": int(int8),
-        "readout_defines": readout_defines(big),
-        "readout_id": readout.id,
-        "n_classes": readout.n_classes(spec),
-        "vote_masked": int(spec.threshold is not None),
-        "vote_threshold": c_literal(spec.threshold if spec.threshold is not None else 0.0)[:-1],
-        "steps": steps,
-        "macs_per_cell": fp.macs_per_cell,
-        "weights": c_weights(spec, p, int8),
-        "state_scales": _scales(quant, p),
-        "readout_code": Template(readout.c_int8()).substitute(p=p, P=big),
-        "p": p,
-        "P": big,
-    }
+    values = shared_values(
+        spec, readout, name=name, int8=int8, steps=steps, state_type="int8_t",
+        extra_flash=quant.table.nbytes,
+    )  # fmt: skip
+    p, big = values["p"], values["P"]
+    values["state_scales"] = _scales(quant, str(p))
+    values["readout_code"] = Template(readout.c_int8()).substitute(p=p, P=big)
     template = resources.files("ncaflow.export").joinpath("nca_compact.h.in").read_text()
     return Template(template).substitute(values)
