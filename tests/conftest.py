@@ -15,12 +15,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from ncaflow.reproducible import apply
-
-apply()  # before torch starts: in-process runs may set train.reproducible
-
-import torch  # noqa: E402
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR_ENV = "NCAFLOW_DATA_MIRROR"

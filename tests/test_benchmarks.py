@@ -144,15 +144,10 @@ def test_cpu_gemm_splits_an_iteration(tmp_path: Path) -> None:
     assert 70 < in_situ["gflop"] < 95  # 62,208 FLOP per row seen (forward + backward)
 
 
-def test_task_benchmark_times_each_run_configs_real_iteration(tmp_path: Path) -> None:
+def test_task_benchmark_times_each_run_configs_real_iteration(tmp_path: Path, mirror: Path) -> None:
     """`tasks.py --tiny`: every run config's training iteration (its data pipeline,
     augmentation, readout, loss) at its own batch and a second one, in cell-steps/s beside
     the kernel's rate, with where the time went; timings themselves are not asserted."""
-    from conftest import mirror_path
-
-    mirror = mirror_path()
-    if mirror is None:
-        pytest.skip("no data mirror (NCAFLOW_DATA_MIRROR)")
     cmd = [
         sys.executable, str(REPO / "benchmarks" / "tasks.py"), "--tiny", "--big-batch", "3",
         "--iters", "1", "--warmup", "1", "--profile-iters", "1", "--kernel-batch", "2",

@@ -95,13 +95,24 @@ def test_a_process_without_the_variables_refuses_a_reproducible_cpu_run() -> Non
     assert lines[1].startswith("apply: ncaflow.reproducible.apply() was called after torch")
 
 
-def test_this_test_process_runs_the_reproducible_kernels() -> None:
-    """conftest applied the variables before torch started, as `ncaflow train` does."""
-    from ncaflow.reproducible import in_effect, require
-
-    assert not missing()
-    assert in_effect()
-    require(reproducible=True, device_type="cpu")  # does not raise
+def test_apply_before_torch_gives_the_reproducible_kernels() -> None:
+    """The library path done right: apply() before torch starts, as `ncaflow train` does by
+    re-executing itself. (The test process itself runs each CPU's own kernels: pinning ATen
+    to AVX2 in-process broke the compiled CPU step's equality with the reference.)"""
+    code = (
+        "from ncaflow.reproducible import apply\n"
+        "apply()\n"
+        "import torch\n"
+        "from ncaflow.reproducible import in_effect, missing, require\n"
+        "assert not missing() and in_effect()\n"
+        "require(reproducible=True, device_type='cpu')\n"
+        "print('pinned')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=_clean_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "pinned"
 
 
 def _saved(tmp_path: Path, meta: dict[str, object]) -> Path:
@@ -130,6 +141,7 @@ def test_check_and_info_name_the_guarantee_of_a_recorded_environment(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     env = environment(reproducible=True, device_type="cpu")
+    env |= {"cpu_capability": "AVX2", "mkl_branch": "COMPATIBLE"}  # what apply() pins
     folder = _saved(tmp_path, {"environment": env})
     assert main(["check", str(folder)]) == 0
     out = capsys.readouterr().out
