@@ -181,3 +181,18 @@ def test_other_processors_need_no_variables(monkeypatch: pytest.MonkeyPatch) -> 
     assert in_effect()
     line = guarantee({"environment": {"mode": "reproducible", "device": "cpu"}})
     assert "same bytes only on a CPU that picks the same kernels" in line
+
+
+def test_reproducible_mode_refuses_a_compiled_cpu_step(tmp_path: Path) -> None:
+    """torch.compile writes CPU code for the CPU it finds, out of reach of the pinned
+    variables (and under ATen's AVX2 kernels it did not even match the reference step):
+    refused in one line before anything is written."""
+    from helpers import digits_config
+
+    from ncaflow import train
+    from ncaflow.config import ConfigError
+
+    config = digits_config(reproducible=True)
+    with pytest.raises(ConfigError, match="compiles its own CPU code"):
+        train(config, tmp_path / "out", impl="compiled")
+    assert not (tmp_path / "out").exists()

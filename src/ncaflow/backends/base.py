@@ -73,6 +73,8 @@ class Backend:
 
     name: ClassVar[str]
     channels_last: ClassVar[bool] = False  # a plain rollout keeps the state channels-last
+    # runs on ATen/MKL kernels, which train.reproducible pins (ncaflow.reproducible)
+    pinned_cpu_kernels: ClassVar[bool] = True
 
     def step(self, model: Automaton, x: Tensor, fire: Tensor | None) -> Tensor:
         """One step of the (B, C, H, W) state x; fire (B, 1, H, W) 0/1 mask or None."""

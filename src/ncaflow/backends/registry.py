@@ -126,6 +126,7 @@ class Compiled(Backend):
 
     name = "compiled"
     channels_last = True
+    pinned_cpu_kernels = False  # torch.compile writes its own CPU code for this CPU
 
     def step(self, model: Automaton, x: Tensor, fire: Tensor | None) -> Tensor:
         training = needs_grad(model, x)

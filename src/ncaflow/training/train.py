@@ -224,6 +224,17 @@ def train(
             f"impl {impl!r} (--impl {impl}) {problem}, and this run trains "
             f"on {device.type} (train.device={config.train.device}); use impl 'auto'"
         )
+    if (
+        config.train.reproducible
+        and device.type == "cpu"
+        and not resolve_impl(impl, config, device).pinned_cpu_kernels
+    ):
+        raise ConfigError(
+            f"key 'train.reproducible': true, but impl {impl!r} (--impl {impl}) compiles its "
+            "own CPU code, which the reproducible mode cannot pin; use impl 'auto' or set "
+            "train.reproducible=false",
+            "train.reproducible",
+        )
     reproducible.require(reproducible=config.train.reproducible, device_type=device.type)
     check_memory(config, device)  # before anything is written or allocated
     created = not out.exists()  # then a run that fails before training removes it again
