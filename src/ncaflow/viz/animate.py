@@ -7,7 +7,6 @@ installed packages is needed.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +16,10 @@ from torch import Tensor, nn
 
 from ncaflow.io import atomic_write
 from ncaflow.limits import check_bytes
+from ncaflow.safe_io import publish
 from ncaflow.tasks.base import Task
 
-__all__ = ["animate", "hidden_view", "readable", "render_frame"]
-
-
-def readable(path: Path) -> None:
-    """Give a finished temp file the mode a plain ``open()`` would (0644 under the usual
-    umask 022), not the owner-only 0600 of ``tempfile.mkstemp``."""
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o666 & ~umask)
+__all__ = ["animate", "hidden_view", "render_frame"]
 
 
 def hidden_view(state: Tensor, first_hidden: int) -> Tensor:
@@ -142,7 +134,7 @@ def animate(
             duration=max(1, 1000 // fps),
             loop=0,
         )
-        readable(tmp)
+        publish(tmp)
 
     atomic_write(out, write)
     return len(frames)

@@ -9,8 +9,8 @@ from torch import nn
 
 from ncaflow.io import atomic_write
 from ncaflow.model.uncertainty import stochastic_rollouts
+from ncaflow.safe_io import publish
 from ncaflow.tasks.base import Task
-from ncaflow.viz.animate import readable
 
 __all__ = ["uncertainty_figure"]
 
@@ -80,7 +80,7 @@ def uncertainty_figure(
 
     def write(tmp: Path) -> None:
         fig.savefig(tmp, format=suffix, dpi=120, metadata=metadata)
-        readable(tmp)
+        publish(tmp)
 
     atomic_write(out, write)
     plt.close(fig)
