@@ -114,6 +114,10 @@ class TrainConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     grad_clip: float | None = ranged(None, Range(0, 1e9, lo_open=True))
     grad_norm: bool = False  # Distill: normalise each parameter's gradient to unit L2
+    # classification: focal loss (1 - p_true)^gamma * CE in training; 0 = cross-entropy
+    focal_gamma: float = ranged(0.0, Range(0, 10))
+    # weight of the mean squared hidden channels of the final state, added to the loss
+    hidden_penalty: float = ranged(0.0, Range(0, 1e6))
     gradient_checkpointing: bool = False
     cuda_graphs: bool = (
         True  # CUDA + Adam/AdamW: replay iterations as graphs (ncaflow.backends.graphs)
@@ -163,5 +167,10 @@ class RunConfig:
         check_ranges(self)
         self.model.validate()
         self.train.validate()
+        check(
+            self.train.hidden_penalty == 0.0 or self.model.hidden_channels > 0,
+            "train.hidden_penalty",
+            "the model has no hidden channels to penalise; set it to 0",
+        )
         if self.cascade is not None:
             self.cascade.validate()

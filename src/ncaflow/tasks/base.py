@@ -87,6 +87,7 @@ class Task(ABC):
     predicts: ClassVar[Predicts | None] = None
     predict_instead: ClassVar[str] = "predict does not support this task"
     preview_title: ClassVar[str] = "prediction"  # what `preview` shows, a few words (GIFs)
+    focal_loss: ClassVar[bool] = False  # its loss honours train.focal_gamma
 
     @classmethod
     def derive_config(cls, raw: dict[str, Any]) -> None:
@@ -118,6 +119,11 @@ class Task(ABC):
         # split name -> (inputs, targets) on self.device, filled by setup() (tasks with a
         # data set; growing has none)
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+        check(
+            self.focal_loss or config.train.focal_gamma == 0.0,
+            "train.focal_gamma",
+            f"task {self.name!r} has no focal loss (classification has); set it to 0",
+        )
         self.check_model()
 
     def describe(self) -> None:

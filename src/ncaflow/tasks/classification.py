@@ -35,6 +35,7 @@ from ncaflow.tasks.base import (
     batches,
     fill_model_keys,
 )
+from ncaflow.tasks.losses import classification_loss
 
 __all__ = ["Classification", "ClassificationData", "info_keys"]
 
@@ -106,6 +107,7 @@ class Classification(Task):
     select_mode = "max"
     headline = (("test_acc", "test ACC"), ("test_auc", "test AUC"), ("test_f1", "F1"))
     predicts = LABELS
+    focal_loss = True
     preview_title = "image + vote per cell"
     data: ClassificationData
 
@@ -262,22 +264,23 @@ class Classification(Task):
             return logits
         return out[:, m.input_channels : m.input_channels + self.n_classes]
 
-    def loss_from_logits(self, logits: Tensor, target: Tensor) -> Tensor:
-        """(B,) loss; per-pixel logits are trained to predict the image's label everywhere."""
+    def loss_from_logits(self, logits: Tensor, target: Tensor, gamma: float = 0.0) -> Tensor:
+        """(B,) loss; per-pixel logits are trained to predict the image's label everywhere.
+        gamma > 0: the focal loss (:mod:`ncaflow.tasks.losses`), else cross-entropy."""
         if logits.ndim == 4:
             h, w = logits.shape[2:]
             if self.multilabel:
                 target = target.float().view(*target.shape, 1, 1).expand(-1, -1, h, w)
             else:
                 target = target.view(-1, 1, 1).expand(-1, h, w)
-        if self.multilabel:
-            loss = F.binary_cross_entropy_with_logits(logits, target.float(), reduction="none")
-        else:
-            loss = F.cross_entropy(logits, target, reduction="none")
+        loss = classification_loss(logits, target, multilabel=self.multilabel, gamma=gamma)
         return loss.flatten(1).mean(1) if loss.ndim > 1 else loss
 
     def loss(self, model: nn.Module, out: Tensor, batch: Batch) -> Tensor:
-        return self.loss_from_logits(self.logits(model, out), batch.target)
+        """Training loss: focal with ``train.focal_gamma`` > 0 (evaluation reports the
+        cross-entropy, so losses compare across gammas)."""
+        gamma = self.config.train.focal_gamma
+        return self.loss_from_logits(self.logits(model, out), batch.target, gamma)
 
     def scores(self, logits: Tensor) -> Tensor:
         """Per-class scores in [0, 1]: vote shares (vote) or probabilities (head)."""

@@ -58,6 +58,7 @@ from ncaflow.tasks import Batch, Task, get_task
 from ncaflow.training.board import Board
 from ncaflow.training.checkpoint import changed_keys, write_checkpoint
 from ncaflow.training.lock import folder_lock
+from ncaflow.training.objective import objective
 from ncaflow.training.resume import (
     CHECKPOINT,
     RESUME_SAFE_KEYS,
@@ -349,7 +350,8 @@ def _graphed_iteration(run: Run) -> GraphedIteration:
     ) -> tuple[Tensor, Tensor]:
         """Rollout, loss, backward, optimiser step: (per-sample losses, final state)."""
         final = model(state, steps, generator=run.mask_gen, checkpoint_every=chunk)
-        losses = task.loss(model, final, Batch(state=state, target=target, mask=mask))  # (B,)
+        batch = Batch(state=state, target=target, mask=mask)
+        losses = objective(task, model, final, batch, run.config)  # (B,)
         opt.zero_grad(set_to_none=True)
         losses.mean().backward()
         if cfg.grad_norm:
