@@ -278,6 +278,21 @@ class Task(ABC):
         """Rollout length at evaluation: the longest training rollout."""
         return self.config.train.steps[-1]
 
+    def seed_noise(self, state: Tensor, std: float, generator: torch.Generator) -> Tensor:
+        """(B, C, H, W) seed states with N(0, std^2) noise added to the hidden channels
+        (``data.seed_noise``), drawn from ``generator`` (on its device) so that a seeded run
+        draws the same noise; std = 0 returns ``state`` itself and draws nothing."""
+        if std == 0.0:
+            return state
+        m = self.config.model
+        start = m.input_channels + m.output_channels
+        b, _, h, w = state.shape
+        shape = (b, m.hidden_channels, h, w)
+        noise = torch.randn(shape, generator=generator, device=generator.device) * std
+        noisy = state.clone()
+        noisy[:, start:] += noise.to(device=state.device, dtype=state.dtype)
+        return noisy
+
     @staticmethod
     def seed_state(image: Tensor, channels: int) -> Tensor:
         """(B, C_in, H, W) image -> (B, channels, H, W): the image, then zeros."""

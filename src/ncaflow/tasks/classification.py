@@ -82,6 +82,8 @@ class ClassificationData(CommonData):
     eval_rollouts: int = ranged(1, Range(1, 10_000))
     eval_hflip: bool = False  # ... of the image and of its left-right mirror each
     eval_batch: int = ranged(128, Range(1, 65536))
+    # std of Gaussian noise on the seed's hidden channels (training and evaluation); 0: zeros
+    seed_noise: float = ranged(0.0, Range(0, 100))
 
     def __post_init__(self) -> None:
         check_folder_keys(self, targets="labels", default="medmnist")
@@ -253,7 +255,8 @@ class Classification(Task):
         images = x[idx]
         if self.data.augment or self.data.augment_shift:
             images = augment(images, generator, self.data.augment, self.data.augment_shift)
-        return Batch(state=self.seed(images), target=y[idx], index=idx)
+        state = self.seed_noise(self.seed(images), self.data.seed_noise, generator)
+        return Batch(state=state, target=y[idx], index=idx)
 
     def logits(self, model: nn.Module, out: Tensor) -> Tensor:
         """Final states (B, C, H, W) -> per-pixel (B, K, H, W) or pooled (B, K) logits."""
@@ -306,7 +309,8 @@ class Classification(Task):
         for member, view in itertools.product(members, views):
             seed = self.seed(view)
             for _ in range(self.data.eval_rollouts):  # stochastic rollouts (fire masks)
-                out = member(seed, self.eval_steps, generator=generator)
+                start = self.seed_noise(seed, self.data.seed_noise, generator)
+                out = member(start, self.eval_steps, generator=generator)
                 yield self.logits(member, out), n
 
     @torch.no_grad()
