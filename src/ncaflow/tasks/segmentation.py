@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ncaflow.config import FRACTION, MAX_SIDE, ModelConfig, Range, check, ranged
+from ncaflow.config import FRACTION, MAX_SIDE, MAX_STEPS, ModelConfig, Range, check, ranged
 from ncaflow.data import load_kvasir
 from ncaflow.data.folder import check_folder_keys, load_own_segmentation
-from ncaflow.model.uncertainty import error_auroc, stochastic_rollouts
+from ncaflow.model.uncertainty import error_auroc, step_window, stochastic_rollouts
 from ncaflow.tasks.augment import augment
 from ncaflow.tasks.base import Batch, CommonData, Predicts, Task, batches, fill_model_keys
 
@@ -45,6 +45,8 @@ class SegmentationData(CommonData):
     eval_batch: int = ranged(16, Range(1, 65536))
     # rollouts for the test split's uncertainty AUROC; 0: skip
     uncertainty_samples: int = ranged(8, Range(0, 10_000))
+    # the same from the last W steps of one rollout (model.uncertainty.step_window); 0: skip
+    uncertainty_window: int = ranged(0, Range(0, MAX_STEPS))
 
     def __post_init__(self) -> None:
         check_folder_keys(self, targets="masks", default="kvasir")
@@ -116,6 +118,12 @@ class Segmentation(Task):
                 f"must be {d.channels} (data.channels)",
             )
         self.require(m.output_channels == 1, "model.output_channels", "must be 1 (mask logit)")
+        window, steps = d.uncertainty_window, self.eval_steps
+        self.require(
+            window == 0 or 2 <= window <= steps,
+            "data.uncertainty_window",
+            f"give 0 (off) or 2..{steps} steps (the evaluation rollout, train.steps[-1])",
+        )
 
     def setup(self) -> None:
         d = self.data
@@ -231,6 +239,18 @@ class Segmentation(Task):
             )
             metrics["test_uncertainty_auroc"] = error_auroc(mean, y, var)
             metrics["test_mean_variance"] = var.mean().item()
+        window = self.data.uncertainty_window
+        if split == "test" and window >= 2:
+            mean, var = step_window(
+                model,
+                self.seed(x),
+                self.eval_steps,
+                window=window,
+                generator=generator,
+                readout=self.pixel_map,
+            )
+            metrics["test_window_uncertainty_auroc"] = error_auroc(mean, y, var)
+            metrics["test_window_mean_variance"] = var.mean().item()
         return metrics
 
     def pixel_map(self, out: Tensor) -> Tensor:
