@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ncaflow.config import ModelConfig
 from ncaflow.export import (
+    ExportError,
     ModelSpec,
     c_fire_masks,
     dequantized_model,
@@ -135,6 +136,11 @@ CASES = [
             fire_rate=1.0,
         ),
         masks=False,
+    ),
+    Case(
+        "segmentation-step-channel",
+        "segmentation",
+        _m(input_channels=3, output_channels=1, hidden_channels=4, step_channel=8),
     ),
 ]
 
@@ -275,3 +281,16 @@ def test_two_headers_in_one_program_also_as_cplusplus(tmp_path: Path) -> None:
             [*cmd, "-c", str(src), "-o", str(tmp_path / "both.o")], capture_output=True, text=True
         )
         assert res.returncode == 0, res.stderr
+
+
+def test_step_channel_code_only_in_its_headers(tmp_path: Path) -> None:
+    """model.step_channel = 0 leaves the header without any of its code (as before it)."""
+    for period in (0, 8):
+        config = _m(input_channels=3, output_channels=1, hidden_channels=4, step_channel=period)
+        text = export_c(
+            random_model(config, seed=0), tmp_path / "m.h", task="segmentation"
+        ).path.read_text()
+        for piece in ("_set_step", "__step_w", "_STEP_CHANNEL", "__time"):
+            assert (piece in text) == (period > 0), piece
+    with pytest.raises(ExportError, match="step_channel exports with --state float only"):
+        export_c(random_model(config, seed=0), tmp_path / "c.h", task="segmentation", state="int8")

@@ -144,3 +144,37 @@ def test_gradient_checkpointing_gives_same_gradients() -> None:
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads, strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", ["reference", "fast"])
+def test_step_channel_is_one_more_perception_entry(impl: str) -> None:
+    """model.step_channel = T: the MLP sees [perception, t / T] at step t (t = 0 first),
+    on every backend; the rollout differs from the same weights without it."""
+    from ncaflow.backends.stencil import perceive
+
+    cfg = ModelConfig(
+        input_channels=1, output_channels=2, hidden_channels=3, hidden_width=8, step_channel=4
+    )
+    torch.manual_seed(0)
+    model = NCA(config=cfg, impl=impl)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.fc2.weight, std=0.2)
+        model.step_w.mul_(20.0)  # a step entry that matters
+    x = torch.rand(2, cfg.channels, 6, 6)
+    masks = (torch.rand(5, 2, 1, 6, 6) < 0.5).float()
+    with torch.no_grad():
+        got = model(x, 5, fire_masks=masks)
+        w1 = torch.cat([model.fc1.weight.flatten(1), model.step_w[:, None]], 1)  # (hid, CK + 1)
+        ref = x
+        for t in range(5):
+            p = perceive(ref, model.kernels(), cfg.padding)  # (B, C*K, H, W)
+            p = torch.cat([p, torch.full_like(p[:, :1], t / 4)], 1)  # the step entry
+            h = torch.relu(torch.einsum("oi,bihw->bohw", w1, p) + model.fc1.bias.view(1, -1, 1, 1))
+            dx = torch.einsum("oi,bihw->bohw", model.fc2.weight.flatten(1), h) * masks[t]
+            ref = torch.cat([ref[:, :1], ref[:, 1:] + dx], 1)
+        plain = NCA(config=dataclasses.replace(cfg, step_channel=0), impl=impl)
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "step_w"})
+        without = plain(x, 5, fire_masks=masks)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    assert (got - without).abs().max() > 1e-2
+    assert model.time == 0.0  # reset after the rollout

@@ -50,6 +50,9 @@ class ModelConfig:
     alive_threshold: float = ranged(0.1, Range(0, 1))  # an alpha value; the C export prints it
     # > 0: a linear head from the mean hidden state to this many logits
     head: int = ranged(0, Range(0, 100_000))
+    # T > 0: the update MLP also sees t / T at step t (t = 0 first), NCALab's temporal
+    # encoding; T is usually train.steps[-1]. 0: off
+    step_channel: int = ranged(0, Range(0, MAX_STEPS))
 
     @property
     def channels(self) -> int:

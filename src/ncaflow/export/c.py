@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from ncaflow import __version__
-from ncaflow.export.carrays import INT8_KIND, c_literal, fire_threshold
+from ncaflow.config import ModelConfig
+from ncaflow.export.carrays import INT8_KIND, c_array, c_literal, fire_threshold
 from ncaflow.export.compact import StateQuant, calibrate_state, render_compact_header
 from ncaflow.export.fields import check_name, shared_values
 from ncaflow.export.readouts import emitter, readout_defines
@@ -63,8 +64,35 @@ def render_header(
     values["alive_channel"] = -1 if c.alive_channel is None else c.alive_channel
     values["alive_threshold"] = c_literal(c.alive_threshold)[:-1]
     values["readout_code"] = Template(readout.c_float()).substitute(p=values["p"], P=values["P"])
+    values.update(step_fields(spec, str(values["p"]), str(values["P"])))
+    if spec.step_w is not None:
+        values["weights"] = (
+            f"{values['weights']}\n{c_array('float', f'{name.lower()}__step_w', spec.step_w)}"
+        )
     template = resources.files("ncaflow.export").joinpath("nca_runtime.h.in").read_text()
     return Template(template).substitute(values)
+
+
+def step_fields(spec: ModelSpec, p: str, big: str) -> dict[str, str]:
+    """The template fields of ``model.step_channel`` (T): the bias term w_t * t / T that
+    ``<p>_run`` feeds at step t (``<p>_set_step`` for a caller stepping by hand); all empty
+    without it, so other headers stay as they were."""
+    fields = dict.fromkeys(("step_define", "step_decl", "step_bias", "step_time", "step_code"), "")
+    period = spec.config.step_channel
+    if spec.step_w is None or not period:
+        return fields
+    fields["step_define"] = (
+        f"\n#define {big}_STEP_CHANNEL {period} /* the MLP sees t / {period} at step t */"
+    )
+    fields["step_decl"] = f"\nvoid {p}_set_step(int t); /* before {p}_step: its t (0 first) */"
+    fields["step_bias"] = f" acc += {p}__step_w[o] * {p}__time;"
+    fields["step_time"] = f"\n        {p}_set_step(t);"
+    fields["step_code"] = (
+        f"\nstatic float {p}__time = 0.0f; /* t / {big}_STEP_CHANNEL of the running step */\n\n"
+        f"void {p}_set_step(int t)\n{{\n"
+        f"    {p}__time = (float)t / (float){big}_STEP_CHANNEL;\n}}\n"
+    )
+    return fields
 
 
 def render_cascade_header(
@@ -180,6 +208,9 @@ def export_c(
     levels: tuple[ModelSpec, ...] = ()
     cascade = getattr(model, "cascade", None)
     quant: StateQuant | None = None
+    model_config = getattr(model, "config", None)
+    if isinstance(model_config, ModelConfig) and model_config.step_channel and state != "float":
+        raise ExportError(f"--state {state}: model.step_channel exports with --state float only")
     if cascade is not None and state != "float":
         raise ExportError(f"--state {state}: a cascade exports with --state float only")
     if cascade is not None:  # a Cascade: its own step counts, one header per weight set

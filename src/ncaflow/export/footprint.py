@@ -51,7 +51,8 @@ def footprint(
     c = spec.config
     perc = c.channels * spec.n_filters
     head = 0 if spec.head_w is None or spec.head_b is None else spec.head_w.size + spec.head_b.size
-    floats_kept = spec.kernels.size + spec.b1.size + head  # stay float in the int8 export
+    step = 0 if spec.step_w is None else spec.step_w.size  # model.step_channel
+    floats_kept = spec.kernels.size + spec.b1.size + head + step  # stay float in int8 exports
     params = floats_kept + spec.w1.size + spec.w2.size
     cells = height * width
     macs_cell = perc * spec.kernel_size**2 + perc * c.hidden_width + c.hidden_width * spec.updated

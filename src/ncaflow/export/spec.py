@@ -32,6 +32,7 @@ class ModelSpec:
     kernels: (B, K, k, k) perception bank; B = 1 (shared by every channel) or C (learned)
     w1: (hidden_width, C*K), b1: (hidden_width,), w2: (C_upd, hidden_width)
     head_w: (n_classes, hidden_channels) and head_b: (n_classes,) for the "head" readout
+    step_w: (hidden_width,) fc1's weight of the step entry t / T (``model.step_channel``)
     """
 
     config: ModelConfig
@@ -44,6 +45,7 @@ class ModelSpec:
     w2: np.ndarray
     head_w: np.ndarray | None = None
     head_b: np.ndarray | None = None
+    step_w: np.ndarray | None = None
 
     @property
     def n_filters(self) -> int:
@@ -191,4 +193,5 @@ def _spec(
         w2=_array(state, "fc2.weight", (upd, hw)),
         head_w=head_w,
         head_b=head_b,
+        step_w=_array(state, "step_w", (hw,)) if config.step_channel else None,
     )

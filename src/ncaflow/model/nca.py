@@ -11,6 +11,10 @@ One step::
     x[:, input:] += dx * fire             fire ~ Bernoulli(fire_rate), (B, 1, H, W)
     x[:, input:] *= alive_before & alive_after   (optional, Distill alive masking)
 
+With ``model.step_channel = T > 0`` the perception vector gets one more entry, t / T at
+step t (0 at the first step), the same for every cell: W1 @ [p, t/T] = W1 @ p + w_t * t/T,
+so the step is the plain one with the bias b1 + w_t * t/T (``step_w`` holds w_t).
+
 Nothing here knows about tasks.
 
 ``step`` and ``forward`` run on the backend chosen when the model is built
@@ -78,6 +82,10 @@ class NCA(nn.Module):
         self.fc1 = nn.Conv2d(sizes[0], sizes[1], 1)
         self.fc2 = nn.Conv2d(sizes[1], self.updated, 1, bias=False)
         nn.init.zeros_(self.fc2.weight)  # the first step leaves the state unchanged
+        self.time = 0.0  # t / T of the step about to run (model.step_channel)
+        if config.step_channel:  # fc1's column for the step entry, initialised as fc1's
+            bound = 1.0 / (sizes[0] + 1) ** 0.5
+            self.step_w = nn.Parameter(torch.empty(sizes[1]).uniform_(-bound, bound))
         self.plan = self._make_plan()
         self.triton_mlp = self.backend.triton_mlp(sizes)  # fixed by the shapes
         # what the compiled step's graphs depend on besides input shapes (gemm_step_compiled)
@@ -120,6 +128,8 @@ class NCA(nn.Module):
         """The update rule's weights as a backend takes them (views: gradients reach them)."""
         kernels = self.kernels() if self.plan.taps is None else None
         b1: Tensor = self.fc1.bias  # type: ignore[assignment]
+        if self.config.step_channel:
+            b1 = b1 + self.step_w * self.time
         return Weights(
             w1=self.fc1.weight.flatten(1), b1=b1, w2=self.fc2.weight.flatten(1), kernels=kernels
         )
@@ -133,7 +143,10 @@ class NCA(nn.Module):
     def update(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, C_upd, H, W): the residual proposed for every updatable channel."""
         p = perceive(x, self.kernels(), self.config.padding)  # (B, C*K, H, W)
-        return self.fc2(F.relu(self.fc1(p)))
+        h = self.fc1(p)  # (B, hidden_width, H, W)
+        if self.config.step_channel:
+            h = h + (self.step_w * self.time).view(1, -1, 1, 1)
+        return self.fc2(F.relu(h))
 
     def step(self, x: Tensor, fire: Tensor | None) -> Tensor:
         """One NCA step. fire: (B, 1, H, W) 0/1 mask, or None to update every cell."""
@@ -188,7 +201,29 @@ class NCA(nn.Module):
         callback(t, state) is called after every step (animations).
         """
         masks = self.masks(x, steps, generator, fire_masks)
+        if self.config.step_channel:
+            return self._timed_rollout(x, masks, callback)
         return self.backend.pick(x).rollout(self, x, masks, callback, checkpoint_every)
+
+    def _timed_rollout(
+        self,
+        x: Tensor,
+        masks: Iterator[Tensor | None],
+        callback: Callable[[int, Tensor], None] | None,
+    ) -> Tensor:
+        """The rollout with ``model.step_channel``: one backend step at a time, each with
+        its own t / T (the backends gather the weights, and so the bias, at every step;
+        gradient checkpointing does not apply)."""
+        backend = self.backend.pick(x)
+        try:
+            for t, mask in enumerate(masks):
+                self.time = t / self.config.step_channel
+                x = backend.step(self, x, mask)
+                if callback is not None:
+                    callback(t + 1, x)
+        finally:
+            self.time = 0.0
+        return x
 
     def masks(
         self,
