@@ -73,6 +73,7 @@ class CResult:
     states: Tensor  # (B, C, H, W) float32, or int8 codes (compact drivers)
     pred: Tensor  # (B,) class, (B, H, W) bool mask, or (B, 4, H, W) rgba
     scores: Tensor | None = None  # (B, K) vote counts or head logits
+    stdout: str = ""  # adaptive headers: the steps each item ran, one line each
 
 
 def run_driver(
@@ -141,4 +142,5 @@ def run_driver(
         states=torch.stack(states),
         pred=torch.stack(preds),
         scores=torch.stack(scores) if scores else None,
+        stdout=res.stdout,
     )

@@ -6,6 +6,8 @@
  * MASKS:  B*STEPS*H*W bytes or "-" (then the header's PRNG, seeded RNG_SEED + b; RNG_SEED < 0: NULL).
  * OUT:    per item: the final state (H*W*C float32), then the readout:
  *         rgba: H*W*4 float32; vote/head: int32 class + CLASSES float32 scores; mask: H*W bytes.
+ * With model.adaptive_steps (NCA_ADAPTIVE_TOL) it runs nca_run_adaptive (STEPS at most) and
+ * prints each item's steps run to stdout.
  * Buffers are malloc'ed with their exact sizes so that valgrind and ASan see every overrun.
  */
 #define NCA_IMPLEMENTATION
@@ -58,8 +60,17 @@ int main(int argc, char **argv)
     for (b = 0; b < nb; ++b) {
         nca_rng_seed(&rng, (uint32_t)(seed + b));
         nca_seed(a, h, w, images ? images + (long)b * cells * NCA_INPUT_CHANNELS : NULL);
+#ifdef NCA_ADAPTIVE_TOL
+        {
+            int taken = -1;
+            out = nca_run_adaptive(a, bb, h, w, steps, masks ? masks + (long)b * steps * cells : NULL,
+                                   seed >= 0 ? &rng : NULL, scratch, &taken);
+            printf("%d\n", taken); /* the steps run, one line per item */
+        }
+#else
         out = nca_run(a, bb, h, w, steps, masks ? masks + (long)b * steps * cells : NULL,
                       seed >= 0 ? &rng : NULL, scratch);
+#endif
         fwrite(out, sizeof(float), (size_t)state_floats, f);
 #if NCA_READOUT == NCA_READOUT_RGBA
         {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from _cexport import (
 )
 from torch import Tensor
 
-from ncaflow.config import ModelConfig
+from ncaflow.config import AdaptiveStepsConfig, ModelConfig
 from ncaflow.export import (
     ExportError,
     ModelSpec,
@@ -294,3 +295,35 @@ def test_step_channel_code_only_in_its_headers(tmp_path: Path) -> None:
             assert (piece in text) == (period > 0), piece
     with pytest.raises(ExportError, match="step_channel exports with --state float only"):
         export_c(random_model(config, seed=0), tmp_path / "c.h", task="segmentation", state="int8")
+
+
+def test_adaptive_steps_in_c_stop_where_pytorch_stops(tmp_path: Path) -> None:
+    """model.adaptive_steps: <name>_run_adaptive takes the steps PyTorch takes, per image,
+    with shared fire masks and with the header's own PRNG, and ends in the same states."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "model"))
+    from test_adaptive import halving_model
+
+    rule = AdaptiveStepsConfig(tol=0.02, patience=2, min_steps=3)
+    model = halving_model(fire_rate=0.5, rule=rule, inputs=3, pull=True).eval()
+    exported = export_c(model, tmp_path / "model.h", task="segmentation", steps=40)
+    exe = compile_driver(exported.path, tmp_path / "driver")
+    n, size, steps = 3, 6, 40
+    img = images(n, 3, size, size, seed=1) * torch.tensor([0.5, 2.0, 8.0]).view(n, 1, 1, 1)
+    seed = seed_state(exported.spec, img, size=(size, size))  # zeros beside the image
+    shared = fire_masks(steps, n, size, size, 0.5, seed=2)
+    for masks, rng_seed in ((shared, -1), (None, 7)):
+        c = run_driver(
+            exe, exported.spec, tmp=tmp_path, n=n, h=size, w=size, steps=steps,
+            image=img, masks=masks, rng_seed=rng_seed,
+        )  # fmt: skip
+        taken_c = [int(v) for v in c.stdout.split()]
+        outs, taken = [], []
+        for b in range(n):  # the C run of each image draws its own masks
+            m = masks[:, b : b + 1] if masks is not None else None
+            if m is None:
+                m = c_fire_masks(rng_seed + b, steps, size, size, 0.5)
+            with torch.no_grad():
+                outs.append(model(seed[b : b + 1], steps, fire_masks=m))
+            taken.append(int(model.steps_taken[0]))  # type: ignore[index]
+        assert taken_c == taken and len(set(taken)) > 1 and max(taken) < steps, taken
+        torch.testing.assert_close(c.states, torch.cat(outs), rtol=0, atol=FLOAT_TOL)

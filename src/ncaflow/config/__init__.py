@@ -34,6 +34,7 @@ from ncaflow.config.parse import (
 )
 from ncaflow.config.run import (
     CONFIG_VERSION,
+    AdaptiveStepsConfig,
     CascadeConfig,
     EarlyStoppingConfig,
     ModelConfig,
@@ -50,6 +51,7 @@ __all__ = [
     "MAX_SIDE",
     "MAX_STEPS",
     "POSITIVE",
+    "AdaptiveStepsConfig",
     "CascadeConfig",
     "ConfigError",
     "EarlyStoppingConfig",

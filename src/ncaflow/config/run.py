@@ -12,10 +12,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ncaflow.config.checks import FRACTION, MAX_STEPS, Range, check, check_ranges, ranged
+from ncaflow.config.checks import (
+    FRACTION,
+    MAX_STEPS,
+    POSITIVE,
+    Range,
+    check,
+    check_ranges,
+    ranged,
+)
 
 __all__ = [
     "CONFIG_VERSION",
+    "AdaptiveStepsConfig",
     "CascadeConfig",
     "EarlyStoppingConfig",
     "ModelConfig",
@@ -27,6 +36,17 @@ __all__ = [
 CONFIG_VERSION = 1
 
 Padding = Literal["zeros", "reflect", "replicate", "circular"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdaptiveStepsConfig:
+    """Stop an inference rollout early, per sample (:mod:`ncaflow.model.adaptive`): after
+    ``patience`` steps in a row whose largest change of any updatable channel of any cell
+    is below ``tol``, once ``min_steps`` steps ran; at most the rollout's own length."""
+
+    tol: float = ranged(1e-3, POSITIVE)
+    patience: int = ranged(3, Range(1, MAX_STEPS))
+    min_steps: int = ranged(1, Range(1, MAX_STEPS))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +73,8 @@ class ModelConfig:
     # T > 0: the update MLP also sees t / T at step t (t = 0 first), NCALab's temporal
     # encoding; T is usually train.steps[-1]. 0: off
     step_channel: int = ranged(0, Range(0, MAX_STEPS))
+    # inference (no gradients) stops each sample's rollout once its state settles; null: off
+    adaptive_steps: AdaptiveStepsConfig | None = None
 
     @property
     def channels(self) -> int:

@@ -65,6 +65,7 @@ def render_header(
     values["alive_threshold"] = c_literal(c.alive_threshold)[:-1]
     values["readout_code"] = Template(readout.c_float()).substitute(p=values["p"], P=values["P"])
     values.update(step_fields(spec, str(values["p"]), str(values["P"])))
+    values.update(adaptive_fields(spec, str(values["p"]), str(values["P"])))
     if spec.step_w is not None:
         values["weights"] = (
             f"{values['weights']}\n{c_array('float', f'{name.lower()}__step_w', spec.step_w)}"
@@ -92,6 +93,64 @@ def step_fields(spec: ModelSpec, p: str, big: str) -> dict[str, str]:
         f"void {p}_set_step(int t)\n{{\n"
         f"    {p}__time = (float)t / (float){big}_STEP_CHANNEL;\n}}\n"
     )
+    return fields
+
+
+_ADAPTIVE_RUN = """/* ${p}_run, stopping early (model.adaptive_steps, ncaflow.model.adaptive): after
+ * step t (1, 2, ...) the change is the largest |new - old| of any updatable channel of any cell;
+ * ${P}_ADAPTIVE_PATIENCE steps in a row with change < ${P}_ADAPTIVE_TOL, once
+ * t >= ${P}_ADAPTIVE_MIN_STEPS, stop. At most `steps` steps; *taken (if not NULL) receives
+ * the number run. fire_masks, if given, holds `steps` masks. */
+float *${p}_run_adaptive(float *a, float *b, int h, int w, int steps,
+                         const unsigned char *fire_masks, ${p}_rng *rng, unsigned char *scratch,
+                         int *taken)
+{
+    long i, n = (long)h * (long)w;
+    int t, c, quiet = 0;
+    for (t = 0; t < steps; ++t) {
+        float *tmp, change = 0.0f;${step_time}
+        ${p}_step(a, b, h, w, fire_masks ? fire_masks + (long)t * h * w : 0, rng, scratch);
+        for (i = 0; i < n; ++i)
+            for (c = ${P}_INPUT_CHANNELS; c < ${P}_CHANNELS; ++c) {
+                float e = b[i * ${P}_CHANNELS + c] - a[i * ${P}_CHANNELS + c];
+                if (e < 0.0f) e = -e;
+                if (e > change) change = e;
+            }
+        tmp = a;
+        a = b;
+        b = tmp;
+        quiet = change < ${P}_ADAPTIVE_TOL ? quiet + 1 : 0;
+        if (t + 1 >= ${P}_ADAPTIVE_MIN_STEPS && quiet >= ${P}_ADAPTIVE_PATIENCE) {
+            t += 1;
+            break;
+        }
+    }
+    if (taken) *taken = t;
+    return a;
+}
+
+"""
+
+
+def adaptive_fields(spec: ModelSpec, p: str, big: str) -> dict[str, str]:
+    """The template fields of ``model.adaptive_steps``: ``<p>_run_adaptive``, the same
+    stopping rule as :mod:`ncaflow.model.adaptive`; all empty without it."""
+    fields = dict.fromkeys(("adaptive_define", "adaptive_decl", "adaptive_code"), "")
+    rule = spec.config.adaptive_steps
+    if rule is None:
+        return fields
+    fields["adaptive_define"] = (
+        f"\n#define {big}_ADAPTIVE_TOL {c_literal(rule.tol)} /* model.adaptive_steps */"
+        f"\n#define {big}_ADAPTIVE_PATIENCE {rule.patience}"
+        f"\n#define {big}_ADAPTIVE_MIN_STEPS {rule.min_steps}"
+    )
+    fields["adaptive_decl"] = (
+        f"\nfloat *{p}_run_adaptive(float *a, float *b, int h, int w, int steps,"
+        f"\n                         const unsigned char *fire_masks, {p}_rng *rng,"
+        f"\n                         unsigned char *scratch, int *taken);"
+    )
+    step_time = step_fields(spec, p, big)["step_time"]
+    fields["adaptive_code"] = Template(_ADAPTIVE_RUN).substitute(p=p, P=big, step_time=step_time)
     return fields
 
 
@@ -211,6 +270,11 @@ def export_c(
     model_config = getattr(model, "config", None)
     if isinstance(model_config, ModelConfig) and model_config.step_channel and state != "float":
         raise ExportError(f"--state {state}: model.step_channel exports with --state float only")
+    adaptive = isinstance(model_config, ModelConfig) and model_config.adaptive_steps is not None
+    if adaptive and (cascade is not None or state != "float"):
+        raise ExportError(
+            "model.adaptive_steps exports for a single-scale model with --state float only"
+        )
     if cascade is not None and state != "float":
         raise ExportError(f"--state {state}: a cascade exports with --state float only")
     if cascade is not None:  # a Cascade: its own step counts, one header per weight set

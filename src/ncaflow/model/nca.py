@@ -14,6 +14,8 @@ One step::
 With ``model.step_channel = T > 0`` the perception vector gets one more entry, t / T at
 step t (0 at the first step), the same for every cell: W1 @ [p, t/T] = W1 @ p + w_t * t/T,
 so the step is the plain one with the bias b1 + w_t * t/T (``step_w`` holds w_t).
+With ``model.adaptive_steps`` an inference rollout stops per sample once its state
+settles (:mod:`ncaflow.model.adaptive`); training always runs the steps it asks for.
 
 Nothing here knows about tasks.
 
@@ -38,6 +40,7 @@ from ncaflow.backends.gemm import gemm_step
 from ncaflow.backends.registry import gemm_args, get_backend
 from ncaflow.backends.stencil import alive_planes, perceive
 from ncaflow.config import ModelConfig
+from ncaflow.model.adaptive import Stopper
 from ncaflow.model.perception import check_perception, filter_bank, n_filters, taps
 
 __all__ = ["NCA", "mlp_sizes"]
@@ -83,6 +86,7 @@ class NCA(nn.Module):
         self.fc2 = nn.Conv2d(sizes[1], self.updated, 1, bias=False)
         nn.init.zeros_(self.fc2.weight)  # the first step leaves the state unchanged
         self.time = 0.0  # t / T of the step about to run (model.step_channel)
+        self.steps_taken: Tensor | None = None  # (B,) of the last adaptive rollout
         if config.step_channel:  # fc1's column for the step entry, initialised as fc1's
             bound = 1.0 / (sizes[0] + 1) ** 0.5
             self.step_w = nn.Parameter(torch.empty(sizes[1]).uniform_(-bound, bound))
@@ -201,28 +205,46 @@ class NCA(nn.Module):
         callback(t, state) is called after every step (animations).
         """
         masks = self.masks(x, steps, generator, fire_masks)
-        if self.config.step_channel:
-            return self._timed_rollout(x, masks, callback)
+        adaptive = self.config.adaptive_steps
+        stopper = None
+        if adaptive is not None and not torch.is_grad_enabled():  # inference only
+            stopper = Stopper(rule=adaptive, batch=x.shape[0], device=x.device)
+        self.steps_taken = None
+        if self.config.step_channel or stopper is not None:
+            return self._stepwise_rollout(x, masks, callback, stopper)
         return self.backend.pick(x).rollout(self, x, masks, callback, checkpoint_every)
 
-    def _timed_rollout(
+    def _stepwise_rollout(
         self,
         x: Tensor,
         masks: Iterator[Tensor | None],
         callback: Callable[[int, Tensor], None] | None,
+        stopper: Stopper | None,
     ) -> Tensor:
-        """The rollout with ``model.step_channel``: one backend step at a time, each with
-        its own t / T (the backends gather the weights, and so the bias, at every step;
-        gradient checkpointing does not apply)."""
+        """The rollout one backend step at a time: with ``model.step_channel`` each step
+        has its own t / T (the backends gather the weights, and so the bias, at every step;
+        gradient checkpointing does not apply); with a ``stopper`` (``model.adaptive_steps``)
+        each sample stops once settled (:mod:`ncaflow.model.adaptive`), its steps in
+        ``self.steps_taken`` (B,). Every step's fire masks are drawn for the whole batch,
+        so a sample's masks do not depend on when the others stopped."""
         backend = self.backend.pick(x)
+        period = self.config.step_channel
+        first_updated = self.config.input_channels
         try:
             for t, mask in enumerate(masks):
-                self.time = t / self.config.step_channel
-                x = backend.step(self, x, mask)
+                self.time = t / period if period else 0.0
+                y = backend.step(self, x, mask)
+                if stopper is not None:
+                    y = stopper.advance(x, y, first_updated)
+                x = y
                 if callback is not None:
                     callback(t + 1, x)
+                if stopper is not None and not stopper.active.any():
+                    break
         finally:
             self.time = 0.0
+        if stopper is not None:
+            self.steps_taken = stopper.taken
         return x
 
     def masks(
