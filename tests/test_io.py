@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ncaflow.config import RunConfig, from_dict
+from ncaflow.config import ConfigError, RunConfig, from_dict
 from ncaflow.io import (
     FORMAT_VERSION,
     ModelFileError,
@@ -216,3 +216,30 @@ def test_save_leaves_no_temp_files(tmp_path: Path) -> None:
     cfg = config()
     save(build_model(cfg), cfg, tmp_path / "model.safetensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
+
+
+def test_mlp_head_round_trips_through_the_model_files(tmp_path: Path) -> None:
+    """model.head_hidden: the head's two layers are saved and loaded with the model."""
+    from ncaflow.io import load, save
+    from ncaflow.model.cascade import build_model
+    from ncaflow.tasks.runconfig import build_config
+
+    raw = {
+        "task": "classification",
+        "model": {"hidden_channels": 5, "output_channels": 0, "head_hidden": 6},
+        "data": {"flag": "breastmnist", "readout": "head"},
+    }
+    cfg = build_config(raw)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert [tuple(p.shape) for p in model.head.parameters()] == [(6, 5), (6,), (2, 6), (2,)]
+    save(model, cfg, tmp_path / "model")
+    loaded = load(tmp_path / "model")
+    assert loaded.run_config.model.head_hidden == 6  # type: ignore[union-attr]
+    mean = torch.randn(3, 5)
+    torch.testing.assert_close(loaded.head(mean), model.head(mean))  # type: ignore[operator]
+    assert isinstance(model.head[1], torch.nn.ReLU)  # between the two layers
+    raw["data"] = {"flag": "breastmnist", "readout": "vote"}  # no head to give a layer
+    raw["model"] = {"hidden_channels": 5, "head_hidden": 6}
+    with pytest.raises(ConfigError, match=r"key 'model\.head_hidden': is the hidden layer"):
+        build_config(raw)

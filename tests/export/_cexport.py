@@ -36,10 +36,12 @@ def random_model(config: ModelConfig, *, seed: int) -> nn.Module:
         nn.init.normal_(model.fc2.weight, std=0.1)
         nn.init.normal_(model.fc1.bias, std=0.1)
         if config.head:
-            nn.init.normal_(model.head.weight, std=1.0)
+            layers = [m for m in model.head.modules() if isinstance(m, nn.Linear)]
+            for layer in layers:  # one, or an MLP head's two (model.head_hidden)
+                nn.init.normal_(layer.weight, std=1.0)
             # random NCAs give nearly image-independent mean states, so without a spread in
             # the bias every class ties within int8 noise; trained heads have real margins
-            nn.init.normal_(model.head.bias, std=0.3)
+            nn.init.normal_(layers[-1].bias, std=0.3)
     return model.eval()
 
 

@@ -139,6 +139,11 @@ CASES = [
         masks=False,
     ),
     Case(
+        "classification-mlp-head",
+        "classification",
+        _m(input_channels=1, output_channels=0, hidden_channels=6, head=4, head_hidden=7),
+    ),
+    Case(
         "segmentation-step-channel",
         "segmentation",
         _m(input_channels=3, output_channels=1, hidden_channels=4, step_channel=8),
@@ -327,3 +332,16 @@ def test_adaptive_steps_in_c_stop_where_pytorch_stops(tmp_path: Path) -> None:
             taken.append(int(model.steps_taken[0]))  # type: ignore[index]
         assert taken_c == taken and len(set(taken)) > 1 and max(taken) < steps, taken
         torch.testing.assert_close(c.states, torch.cat(outs), rtol=0, atol=FLOAT_TOL)
+
+
+def test_mlp_head_logits_in_c_equal_pytorch(tmp_path: Path) -> None:
+    """model.head_hidden: the C head (hidden layer, ReLU, logits) gives PyTorch's logits."""
+    case = next(c for c in CASES if c.id == "classification-mlp-head")
+    model = random_model(case.config, seed=0)
+    assert isinstance(model.head, torch.nn.Sequential)
+    spec, c, ref, _ = _run_case(case, tmp_path, int8=False)
+    with torch.no_grad():
+        logits = model.head(ref[:, 1:].mean(dim=(2, 3)))  # (B, classes): the hidden mean
+    assert c.scores is not None
+    torch.testing.assert_close(c.scores, logits, rtol=1e-4, atol=1e-4)
+    assert torch.equal(c.pred, logits.argmax(1)) and spec.head_w1 is not None

@@ -36,7 +36,7 @@ COMPACT_CASES = [
     *(
         replace(c, steps=3) if c.task == "growing" else c
         for c in CASES
-        if c.config.alive_channel is None
+        if c.config.alive_channel is None and not c.config.step_channel  # float state only
     ),
     Case(
         "segmentation-circular-learned5",

@@ -70,6 +70,8 @@ class ModelConfig:
     alive_threshold: float = ranged(0.1, Range(0, 1))  # an alpha value; the C export prints it
     # > 0: a linear head from the mean hidden state to this many logits
     head: int = ranged(0, Range(0, 100_000))
+    # > 0: that head gets a hidden layer of this many units with ReLU before the logits
+    head_hidden: int = ranged(0, Range(0, 100_000))
     # T > 0: the update MLP also sees t / T at step t (t = 0 first), NCALab's temporal
     # encoding; T is usually train.steps[-1]. 0: off
     step_channel: int = ranged(0, Range(0, MAX_STEPS))
@@ -85,6 +87,11 @@ class ModelConfig:
         perception's name is checked by the filter banks, :mod:`ncaflow.model.perception`)."""
         check(self.output_channels + self.hidden_channels > 0, where, "no updatable channels")
         check(self.kernel_size % 2 == 1, f"{where}.kernel_size", "must be odd")
+        check(
+            self.head_hidden == 0 or self.head > 0,
+            f"{where}.head_hidden",
+            "is the hidden layer of the head; set model.head (and data.readout: head) or 0",
+        )
         if self.alive_channel is not None:
             check(
                 0 <= self.alive_channel < self.channels,

@@ -63,7 +63,8 @@ def render_header(
     values = shared_values(spec, readout, name=name, int8=int8, steps=steps)
     values["alive_channel"] = -1 if c.alive_channel is None else c.alive_channel
     values["alive_threshold"] = c_literal(c.alive_threshold)[:-1]
-    values["readout_code"] = Template(readout.c_float()).substitute(p=values["p"], P=values["P"])
+    code = readout.c_float(spec)
+    values["readout_code"] = Template(code).substitute(p=values["p"], P=values["P"])
     values.update(step_fields(spec, str(values["p"]), str(values["P"])))
     values.update(adaptive_fields(spec, str(values["p"]), str(values["P"])))
     if spec.step_w is not None:

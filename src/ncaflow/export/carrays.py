@@ -38,6 +38,11 @@ def c_weights(spec: ModelSpec, p: str, int8: bool) -> str:
         ]
     else:
         parts += [c_array("float", f"{p}__w1", spec.w1), c_array("float", f"{p}__w2", spec.w2)]
+    if spec.head_w1 is not None and spec.head_b1 is not None:  # an MLP head's hidden layer
+        parts += [
+            c_array("float", f"{p}__head_w1", spec.head_w1),
+            c_array("float", f"{p}__head_b1", spec.head_b1),
+        ]
     if spec.head_w is not None and spec.head_b is not None:
         parts += [
             c_array("float", f"{p}__head_w", spec.head_w),

@@ -172,6 +172,6 @@ def render_compact_header(
     )  # fmt: skip
     p, big = values["p"], values["P"]
     values["state_scales"] = _scales(quant, str(p))
-    values["readout_code"] = Template(readout.c_int8()).substitute(p=p, P=big)
+    values["readout_code"] = Template(readout.c_int8(spec)).substitute(p=p, P=big)
     template = resources.files("ncaflow.export").joinpath("nca_compact.h.in").read_text()
     return Template(template).substitute(values)

@@ -50,7 +50,9 @@ def footprint(
     kernel_size // 2 + 1 saved rows, plus kernel_size // 2 more with circular padding)."""
     c = spec.config
     perc = c.channels * spec.n_filters
-    head = 0 if spec.head_w is None or spec.head_b is None else spec.head_w.size + spec.head_b.size
+    head = sum(
+        a.size for a in (spec.head_w, spec.head_b, spec.head_w1, spec.head_b1) if a is not None
+    )
     step = 0 if spec.step_w is None else spec.step_w.size  # model.step_channel
     floats_kept = spec.kernels.size + spec.b1.size + head + step  # stay float in int8 exports
     params = floats_kept + spec.w1.size + spec.w2.size

@@ -37,6 +37,10 @@ class ModelSpec(Protocol):
     def head_b(self) -> np.ndarray | None: ...
     @property
     def n_classes(self) -> int: ...
+    @property
+    def head_w1(self) -> np.ndarray | None: ...
+    @property
+    def head_b1(self) -> np.ndarray | None: ...
 
 
 _CLASSIFY_DOC = " *         scores (NULL or ${P}_CLASSES floats) receives the "
@@ -82,11 +86,12 @@ class ReadoutEmitter:
             f"not for task {task!r}"
         )
 
-    def c_float(self) -> str:
-        """The implementation for a float32 state (``${p}``/``${P}`` placeholders)."""
+    def c_float(self, spec: ModelSpec | None = None) -> str:
+        """The implementation for a float32 state (``${p}``/``${P}`` placeholders); ``spec``
+        for readouts whose code depends on the model (an MLP head)."""
         raise NotImplementedError
 
-    def c_int8(self) -> str:
+    def c_int8(self, spec: ModelSpec | None = None) -> str:
         """The implementation for the compact int8 state, read through ``${p}__value``."""
         raise NotImplementedError
 
@@ -107,7 +112,7 @@ class RgbaReadout(ReadoutEmitter):
     needs_image = False
     unit = "visible-cell (alpha > 0.1)"
 
-    def c_float(self) -> str:
+    def c_float(self, spec: ModelSpec | None = None) -> str:
         return """void ${p}_rgba(const float *state, int h, int w, float *rgba)
 {
     long i, n = (long)h * (long)w;
@@ -116,7 +121,7 @@ class RgbaReadout(ReadoutEmitter):
         for (c = 0; c < 4; ++c) rgba[i * 4 + c] = state[i * ${P}_CHANNELS + c];
 }"""
 
-    def c_int8(self) -> str:
+    def c_int8(self, spec: ModelSpec | None = None) -> str:
         return """void ${p}_rgba(const int8_t *state, int h, int w, float *rgba)
 {
     long i, n = (long)h * (long)w;
@@ -137,14 +142,14 @@ class MaskReadout(ReadoutEmitter):
     doc = " *         mask[y*w + x] = 1 where the logit (channel ${P}_INPUT_CHANNELS) > 0, else 0."
     unit = "pixel"
 
-    def c_float(self) -> str:
+    def c_float(self, spec: ModelSpec | None = None) -> str:
         return """void ${p}_mask(const float *state, int h, int w, unsigned char *mask)
 {
     long i, n = (long)h * (long)w;
     for (i = 0; i < n; ++i) mask[i] = (unsigned char)(state[i * ${P}_CHANNELS + ${P}_INPUT_CHANNELS] > 0.0f);
 }"""  # noqa: E501
 
-    def c_int8(self) -> str:
+    def c_int8(self, spec: ModelSpec | None = None) -> str:
         return """void ${p}_mask(const int8_t *state, int h, int w, unsigned char *mask)
 {
     long i, n = (long)h * (long)w;
@@ -190,7 +195,7 @@ class VoteReadout(ReadoutEmitter):
     return best;
 }"""
 
-    def c_float(self) -> str:
+    def c_float(self, spec: ModelSpec | None = None) -> str:
         body = Template(self._BODY).safe_substitute(
             logits="const float *logit = state + i * ${P}_CHANNELS + ${P}_INPUT_CHANNELS;",
             image0="state[i * ${P}_CHANNELS]",
@@ -199,7 +204,7 @@ class VoteReadout(ReadoutEmitter):
         )
         return f"{self.signature('${p}')}\n{body}"
 
-    def c_int8(self) -> str:
+    def c_int8(self, spec: ModelSpec | None = None) -> str:
         body = Template(self._BODY).safe_substitute(
             logits="const long cell = i;",
             image0="${p}_value(state, cell, 0)",
@@ -246,20 +251,55 @@ class HeadReadout(ReadoutEmitter):
     return best;
 }"""  # noqa: E501
 
-    def c_float(self) -> str:
-        hidden = "state[i * ${P}_CHANNELS + ${P}_INPUT_CHANNELS + ${P}_OUTPUT_CHANNELS + c]"
-        body = Template(self._BODY).safe_substitute(hidden_c=hidden)
-        return f"{self.signature('${p}')}\n{body}"
+    # model.head_hidden = N: the logits read a hidden layer of N ReLU units of the mean
+    _MLP_BODY = """{
+    float mean[${P}_HIDDEN_CHANNELS];
+    float hid[$n_hidden];
+    float logits[${P}_CLASSES];
+    long i, n = (long)h * (long)w;
+    int c, j, k, best = 0;
+    for (c = 0; c < ${P}_HIDDEN_CHANNELS; ++c) mean[c] = 0.0f;
+    for (i = 0; i < n; ++i)
+        for (c = 0; c < ${P}_HIDDEN_CHANNELS; ++c)
+            mean[c] += $hidden_c;
+    for (c = 0; c < ${P}_HIDDEN_CHANNELS; ++c) mean[c] /= (float)n;
+    for (j = 0; j < $n_hidden; ++j) {
+        float acc = ${p}__head_b1[j];
+        for (c = 0; c < ${P}_HIDDEN_CHANNELS; ++c) acc += ${p}__head_w1[j * ${P}_HIDDEN_CHANNELS + c] * mean[c];
+        hid[j] = acc > 0.0f ? acc : 0.0f;
+    }
+    for (k = 0; k < ${P}_CLASSES; ++k) {
+        float acc = ${p}__head_b[k];
+        for (j = 0; j < $n_hidden; ++j) acc += ${p}__head_w[k * $n_hidden + j] * hid[j];
+        logits[k] = acc;
+        if (scores) scores[k] = acc;
+        if (acc > logits[best]) best = k;
+    }
+    return best;
+}"""  # noqa: E501
 
-    def c_int8(self) -> str:
+    def _body(self, spec: ModelSpec | None, hidden: str) -> str:
+        if spec is None or spec.head_w1 is None:
+            return Template(self._BODY).safe_substitute(hidden_c=hidden)
+        n = str(spec.head_w1.shape[0])
+        return Template(self._MLP_BODY).safe_substitute(hidden_c=hidden, n_hidden=n)
+
+    def c_float(self, spec: ModelSpec | None = None) -> str:
+        hidden = "state[i * ${P}_CHANNELS + ${P}_INPUT_CHANNELS + ${P}_OUTPUT_CHANNELS + c]"
+        return f"{self.signature('${p}')}\n{self._body(spec, hidden)}"
+
+    def c_int8(self, spec: ModelSpec | None = None) -> str:
         hidden = "${p}_value(state, i, ${P}_INPUT_CHANNELS + ${P}_OUTPUT_CHANNELS + c)"
-        body = Template(self._BODY).safe_substitute(hidden_c=hidden)
-        return f"{self.signature('${p}', 'int8_t')}\n{body}"
+        return f"{self.signature('${p}', 'int8_t')}\n{self._body(spec, hidden)}"
 
     def predict(self, spec: ModelSpec, state: Tensor) -> Tensor:
         assert spec.head_w is not None and spec.head_b is not None
         n_hidden_from = spec.config.input_channels + spec.config.output_channels
         mean = state[:, n_hidden_from:].mean(dim=(2, 3))  # (B, hidden)
+        if spec.head_w1 is not None and spec.head_b1 is not None:  # an MLP head
+            mean = torch.relu(
+                mean @ torch.from_numpy(spec.head_w1).T + torch.from_numpy(spec.head_b1)
+            )
         logits = mean @ torch.from_numpy(spec.head_w).T + torch.from_numpy(spec.head_b)
         return logits.argmax(1)
 

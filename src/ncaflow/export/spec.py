@@ -31,7 +31,9 @@ class ModelSpec:
 
     kernels: (B, K, k, k) perception bank; B = 1 (shared by every channel) or C (learned)
     w1: (hidden_width, C*K), b1: (hidden_width,), w2: (C_upd, hidden_width)
-    head_w: (n_classes, hidden_channels) and head_b: (n_classes,) for the "head" readout
+    head_w: (n_classes, hidden_channels) and head_b: (n_classes,) for the "head" readout;
+        with an MLP head (``model.head_hidden`` = N) its last layer, head_w (n_classes, N),
+        after head_w1 (N, hidden_channels), head_b1 (N,) and a ReLU
     step_w: (hidden_width,) fc1's weight of the step entry t / T (``model.step_channel``)
     """
 
@@ -45,6 +47,8 @@ class ModelSpec:
     w2: np.ndarray
     head_w: np.ndarray | None = None
     head_b: np.ndarray | None = None
+    head_w1: np.ndarray | None = None
+    head_b1: np.ndarray | None = None
     step_w: np.ndarray | None = None
 
     @property
@@ -75,6 +79,17 @@ def _array(state: dict[str, torch.Tensor], key: str, shape: tuple[int, ...]) -> 
     if not np.isfinite(arr).all():
         raise ExportError(f"weight '{key}' holds NaN or inf; retrain or pick another checkpoint")
     return arr
+
+
+def _shaped(state: dict[str, torch.Tensor], key: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A head weight that must have exactly ``shape`` (model.head, model.head_hidden)."""
+    got = tuple(state[key].shape) if key in state else None
+    if got is not None and got != shape:
+        raise ExportError(
+            f"{key} has shape {got}; the config (model.head, model.head_hidden, "
+            f"model.hidden_channels) gives {shape}"
+        )
+    return _array(state, key, shape)
 
 
 def _loaded(model_or_path: nn.Module | str | Path) -> nn.Module:
@@ -169,16 +184,17 @@ def _spec(
     n_filters = kernels.shape[1]
     upd = config.output_channels + config.hidden_channels
     readout: Readout = emitter(kind.readout).kind  # type: ignore[assignment]
-    head_w = head_b = None
-    if (head and int(getattr(config, "head", 0) or 0) > 0) or "head.weight" in state:
+    head_w = head_b = head_w1 = head_b1 = None
+    mlp = config.head_hidden > 0
+    last = "head.2" if mlp else "head"  # the layer that gives the logits
+    if (head and config.head > 0) or f"{last}.weight" in state:
         readout = emitter(readout).with_head(task)  # type: ignore[assignment]
-        head_w = _array(state, "head.weight", tuple(state["head.weight"].shape))
-        head_b = _array(state, "head.bias", (head_w.shape[0],))
-        if head_w.shape[1] != config.hidden_channels:
-            raise ExportError(
-                f"head.weight has shape {head_w.shape}; expected (n_classes, "
-                f"hidden_channels={config.hidden_channels})"
-            )
+        if mlp:
+            head_w1 = _shaped(state, "head.0.weight", (config.head_hidden, config.hidden_channels))
+            head_b1 = _shaped(state, "head.0.bias", (config.head_hidden,))
+        width = config.head_hidden if mlp else config.hidden_channels
+        head_w = _shaped(state, f"{last}.weight", (config.head, width))
+        head_b = _shaped(state, f"{last}.bias", (config.head,))
         readout = "head"
     default = kind.vote_threshold(meta)  # None: the task's vote counts every cell
     threshold = None if default is None else float(default if threshold is None else threshold)
@@ -193,5 +209,7 @@ def _spec(
         w2=_array(state, "fc2.weight", (upd, hw)),
         head_w=head_w,
         head_b=head_b,
+        head_w1=head_w1,
+        head_b1=head_b1,
         step_w=_array(state, "step_w", (hw,)) if config.step_channel else None,
     )

@@ -98,7 +98,8 @@ def build_model(config: RunConfig, impl: str = "auto") -> nn.Module:
 
     ``impl`` picks the NCA implementation (same results; see :class:`NCA`).
     With ``model.head > 0`` the model also gets ``head``, a linear layer from the
-    spatially averaged hidden channels (B, hidden) to (B, head) logits.
+    spatially averaged hidden channels (B, hidden) to (B, head) logits; with
+    ``model.head_hidden = N > 0`` an MLP: Linear(hidden, N), ReLU, Linear(N, head).
     """
     m = config.model
     model: nn.Module
@@ -106,6 +107,10 @@ def build_model(config: RunConfig, impl: str = "auto") -> nn.Module:
         model = Cascade(model=m, cascade=config.cascade, impl=impl)
     else:
         model = NCA(config=m, impl=impl)
-    if m.head:
+    if m.head and m.head_hidden:
+        model.head = nn.Sequential(
+            nn.Linear(m.hidden_channels, m.head_hidden), nn.ReLU(), nn.Linear(m.head_hidden, m.head)
+        )
+    elif m.head:
         model.head = nn.Linear(m.hidden_channels, m.head)
     return model

@@ -192,7 +192,7 @@ def _prepare_finetune(model: nn.Module, config: RunConfig) -> None:
     if cfg.trainable == "last":
         for name, p in model.named_parameters():
             owner = name.rsplit(".", 2)[-2] if "." in name else ""  # learned filters: none
-            p.requires_grad_(owner in ("fc2", "head"))
+            p.requires_grad_(owner == "fc2" or name.startswith("head."))  # an MLP head whole
 
 
 def resolve_impl(impl: Impl, config: RunConfig, device: torch.device) -> Backend:
