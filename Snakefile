@@ -43,6 +43,8 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/reference_config.smk"
 include: "workflow/rules/reference.smk"
+include: "workflow/rules/ablation_config.smk"
+include: "workflow/rules/ablation.smk"
 
 
 rule all:

@@ -2,8 +2,9 @@
 
 `params.kind` says which table: `runs` (one row per reference run, from its model
 folder), or `spread` (evaluations, ensembles: mean ± std of each group of
-`params.by`).  `params.rows` holds one dict per input file (what the file is: run,
-task, cell, setting, seed ...), in the order of the inputs.
+`params.by`; also the ablation's docs/ablation.md, after `params.intro`).  `params.rows`
+holds one dict per input file (what the file is: run, task, cell, setting, seed ...), in
+the order of the inputs.
 """
 
 import sys
@@ -45,5 +46,6 @@ with open(snakemake.log[0], "w") as log:
         print(f"reference table {snakemake.output.md}: {err}", file=log)
         sys.exit(1)
     write(snakemake.output.csv, table.to_csv(index=False, float_format="%.6g"))
-    write(snakemake.output.md, text)
+    intro = getattr(snakemake.params, "intro", "")  # the ablation's docs/ablation.md
+    write(snakemake.output.md, intro + text)
     print(text, file=log)
