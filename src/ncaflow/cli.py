@@ -160,18 +160,23 @@ def cmd_animate(args: argparse.Namespace) -> int:
 
 @command
 def cmd_uncertainty(args: argparse.Namespace) -> int:
+    from ncaflow.config import ConfigError
     from ncaflow.viz.heatmaps import uncertainty_figure
 
     model, task = _model_and_task(args)
+    steps = args.steps or task.eval_steps
+    if args.window and not 2 <= args.window <= steps:
+        raise ConfigError(f"--window {args.window}: give 0 (off) or 2..{steps} (the rollout)")
     uncertainty_figure(
         model,
         task,
         args.out,
-        steps=args.steps or task.eval_steps,
+        steps=steps,
         n_rollouts=args.rollouts,
         n_examples=args.examples,
         split=args.split,
         seed=args.seed,
+        window=args.window,
     )
     print(f"uncertainty heatmaps ({args.rollouts} rollouts) -> {args.out}")
     return 0
@@ -469,6 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
     _rollout_args(p, out="PNG or PDF to write")
     p.add_argument("--rollouts", type=_at_least(1, most=1000), default=16)
     p.add_argument("--examples", type=_at_least(1, most=100), default=4)
+    p.add_argument(
+        "--window",
+        type=_at_least(0, most=MAX_STEPS),
+        default=0,
+        help="also the variance over the last W steps of one rollout (0: off; 2..steps)",
+    )
 
     p = sub.add_parser(
         "check",

@@ -51,3 +51,26 @@ def test_gif_and_heatmap_modes_and_colour_bars(
     assert outs[0].read_bytes() == outs[1].read_bytes()
     # per example: a labelled bar for the mean probability and one for the variance
     assert bars == ["probability", "variance"] * 2
+
+
+def test_heatmap_with_the_step_window_panel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    titles: list[str] = []
+    monkeypatch.setattr(
+        "matplotlib.axes.Axes.set_title",
+        lambda self, text, *a, **k: titles.append(text),
+    )
+    cfg = digits_config()
+    task = get_task(cfg.task)(config=cfg)
+    task.setup()
+    model = build_model(cfg)
+    out = tmp_path / "u.png"
+    uncertainty_figure(model, task, out, steps=4, n_rollouts=2, n_examples=2, window=3)
+    assert titles[:4] == [
+        "one rollout",
+        "largest mean probability",
+        "variance over rollouts",
+        "variance, last 3 steps",
+    ]
+    assert out.stat().st_size > 0

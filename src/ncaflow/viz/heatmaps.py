@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ncaflow.io import atomic_write
-from ncaflow.model.uncertainty import stochastic_rollouts
+from ncaflow.model.uncertainty import step_window, stochastic_rollouts
 from ncaflow.safe_io import publish
 from ncaflow.tasks.base import Task
 
@@ -26,10 +26,13 @@ def uncertainty_figure(
     n_examples: int = 4,
     split: str = "test",
     seed: int = 0,
+    window: int = 0,
 ) -> None:
     """Rows: examples; columns: the task's view of one rollout, the mean prediction (the
     probability for one- or two-channel maps, else the largest channel), the variance
-    summed over channels, and the target where the task has one.
+    summed over channels, with ``window`` >= 2 the variance over the last ``window`` steps
+    of one rollout (:func:`~ncaflow.model.uncertainty.step_window`), and the target where
+    the task has one.
     Written as PNG or PDF by the suffix of ``out``."""
     import matplotlib
 
@@ -42,9 +45,14 @@ def uncertainty_figure(
         model, seeds, steps, n=n_rollouts, generator=gen, readout=task.pixel_map
     )
     view = task.preview(model(seeds, steps, generator=gen))
+    window_var = None
+    if window >= 2:
+        _, window_var = step_window(
+            model, seeds, steps, window=window, generator=gen, readout=task.pixel_map
+        )
     targets = task.splits[split][1] if split in task.splits else None
     spatial_target = targets is not None and targets.ndim == 4
-    cols = 4 if spatial_target else 3
+    cols = 3 + int(spatial_target) + int(window_var is not None)
     fig, axes = plt.subplots(
         len(seeds), cols, figsize=(2.2 * cols, 2.2 * len(seeds)), squeeze=False
     )
@@ -57,6 +65,9 @@ def uncertainty_figure(
             (shown_mean[i].cpu().numpy(), mean_title, "viridis", "probability"),
             (var[i].sum(0).cpu().numpy(), "variance over rollouts", "magma", "variance"),
         ]
+        if window_var is not None:
+            title = f"variance, last {window} steps"
+            panels.append((window_var[i].sum(0).cpu().numpy(), title, "magma", "variance"))
         if spatial_target and targets is not None:
             panels.append((targets[i, 0].cpu().numpy(), "target", "gray", None))
         for ax, (image, title, cmap, bar) in zip(axes[i], panels, strict=True):
@@ -70,7 +81,10 @@ def uncertainty_figure(
                 fig.colorbar(shown, ax=ax, fraction=0.046, label=bar)
             ax.set_title(title if i == 0 else "", fontsize=9)
             ax.axis("off")
-    fig.suptitle(f"{task.name}: {n_rollouts} stochastic rollouts of {steps} steps", fontsize=10)
+    title = f"{task.name}: {n_rollouts} stochastic rollouts of {steps} steps"
+    if window_var is not None:
+        title += f"; the last {window} steps of one rollout"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     suffix = Path(out).suffix.lstrip(".") or "png"
     # no timestamps or version strings: the same rollouts give the same bytes
