@@ -55,3 +55,24 @@ def test_seed_noise_is_checked() -> None:
     raw = {"task": "classification", "data": {"flag": "breastmnist", "seed_noise": -1.0}}
     with pytest.raises(ConfigError, match=r"key 'data\.seed_noise': -1\.0 is not allowed"):
         build_config(raw)
+
+
+def test_evaluation_rollouts_start_from_noisy_seeds(tmp_path: Path) -> None:
+    import dataclasses
+
+    from ncaflow.model.cascade import build_model
+
+    noisy, plain = _task(tmp_path / "a", 0.5), _task(tmp_path / "b", 0.0)
+    every_cell = dataclasses.replace(noisy.config.model, fire_rate=1.0)  # no mask draws
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(noisy.config, model=every_cell)).eval()
+    torch.nn.init.normal_(model.fc2.weight, std=0.2)
+    x = noisy.splits["test"][0]
+
+    def scores(task: Classification, seed: int) -> torch.Tensor:
+        return task.predict_scores(model, x, torch.Generator().manual_seed(seed))
+
+    assert torch.equal(scores(plain, 3), scores(plain, 4))  # nothing random without noise
+    assert torch.equal(scores(noisy, 3), scores(noisy, 3))  # the run's generator decides
+    assert not torch.equal(scores(noisy, 3), scores(noisy, 4))
+    assert not torch.equal(scores(noisy, 3), scores(plain, 3))
