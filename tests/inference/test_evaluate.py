@@ -88,3 +88,18 @@ def test_ensemble_averages_its_members_scores(tmp_path: Path) -> None:
         ConfigError, match=r"must share task, data\.flag, data\.size and data\.readout"
     ):
         evaluate([runs[0], tmp_path / "c"], splits=("val",))
+
+
+def test_adaptive_steps_report_the_mean_steps_run(tmp_path: Path) -> None:
+    """model.adaptive_steps: evaluation stops each rollout by the rule and reports the mean
+    steps run."""
+    mirror = tmp_path / "mirror"
+    write_medmnist(mirror / "medmnist" / "breastmnist.npz", size=28, n=(16, 8, 8))
+    rule = {"tol": 1e9, "patience": 3, "min_steps": 2}  # every step is quiet: stop at 3
+    model = {"input_channels": 1, "output_channels": 0, "hidden_channels": 4, "head": 2}
+    model["adaptive_steps"] = rule
+    raw = {"task": "classification", "model": model, "data": {"readout": "head"}}
+    cfg = run_config(raw, tmp_path, mirror, iterations=2, batch_size=4, steps=[6], eval_every=2)
+    train(cfg, tmp_path / "run")
+    adaptive = evaluate(tmp_path / "run", splits=("val",))
+    assert adaptive["val_mean_steps"] == 3.0

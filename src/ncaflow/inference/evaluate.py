@@ -71,15 +71,32 @@ def evaluate(
     metrics: dict[str, Any] = {"parameters": sum(p.numel() for p in model.parameters())}
     if len(models) > 1:
         metrics["members"] = [str(path) for path in paths]
+    taken: list[torch.Tensor] = []  # model.adaptive_steps: the steps each rollout ran
+    hooks = [
+        m.register_forward_hook(lambda m, args, out: _record(taken, m.steps_taken))
+        for m in model.modules()
+        if getattr(getattr(m, "config", None), "adaptive_steps", None) is not None
+        and hasattr(m, "steps_taken")
+    ]
     for split in splits:
         gen = torch.Generator(device=device).manual_seed(seed)
+        taken.clear()
         try:
             metrics.update(task.evaluate(model, split, gen))
         except KeyError:
             raise ConfigError(f"task {config.task!r} has no split {split!r}") from None
+        if taken:  # mean over every sample of every rollout
+            metrics[f"{split}_mean_steps"] = torch.cat(taken).float().mean().item()
+    for hook in hooks:
+        hook.remove()
     if out is not None:
         atomic_write(out, lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
     return metrics
+
+
+def _record(taken: list[torch.Tensor], steps: torch.Tensor | None) -> None:
+    if steps is not None:  # None: a rollout with gradients, which runs every step
+        taken.append(steps)
 
 
 def _ensemble(models: list[nn.Module], paths: list[str | Path], config: RunConfig) -> nn.Module:
