@@ -27,7 +27,7 @@ import torch
 from ncaflow.export import c_fire_masks, cortexm, export_c, model_spec, predict
 from ncaflow.export.readouts import emitter
 from ncaflow.export.report import data_seeds
-from ncaflow.io import load
+from ncaflow.guard.io import load
 
 # (label, model folder, grid, images compared): the test split first, then training images
 MODELS = [

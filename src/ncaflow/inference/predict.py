@@ -27,7 +27,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ncaflow.data.images import check_finite, image_array
-from ncaflow.io import atomic_write, config_of, load
+from ncaflow.guard.io import atomic_write, config_of, load
 from ncaflow.tasks import TASKS, get_task
 from ncaflow.tasks.base import Task, batches
 

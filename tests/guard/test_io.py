@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ncaflow.config import RunConfig, from_dict
-from ncaflow.io import (
+from ncaflow.guard.io import (
     FORMAT_VERSION,
     ModelFileError,
     json_digest,
