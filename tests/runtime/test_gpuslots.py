@@ -20,7 +20,7 @@ import pytest
 from ncaflow.runtime import gpuslots
 from ncaflow.runtime.gpuslots import claim_slot, lock_folder, slot_device, visible_devices
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "workflow" / "profiles"
 
 

@@ -24,7 +24,7 @@ from ncaflow.runtime.reproducible import (
     wanted,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = [
     *("--config", str(REPO / "config" / "runs" / "growing.yaml")),
     *("--set", "train.iterations=6", "--set", "train.eval_every=6"),
