@@ -177,6 +177,7 @@ def _spec(
                 f"head.weight has shape {head_w.shape}; expected (n_classes, "
                 f"hidden_channels={config.hidden_channels})"
             )
+        readout = "head"
     default = kind.vote_threshold(meta)  # None: the task's vote counts every cell
     threshold = None if default is None else float(default if threshold is None else threshold)
     return ModelSpec(

@@ -27,7 +27,14 @@ from ncaflow.config import FRACTION, MAX_SIDE, ConfigError, Range, RunConfig, ch
 from ncaflow.data import DataError, load_medmnist, medmnist_info
 from ncaflow.data.folder import OwnImages, check_folder_keys, load_own_classification
 from ncaflow.tasks.augment import augment
-from ncaflow.tasks.base import Batch, CommonData, Predicts, Task, batches, fill_model_keys
+from ncaflow.tasks.base import (
+    Batch,
+    CommonData,
+    Predicts,
+    Task,
+    batches,
+    fill_model_keys,
+)
 from ncaflow.tasks.readouts import Readout, readout_class
 
 __all__ = ["Classification", "ClassificationData", "info_keys"]
