@@ -1,4 +1,5 @@
-"""Paper-grid training jobs on one GPU: K at once (each through ncaflow.gpuslots) or one at a time.
+"""Paper-grid training jobs on one GPU: K at once (each through ncaflow.runtime.gpuslots) or one
+at a time.
 
     python benchmarks/grid.py plan --task breastmnist --out JOBS.json
     python benchmarks/grid.py run --jobs JOBS.json --concurrency 8 [--mps] [--iterations N] --out R
@@ -7,8 +8,8 @@
 plan asks Snakemake (a dry run of config/paper.yaml) for the task's `ncaflow train` commands,
 so the jobs are exactly the workflow's (their --set overrides, --folds and --fold); run starts
 them from the repository root, at most --concurrency at once, each as the GPU profile starts it
-(`python -m ncaflow.gpuslots --per-device K ...`, shared compile caches), optionally under CUDA
-MPS, with `--set train.iterations=N` appended to every job if --iterations is given (the same
+(`python -m ncaflow.runtime.gpuslots --per-device K ...`, shared compile caches), optionally under
+CUDA MPS, with `--set train.iterations=N` appended to every job if --iterations is given (the same
 shortening for packed and one-at-a-time runs). It samples `nvidia-smi` every 200 ms while the
 jobs run and writes wall time, jobs/hour, mean GPU utilisation (0..1), peak memory and the
 SHA-256 of every model.safetensors (packed == alone is checked by comparing those). record
@@ -126,7 +127,7 @@ def run_jobs(args: argparse.Namespace) -> dict[str, Any]:
                         argv[:1] = [sys.executable, "-m", "ncaflow.cli"]  # not installed
                     if args.iterations:
                         argv += ["--set", f"train.iterations={args.iterations}"]
-                    pin = [sys.executable, "-m", "ncaflow.gpuslots", "--per-device", str(k)]
+                    pin = [sys.executable, "-m", "ncaflow.runtime.gpuslots", "--per-device", str(k)]
                     pin += ["--locks", str(root / ".slots"), "--cache", str(args.cache), "--"]
                     log = open(root / (job["name"].replace("/", "_") + ".log"), "wb")  # noqa: SIM115
                     proc = subprocess.Popen(

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from ncaflow.reproducible import missing
+from ncaflow.runtime.reproducible import missing
 from ncaflow.tasks.runconfig import load_config
 from ncaflow.training.train import train
 

@@ -27,7 +27,7 @@ import torch
 from ncaflow.export import c_fire_masks, cortexm, export_c, model_spec, predict
 from ncaflow.export.readouts import emitter
 from ncaflow.export.report import data_seeds
-from ncaflow.io import load
+from ncaflow.guard.io import load
 
 # (label, model folder, grid, images compared): the test split first, then training images
 MODELS = [
@@ -76,12 +76,12 @@ def measure(label: str, path: str, size: tuple[int, int], n: int, work: Path) ->
                     raise SystemExit(
                         f"{label} {state}: the Cortex-M output differs from the host's"
                     )
-            if spec.readout == "mask":
-                got = torch.frombuffer(bytearray(run.blocks["pred"]), dtype=torch.uint8) > 0
-                agree.append(readout.agreement(got.view(1, h, w), ref[i : i + 1]))
-            else:
+            if readout.classes:  # the class index, as an int32
                 got_cls = int.from_bytes(run.blocks["pred"], "big")
                 agree.append(float(got_cls == int(ref[i])))
+            else:  # the mask, one byte per pixel
+                got = torch.frombuffer(bytearray(run.blocks["pred"]), dtype=torch.uint8) > 0
+                agree.append(readout.agreement(got.view(1, h, w), ref[i : i + 1]))
             runs.append(run)
         assert fw is not None
         rows.append(
@@ -98,7 +98,7 @@ def measure(label: str, path: str, size: tuple[int, int], n: int, work: Path) ->
                 "ram_total_bytes": fw.ram_bytes + max(r.stack_bytes for r in runs),
                 "instructions_per_step": sum(r.instructions_per_step for r in runs) / len(runs),
                 "agreement": sum(agree) / len(agree),
-                "agreement_unit": readout.unit if spec.readout == "mask" else "image",
+                "agreement_unit": "image" if readout.classes else readout.unit,
                 "images": len(images),
                 "host_build_equal": True,
             }

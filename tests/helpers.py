@@ -92,8 +92,8 @@ def write_medmnist(
 def evaluate(paths: Any, *, overrides: tuple[str, ...] | list[str] = (), **kw: Any) -> Any:
     """``ncaflow.evaluate`` on the data a test trained on: a model file chooses no data
     folder (issue 26), so the caller names its cache and mirror, as a user would."""
+    from ncaflow.guard.io import load_config_of
     from ncaflow.inference.evaluate import evaluate as _evaluate
-    from ncaflow.io import load_config_of
 
     first = paths[0] if isinstance(paths, list) else paths
     data = load_config_of(first)[0].data

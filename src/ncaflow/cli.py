@@ -43,7 +43,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"data.folds={args.folds}")
     config = load_config(args.config, overrides)
     if config.train.reproducible and args.argv is not None:  # the process's own command line
-        from ncaflow.reproducible import reexec_if_needed
+        from ncaflow.runtime.reproducible import reexec_if_needed
 
         reexec_if_needed(args.argv)
     if args.restart_changed:
@@ -103,7 +103,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 @command
 def cmd_download(args: argparse.Namespace) -> int:
     from ncaflow.config import ConfigError
-    from ncaflow.io import atomic_write
+    from ncaflow.guard.io import atomic_write
     from ncaflow.tasks import get_task
     from ncaflow.tasks.runconfig import load_config
 
@@ -126,8 +126,8 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def _model_and_task(args: argparse.Namespace) -> tuple[Any, Any]:
     """The saved model and its task, set up on the model's data (with --set overrides)."""
+    from ncaflow.guard.io import config_of, load
     from ncaflow.inference.evaluate import with_overrides
-    from ncaflow.io import config_of, load
     from ncaflow.tasks import get_task
 
     model = load(args.model)
@@ -186,8 +186,8 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from ncaflow.io import ModelFileError, upgrade, verify
-    from ncaflow.reproducible import guarantee
+    from ncaflow.guard.io import ModelFileError, upgrade, verify
+    from ncaflow.runtime.reproducible import guarantee
 
     models = _model_files(args.paths)
     damaged, old, kinds = [], 0, Counter[str]()
@@ -214,14 +214,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _cell(value: object) -> object:
     """A CSV cell with control characters (ESC, newline) escaped: label names come from a
     model file, and raw escape codes would reach the terminal."""
-    from ncaflow.safe_io import printable
+    from ncaflow.runtime.safe_io import printable
 
     return printable(value) if isinstance(value, str) else value
 
 
 def _model_files(paths: list[str]) -> list[Path]:
     """One path per saved model (its .safetensors) found in files or folders (recursive)."""
-    from ncaflow.io import model_paths
+    from ncaflow.guard.io import model_paths
 
     found: set[Path] = set()
     for given in map(Path, paths):
@@ -279,7 +279,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if table is None:
         print(text, end="")
     else:
-        from ncaflow.io import atomic_write
+        from ncaflow.guard.io import atomic_write
 
         atomic_write(table, lambda tmp: tmp.write_text(text))
         print(f"{len(rows)} predictions -> {table}")
@@ -289,8 +289,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 @command
 def cmd_info(args: argparse.Namespace) -> int:
     from ncaflow.config import to_dict
-    from ncaflow.io import config_of, load
-    from ncaflow.reproducible import guarantee
+    from ncaflow.guard.io import config_of, load
+    from ncaflow.runtime.reproducible import guarantee
 
     model = load(args.model)
     config = config_of(model)
@@ -565,7 +565,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _one_line(text: object, limit: int = 1000) -> str:
     """One line, control characters escaped, at most ``limit`` characters."""
-    from ncaflow.safe_io import printable
+    from ncaflow.runtime.safe_io import printable
 
     line = printable(" ".join(str(text).split()))
     return line if len(line) <= limit else f"{line[: limit - 30]}... ({len(line)} characters)"
@@ -654,7 +654,7 @@ _MODEL_FOLDER = (
 
 def _inputs(args: argparse.Namespace) -> list[tuple[str | Path, str]]:
     """Files a command reads, which none of its outputs may overwrite."""
-    from ncaflow.io import model_paths
+    from ncaflow.guard.io import model_paths
 
     found: list[tuple[str | Path, str]] = []
     models = getattr(args, "model", None)
@@ -688,7 +688,7 @@ def _outputs(args: argparse.Namespace) -> list[Path]:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """No output may overwrite an input (compared after resolving links: realpath)."""
-    from ncaflow.safe_io import refuse_input
+    from ncaflow.runtime.safe_io import refuse_input
 
     inputs = _inputs(args)
     for out in _outputs(args):

@@ -16,8 +16,8 @@ from own_folders import (
 from PIL import Image
 
 from ncaflow.cli import main
+from ncaflow.guard.io import load_config_of
 from ncaflow.inference.predict import predict
-from ncaflow.io import load_config_of
 
 
 def _ncaflow(*argv: str | Path) -> None:

@@ -20,7 +20,7 @@ from ncaflow.export import (
     predict,
     seed_state,
 )
-from ncaflow.io import load, save
+from ncaflow.guard.io import load, save
 from ncaflow.model.cascade import build_model
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")

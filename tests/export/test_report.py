@@ -14,7 +14,7 @@ from _cexport import CFLAGS, random_model
 from ncaflow.cli import main
 from ncaflow.config import CascadeConfig, ModelConfig, RunConfig
 from ncaflow.export import ExportError, export_c, footprint, model_spec, parse_size
-from ncaflow.io import save
+from ncaflow.guard.io import save
 from ncaflow.model.cascade import build_model
 
 EXAMPLE = Path(__file__).parents[2] / "src" / "ncaflow" / "export" / "EXAMPLE.md"

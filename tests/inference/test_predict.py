@@ -13,9 +13,9 @@ from PIL import Image
 
 from ncaflow.cli import main
 from ncaflow.config import RunConfig, from_dict
+from ncaflow.guard.io import load, save
 from ncaflow.inference.evaluate import evaluate
 from ncaflow.inference.predict import PredictWarning, predict
-from ncaflow.io import load, save
 from ncaflow.model.cascade import build_model
 from ncaflow.tasks.base import Task
 
@@ -64,8 +64,8 @@ def test_predict_agrees_with_evaluate(tmp_path: Path, mirror: Path) -> None:
     path = classifier(tmp_path, eval_rollouts=2, eval_hflip=True, eval_batch=16)
     where = [f"data.root={tmp_path / 'raw'}", f"data.mirror={mirror}"]
     metrics = evaluate(path, splits=("test",), overrides=where)
+    from ncaflow.guard.io import config_of
     from ncaflow.inference.evaluate import with_overrides
-    from ncaflow.io import config_of
     from ncaflow.tasks import get_task
 
     task = get_task("classification")(config=with_overrides(config_of(load(path)), where))

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from ncaflow.config import RunConfig, from_dict
 from ncaflow.data.sources import md5sum
-from ncaflow.io import json_digest, save, sha256
+from ncaflow.guard.io import json_digest, save, sha256
 from ncaflow.model.cascade import build_model
 
 WEIGHTS, JSON = "model.safetensors", "model.json"

@@ -483,7 +483,7 @@ def test_a_run_too_large_for_this_machine_is_refused_before_allocation(
 ) -> None:
     """The estimate (state x batch x steps kept for backward, pool, evaluation batch,
     weights) is compared with this machine's memory: here a machine of 1 GB."""
-    from ncaflow import limits
+    from ncaflow.guard import limits
 
     monkeypatch.setattr(limits, "machine_memory", lambda device="cpu": (10**9, "RAM"))
     argv, out = fresh

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 import ncaflow.training.train as train_module
 from ncaflow.config import ConfigError, RunConfig, from_dict
-from ncaflow.io import load, save
+from ncaflow.guard.io import load, save
 from ncaflow.tasks import get_task
 from ncaflow.tasks.selfclass import SelfClassification
 from ncaflow.training.checkpoint import read_checkpoint, write_checkpoint

@@ -27,7 +27,7 @@ rule train:
         runtime=train_resource("runtime"),
         gpu=train_resource("gpu"),
         # N >= 1: the job claims one of N slots per visible GPU and runs pinned to it, with
-        # compile caches shared in .snakemake/compile-cache (ncaflow.gpuslots); set by
+        # compile caches shared in .snakemake/compile-cache (ncaflow.runtime.gpuslots); set by
         # workflow/profiles/gpu and slurm-packed. A resource, not a param: switching profiles
         # re-runs nothing.
         jobs_per_gpu=0,
@@ -35,7 +35,7 @@ rule train:
         args=train_args,
         dir=model_dir,
     shell:
-        "pin=; if [ {resources.jobs_per_gpu:q} -gt 0 ]; then pin='python3 -m ncaflow.gpuslots "
+        "pin=; if [ {resources.jobs_per_gpu:q} -gt 0 ]; then pin='python3 -m ncaflow.runtime.gpuslots "
         "--per-device {resources.jobs_per_gpu:q} --locks .snakemake/gpu-slots "
         "--cache .snakemake/compile-cache --'; fi; "
         "$pin ncaflow train --config {input.run:q} --out {params.dir:q} {params.args} "

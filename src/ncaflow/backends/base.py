@@ -73,7 +73,7 @@ class Backend:
 
     name: ClassVar[str]
     channels_last: ClassVar[bool] = False  # a plain rollout keeps the state channels-last
-    # runs on ATen/MKL kernels, which train.reproducible pins (ncaflow.reproducible)
+    # runs on ATen/MKL kernels, which train.reproducible pins (ncaflow.runtime.reproducible)
     pinned_cpu_kernels: ClassVar[bool] = True
 
     def step(self, model: Automaton, x: Tensor, fire: Tensor | None) -> Tensor:

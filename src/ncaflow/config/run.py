@@ -164,7 +164,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = ranged(None, Range(1, 4096))
     progress: bool = True
-    # CPU kernels that give the same bytes on any x86-64 CPU (ncaflow.reproducible)
+    # CPU kernels that give the same bytes on any x86-64 CPU (ncaflow.runtime.reproducible)
     reproducible: bool = False  # +31-51 % CPU time per job (benchmarks/README.md)
 
     def validate(self, where: str = "train") -> None:

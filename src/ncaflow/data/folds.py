@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ncaflow.data.sources import DataError
-from ncaflow.safe_io import publish
+from ncaflow.runtime.safe_io import publish
 
 __all__ = ["array_checksum", "fold_indices", "make_folds", "read_folds", "write_folds"]
 

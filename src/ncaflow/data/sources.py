@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ncaflow.safe_io import publish
+from ncaflow.runtime.safe_io import publish
 
 __all__ = [
     "MIRROR_ENV",

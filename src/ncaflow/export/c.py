@@ -24,7 +24,7 @@ from ncaflow.export.compact import StateQuant, calibrate_state, render_compact_h
 from ncaflow.export.fields import check_name, shared_values
 from ncaflow.export.readouts import emitter, readout_defines
 from ncaflow.export.spec import ExportError, ModelSpec, cascade_specs, model_spec
-from ncaflow.io import atomic_write
+from ncaflow.guard.io import atomic_write
 
 __all__ = [
     "CExport",
@@ -261,7 +261,7 @@ def export_c(
     if state not in STATES:
         raise ExportError(f"state {state!r}: use one of {', '.join(STATES)}")
     if isinstance(model_or_path, str | Path):
-        from ncaflow.io import load
+        from ncaflow.guard.io import load
 
         model_or_path = load(model_or_path)
     model = model_or_path

@@ -112,7 +112,7 @@ def _sources(
     """Copy the firmware sources and ``header`` (as nca.h) into ``out_dir``; write input.h."""
     out_dir.mkdir(parents=True, exist_ok=True)
     src = resources.files("ncaflow.export").joinpath("cortexm")
-    for name in ("main.c", "startup.c", "link.ld"):
+    for name in ("main.c", "startup.c", "mcu.c", "mcu.h", "link.ld"):
         (out_dir / name).write_text(src.joinpath(name).read_text())
     shutil.copyfile(header, out_dir / "nca.h")
     lines = [
@@ -169,6 +169,7 @@ def build(
             "link.ld",
             "main.c",
             "startup.c",
+            "mcu.c",
             "-lgcc",
             "-o",
             str(elf),

@@ -21,7 +21,7 @@ from ncaflow.export.quant import quantization_report
 from ncaflow.export.readout import predict, seed_state
 from ncaflow.export.readouts import emitter
 from ncaflow.export.spec import ExportError, ModelSpec, model_spec
-from ncaflow.io import atomic_write
+from ncaflow.guard.io import atomic_write
 from ncaflow.tasks import get_task
 
 __all__ = ["default_size", "export_with_report", "parse_size"]
@@ -71,7 +71,7 @@ def export_with_report(
     its agreement with the float model is measured on ``samples`` test images.
     """
     if isinstance(model_or_path, str | Path):
-        from ncaflow.io import load
+        from ncaflow.guard.io import load
 
         model_or_path = load(model_or_path)
     model = model_or_path
@@ -176,7 +176,7 @@ def _check_report_memory(
 ) -> None:
     """The size report rolls out ``samples`` grids and keeps a fire mask per step: refuse
     a size or step count whose buffers exceed this machine's memory."""
-    from ncaflow.limits import check_bytes
+    from ncaflow.guard.limits import check_bytes
 
     config = getattr(model, "run_config", None)
     if config is None:

@@ -94,7 +94,7 @@ def _shaped(state: dict[str, torch.Tensor], key: str, shape: tuple[int, ...]) ->
 
 def _loaded(model_or_path: nn.Module | str | Path) -> nn.Module:
     if isinstance(model_or_path, str | Path):
-        from ncaflow.io import load
+        from ncaflow.guard.io import load
 
         return load(model_or_path)
     return model_or_path

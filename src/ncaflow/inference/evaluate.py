@@ -12,7 +12,7 @@ from torch import nn
 
 from ncaflow.config import ConfigError, RunConfig, from_dict, parse_override, set_key, to_dict
 from ncaflow.data.stored import from_user, warn_dropped
-from ncaflow.io import atomic_write, config_of, load
+from ncaflow.guard.io import atomic_write, config_of, load
 from ncaflow.tasks import get_task
 
 __all__ = ["evaluate", "with_overrides"]

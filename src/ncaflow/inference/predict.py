@@ -27,7 +27,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ncaflow.data.images import check_finite, image_array
-from ncaflow.io import atomic_write, config_of, load
+from ncaflow.guard.io import atomic_write, config_of, load
 from ncaflow.tasks import TASKS, get_task
 from ncaflow.tasks.base import Task, batches
 
@@ -193,15 +193,18 @@ def predict(
             chunk = torch.stack(x[s]).to(device)  # (B, C_in, S, S)
             records = task.predict_batch(model, chunk, gen, labels)
             for path, own, record in zip(images[s], shapes[s], records, strict=True):
-                results.append(_prediction(Path(path), own, record))
+                results.append(_prediction(Path(path), own, record, into_folder))
     if out is not None and into_folder:
         _write_masks(results, Path(out))
     return results
 
 
-def _prediction(path: Path, own: tuple[int, int], record: dict[str, Any]) -> Prediction:
-    """A task's record for one image as a Prediction; a mask is scaled to the image's size."""
-    if "mask" not in record:
+def _prediction(
+    path: Path, own: tuple[int, int], record: dict[str, Any], into_folder: bool
+) -> Prediction:
+    """A task's record for one image as a Prediction: a table row (label, name, scores), or,
+    for a task whose predictions go into a folder, its mask scaled to the image's size."""
+    if not into_folder:
         return Prediction(path, own, record["label"], record["name"], record["scores"])
     img = Image.fromarray(record["mask"].astype(np.uint8) * 255)
     if img.size != own:

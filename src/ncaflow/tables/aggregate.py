@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from ncaflow.io import atomic_write
+from ncaflow.guard.io import atomic_write
 
 __all__ = [
     "best_model",

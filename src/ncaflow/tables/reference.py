@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from ncaflow.config import ConfigError
-from ncaflow.io import atomic_write
+from ncaflow.guard.io import atomic_write
 from ncaflow.tasks import get_task
 
 __all__ = [

@@ -1,6 +1,7 @@
 """Image classification on MedMNIST (2D subsets, any size; binary, multi-class, multi-label).
 
-The image sits in the frozen input channels. Two readouts:
+The image sits in the frozen input channels. Two readouts (``data.readout``, one object
+each in :mod:`ncaflow.tasks.readouts`):
 
 - ``vote``: every pixel predicts class logits in the output channels; the
   image's score per class is the share of pixels voting for it (majority vote).
@@ -19,15 +20,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ncaflow.config import FRACTION, MAX_SIDE, ConfigError, Range, check, ranged
+from ncaflow.config import FRACTION, MAX_SIDE, ConfigError, Range, RunConfig, check, ranged
 from ncaflow.data import DataError, load_medmnist, medmnist_info
 from ncaflow.data.folder import OwnImages, check_folder_keys, load_own_classification
 from ncaflow.tasks.augment import augment
 from ncaflow.tasks.base import (
-    PALETTE,
     Batch,
     CommonData,
     Predicts,
@@ -36,6 +35,7 @@ from ncaflow.tasks.base import (
     fill_model_keys,
 )
 from ncaflow.tasks.losses import classification_loss
+from ncaflow.tasks.readouts import Readout, readout_class
 
 __all__ = ["Classification", "ClassificationData", "info_keys"]
 
@@ -51,7 +51,7 @@ def info_keys(flag: str, readout: str) -> dict[str, int]:
         info = medmnist_info(flag)
     except DataError as err:
         raise ConfigError(f"key 'data.flag': {err}", "data.flag") from None
-    classes = "model.head" if readout == "head" else "model.output_channels"
+    classes = readout_class(readout).classes_key
     return {"model.input_channels": info["n_channels"], classes: info["n_classes"]}
 
 
@@ -113,6 +113,11 @@ class Classification(Task):
     preview_title = "image + vote per cell"
     data: ClassificationData
 
+    def __init__(self, *, config: RunConfig, device: torch.device | str = "cpu") -> None:
+        super().__init__(config=config, device=device)
+        # data.readout, chosen once: how final states become class logits
+        self.reader: Readout = readout_class(self.data.readout)(model=config.model)
+
     @classmethod
     def derive_config(cls, raw: dict[str, Any]) -> None:
         """Fill in a parsed run config's image channels and classes from MedMNIST's INFO
@@ -122,7 +127,7 @@ class Classification(Task):
         if not isinstance(data, dict) or not isinstance(model, dict):
             return  # from_dict names the key that is not a mapping
         readout = data.get("readout", ClassificationData.readout)
-        classes = "model.head" if readout == "head" else "model.output_channels"
+        classes = readout_class(readout).classes_key
         if data.get("dataset", ClassificationData.dataset) == "folder":
             fill_model_keys(model, cls.own_data_keys(data, classes=classes))
             return
@@ -139,8 +144,7 @@ class Classification(Task):
         """Class count and label kind, from MedMNIST's metadata or (own data) the model's
         output size: no data read; setup() calls it with what it read."""
         if info is None and self.data.dataset == "folder":
-            m = self.config.model
-            n = m.head if self.data.readout == "head" else m.output_channels
+            n = self.reader.configured_classes()
             info = {"task": "binary-class" if n == 2 else "multi-class", "label": range(n)}
         info = info or medmnist_info(self.data.flag)
         self.multilabel = info["task"].startswith("multi-label")
@@ -158,21 +162,12 @@ class Classification(Task):
             "model.input_channels",
             f"must be {info['n_channels']} for {d.flag} (image channels)",
         )
-        if d.readout == "vote":
-            self.require(
-                m.output_channels == self.n_classes,
-                "model.output_channels",
-                f"must be {self.n_classes} for {d.flag} with data.readout=vote",
-            )
-        else:
-            self.require(
-                m.head == self.n_classes,
-                "model.head",
-                f"must be {self.n_classes} for {d.flag} with data.readout=head",
-            )
-            self.require(
-                m.hidden_channels > 0, "model.hidden_channels", "the head reads hidden channels"
-            )
+        self.require(
+            self.reader.configured_classes() == self.n_classes,
+            self.reader.classes_key,
+            f"must be {self.n_classes} for {d.flag} with data.readout={d.readout}",
+        )
+        self.reader.check_model(self.require)
         if own is not None:
             x, y, parts = own.images, own.targets, own.parts
         else:
@@ -227,13 +222,9 @@ class Classification(Task):
             f"must be {own.channels}: the images in {d.images} have {own.channels} channel(s) "
             "(or set data.channels to convert them)",
         )
-        if d.readout == "vote":
-            key, value = "model.output_channels", m.output_channels
-        else:
-            key, value = "model.head", m.head
         self.require(
-            value == len(own.names),
-            key,
+            self.reader.configured_classes() == len(own.names),
+            self.reader.classes_key,
             f"must be {len(own.names)} for {source} with data.readout={d.readout}",
         )
         return own
@@ -260,12 +251,7 @@ class Classification(Task):
 
     def logits(self, model: nn.Module, out: Tensor) -> Tensor:
         """Final states (B, C, H, W) -> per-pixel (B, K, H, W) or pooled (B, K) logits."""
-        m = self.config.model
-        if self.data.readout == "head":
-            hidden = out[:, m.input_channels + m.output_channels :].mean(dim=(2, 3))  # (B, hidden)
-            logits: Tensor = model.head(hidden)  # type: ignore[operator]
-            return logits
-        return out[:, m.input_channels : m.input_channels + self.n_classes]
+        return self.reader.logits(model, out, self.n_classes)
 
     def loss_from_logits(self, logits: Tensor, target: Tensor, gamma: float = 0.0) -> Tensor:
         """(B,) loss; per-pixel logits are trained to predict the image's label everywhere.
@@ -287,13 +273,7 @@ class Classification(Task):
 
     def scores(self, logits: Tensor) -> Tensor:
         """Per-class scores in [0, 1]: vote shares (vote) or probabilities (head)."""
-        if self.multilabel:
-            p = torch.sigmoid(logits)
-            return p.mean(dim=(2, 3)) if p.ndim == 4 else p
-        if logits.ndim == 4:
-            votes = F.one_hot(logits.argmax(1), self.n_classes).float()  # (B, H, W, K)
-            return votes.mean(dim=(1, 2))
-        return torch.softmax(logits, 1)
+        return self.reader.scores(logits, self.n_classes, self.multilabel)
 
     def eval_runs(
         self, model: nn.Module, x: Tensor, generator: torch.Generator
@@ -374,22 +354,12 @@ class Classification(Task):
 
     def pixel_map(self, out: Tensor) -> Tensor:
         """Per-pixel class probabilities (vote readout); the hidden state's mean for a head."""
-        m = self.config.model
-        if self.data.readout == "head":
-            return out[:, m.input_channels + m.output_channels :].mean(1, keepdim=True)
-        logits = out[:, m.input_channels : m.input_channels + self.n_classes]
-        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, 1)
+        return self.reader.pixel_map(out, self.n_classes, self.multilabel)
 
     def preview(self, out: Tensor) -> Tensor:
         """The image (grey or RGB) tinted by each pixel's vote."""
-        m = self.config.model
-        image = out[:, : m.input_channels].mean(1, keepdim=True).clamp(0, 1)
-        if self.data.readout == "head":
-            return image.expand(-1, 3, -1, -1)
-        palette = torch.tensor(PALETTE, device=out.device)
-        votes = out[:, m.input_channels : m.input_channels + self.n_classes].argmax(1)
-        colour = palette[votes % len(PALETTE)].permute(0, 3, 1, 2)  # (B, 3, H, W)
-        return 0.5 * image + 0.5 * colour
+        image = out[:, : self.config.model.input_channels].mean(1, keepdim=True).clamp(0, 1)
+        return self.reader.preview(out, image, self.n_classes)
 
     def meta(self) -> dict[str, Any]:
         if self.data.dataset == "folder":  # the label mapping: class index -> CSV label

@@ -31,7 +31,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from ncaflow.io import atomic_write
+from ncaflow.guard.io import atomic_write
 
 __all__ = [
     "FORMAT",

@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from ncaflow.io import atomic_write
+from ncaflow.guard.io import atomic_write
 from ncaflow.training.resume import CHECKPOINT, OLD_CHECKPOINT
 
 __all__ = ["KEY_FILE", "claim", "job_key", "release"]

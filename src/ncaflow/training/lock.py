@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ncaflow.safe_io import open_nofollow
+from ncaflow.runtime.safe_io import open_nofollow
 
 __all__ = ["LOCK", "FolderLocked", "folder_lock"]
 

@@ -17,7 +17,7 @@ with the same arguments resumes from the checkpoint (model, optimiser, scheduler
 RNG states, sample pool, history; no pickle: :mod:`ncaflow.training.checkpoint`) and, on
 CPU, ends bit-identical to an uninterrupted run. Resuming with a changed config is
 refused with the changed keys, except ``RESUME_SAFE_KEYS`` (:mod:`ncaflow.training.resume`).
-``train.reproducible: true`` on a CPU needs the kernels of :mod:`ncaflow.reproducible`
+``train.reproducible: true`` on a CPU needs the kernels of :mod:`ncaflow.runtime.reproducible`
 (same bytes on any x86-64 CPU); model.json's ``meta.environment`` records what ran.
 Ctrl-C and SIGTERM end in :class:`TrainingInterrupted`, a full or read-only disk in
 one :class:`TrainingError` line; neither leaves model.* behind.
@@ -43,17 +43,17 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ncaflow import reproducible
 from ncaflow.backends import Impl
 from ncaflow.backends.base import Backend
 from ncaflow.backends.graphs import GraphedIteration, graphs_supported
 from ncaflow.backends.registry import get_backend
 from ncaflow.config import ConfigError, RunConfig, TrainConfig, to_dict
-from ncaflow.io import atomic_write, load, model_paths, save
-from ncaflow.limits import check_memory
+from ncaflow.guard.io import atomic_write, load, model_paths, save
+from ncaflow.guard.limits import check_memory
 from ncaflow.model.cascade import build_model
 from ncaflow.model.nca import mlp_sizes
-from ncaflow.safe_io import clip, no_symlink
+from ncaflow.runtime import reproducible
+from ncaflow.runtime.safe_io import clip, no_symlink
 from ncaflow.tasks import Batch, Task, get_task
 from ncaflow.training.board import Board
 from ncaflow.training.checkpoint import changed_keys, write_checkpoint

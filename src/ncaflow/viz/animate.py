@@ -14,9 +14,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
 
-from ncaflow.io import atomic_write
-from ncaflow.limits import check_bytes
-from ncaflow.safe_io import publish
+from ncaflow.guard.io import atomic_write
+from ncaflow.guard.limits import check_bytes
+from ncaflow.runtime.safe_io import publish
 from ncaflow.tasks.base import Task
 
 __all__ = ["animate", "hidden_view", "render_frame"]

@@ -26,7 +26,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ncaflow.io import atomic_write
+from ncaflow.guard.io import atomic_write
 from ncaflow.tables.aggregate import metric_columns
 from ncaflow.viz.labels import alias_label, bounds, cell_label, metric_label
 
@@ -310,8 +310,8 @@ def summary_figures(
 
 
 def _load(model_dir: str | Path):  # -> (model, task), both ready
+    from ncaflow.guard.io import config_of, load
     from ncaflow.inference.evaluate import with_overrides
-    from ncaflow.io import config_of, load
     from ncaflow.tasks import get_task
 
     model = load(model_dir)

@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ncaflow.io import atomic_write
+from ncaflow.guard.io import atomic_write
 from ncaflow.model.uncertainty import step_window, stochastic_rollouts
-from ncaflow.safe_io import publish
+from ncaflow.runtime.safe_io import publish
 from ncaflow.tasks.base import Task
 
 __all__ = ["uncertainty_figure"]

@@ -10,11 +10,7 @@
 #include <stdio.h>
 static void mcu_write(const char *s) { fputs(s, stdout); }
 #else
-void mcu_write(const char *s);
-void mcu_timer_start(void);
-uint32_t mcu_timer_ticks(void);
-uint32_t mcu_stack_used(void);
-void mcu_spin(uint32_t n);
+#include "mcu.h" /* the board services of mcu.c */
 #endif
 
 #ifdef NCA_STATE_INT8

@@ -135,7 +135,7 @@ def require(*, reproducible: bool, device_type: str) -> None:
     names = " ".join(f"{k}={v}" for k, v in wanted().items())
     raise ConfigError(
         "key 'train.reproducible': true, but this process started torch without "
-        f"{names}; run `ncaflow train` (it sets them), call ncaflow.reproducible.apply() "
+        f"{names}; run `ncaflow train` (it sets them), call ncaflow.runtime.reproducible.apply() "
         "before importing torch, or set train.reproducible=false",
         "train.reproducible",
     )
@@ -147,7 +147,7 @@ def apply() -> None:
     with other kernels."""
     if "torch" in sys.modules and not in_effect():
         raise RuntimeError(
-            "ncaflow.reproducible.apply() was called after torch started its kernels; call "
+            "ncaflow.runtime.reproducible.apply() was called after torch started its kernels; call "
             "it before the first `import torch` (or start Python with "
             + " ".join(f"{k}={v}" for k, v in wanted().items())
             + ")"

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ncaflow.config import ConfigError, RunConfig, from_dict
-from ncaflow.io import (
+from ncaflow.guard.io import (
     FORMAT_VERSION,
     ModelFileError,
     json_digest,
@@ -220,7 +220,7 @@ def test_save_leaves_no_temp_files(tmp_path: Path) -> None:
 
 def test_mlp_head_round_trips_through_the_model_files(tmp_path: Path) -> None:
     """model.head_hidden: the head's two layers are saved and loaded with the model."""
-    from ncaflow.io import load, save
+    from ncaflow.guard.io import load, save
     from ncaflow.model.cascade import build_model
     from ncaflow.tasks.runconfig import build_config
 

@@ -1,6 +1,6 @@
 """Several training jobs per GPU, each pinned to one device: a job claims a GPU slot, then runs.
 
-    python -m ncaflow.gpuslots --per-device 4 --locks DIR [--cache DIR] -- ncaflow train ...
+    python -m ncaflow.runtime.gpuslots --per-device 4 --locks DIR [--cache DIR] -- ncaflow train ...
 
 The visible devices (``CUDA_VISIBLE_DEVICES``, else the ``/dev/nvidiaN`` device files) times
 ``--per-device`` make the slots; slot i belongs to device ``i mod N``, so the first N jobs land
@@ -102,7 +102,7 @@ def job_env(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ncaflow.gpuslots", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m ncaflow.runtime.gpuslots", description=__doc__)
     p.add_argument(
         "--per-device", type=int, required=True, help="jobs at once on one GPU (0: no pinning)"
     )
@@ -113,10 +113,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not cmd:
-        print("ncaflow.gpuslots: no command given after --; add one", file=sys.stderr)
+        print(
+            "ncaflow.runtime.gpuslots: no command given after --; add one",
+            file=sys.stderr,
+        )
         return 2
     if args.per_device < 0:
-        print(f"ncaflow.gpuslots: --per-device {args.per_device}: use 0 or more", file=sys.stderr)
+        print(
+            f"ncaflow.runtime.gpuslots: --per-device {args.per_device}: use 0 or more",
+            file=sys.stderr,
+        )
         return 2
     devices = (
         [d for d in args.devices.split(",") if d] if args.devices is not None else visible_devices()
@@ -126,18 +132,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             slot, fd = claim_slot(lock_folder(args.locks), len(devices) * args.per_device)
         except OSError as err:
-            print(f"ncaflow.gpuslots: cannot lock a slot in {args.locks}: {err}", file=sys.stderr)
+            print(
+                f"ncaflow.runtime.gpuslots: cannot lock a slot in {args.locks}: {err}",
+                file=sys.stderr,
+            )
             return 1
         os.set_inheritable(fd, True)  # the command holds the lock until it exits
         device = slot_device(slot, devices)
-        print(f"ncaflow.gpuslots: slot {slot}, CUDA_VISIBLE_DEVICES={device}", file=sys.stderr)
+        print(
+            f"ncaflow.runtime.gpuslots: slot {slot}, CUDA_VISIBLE_DEVICES={device}", file=sys.stderr
+        )
         if args.cache is not None:
             cache = args.cache
             cache.mkdir(parents=True, exist_ok=True)
     try:
         os.execvpe(cmd[0], cmd, job_env(device, cache))
     except OSError as err:
-        print(f"ncaflow.gpuslots: cannot run {cmd[0]!r}: {err}", file=sys.stderr)
+        print(
+            f"ncaflow.runtime.gpuslots: cannot run {cmd[0]!r}: {err}",
+            file=sys.stderr,
+        )
         return 127
     return 0  # unreachable: exec replaced this process
 

@@ -41,7 +41,7 @@ from ncaflow.config import (
     to_dict,
 )
 from ncaflow.model.cascade import build_model
-from ncaflow.safe_io import publish
+from ncaflow.runtime.safe_io import publish
 
 __all__ = [
     "FORMAT",

@@ -1,4 +1,4 @@
-"""Several training jobs per GPU (ncaflow.gpuslots, workflow/profiles/gpu and slurm-packed).
+"""Several training jobs per GPU (ncaflow.runtime.gpuslots, workflow/profiles/gpu and slurm-packed).
 
 On CPU with fake device lists: which GPU a slot gets, that a held slot is not handed out
 twice, that the command runs pinned with the shared caches, that the profiles say what they
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from ncaflow import gpuslots
-from ncaflow.gpuslots import claim_slot, lock_folder, slot_device, visible_devices
+from ncaflow.runtime import gpuslots
+from ncaflow.runtime.gpuslots import claim_slot, lock_folder, slot_device, visible_devices
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "workflow" / "profiles"
 
 
@@ -74,7 +74,14 @@ def _pinned(tmp_path: Path, *extra: str, wait: str = "0") -> subprocess.Popen[st
         "print(os.environ.get('CUDA_VISIBLE_DEVICES'), os.environ.get('TRITON_CACHE_DIR'),"
         "os.environ.get('TORCHINDUCTOR_CACHE_DIR'))"
     )
-    cmd = [sys.executable, "-m", "ncaflow.gpuslots", "--locks", str(tmp_path / "locks"), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ncaflow.runtime.gpuslots",
+        "--locks",
+        str(tmp_path / "locks"),
+        *extra,
+    ]
     cmd += ["--", sys.executable, "-c", code]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "WAIT": wait}
     env.pop("TRITON_CACHE_DIR", None)
@@ -180,7 +187,7 @@ def test_packed_training_is_byte_identical_to_training_alone(tmp_path: Path) -> 
         for s in sets:
             cmd += ["--set", s]
         if packed:
-            pin = [sys.executable, "-m", "ncaflow.gpuslots", "--devices", "fake0"]
+            pin = [sys.executable, "-m", "ncaflow.runtime.gpuslots", "--devices", "fake0"]
             pin += ["--per-device", "2", "--locks", str(tmp_path / "locks"), "--"]
             cmd = pin + cmd
         return subprocess.Popen(cmd, env=env, cwd=tmp_path, text=True, stderr=subprocess.PIPE)

@@ -13,11 +13,18 @@ import pytest
 
 from ncaflow.cli import main
 from ncaflow.config import RunConfig
-from ncaflow.io import save, verify
+from ncaflow.guard.io import save, verify
 from ncaflow.model.nca import NCA
-from ncaflow.reproducible import ENVIRONMENT, MARKER, environment, guarantee, missing, wanted
+from ncaflow.runtime.reproducible import (
+    ENVIRONMENT,
+    MARKER,
+    environment,
+    guarantee,
+    missing,
+    wanted,
+)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = [
     *("--config", str(REPO / "config" / "runs" / "growing.yaml")),
     *("--set", "train.iterations=6", "--set", "train.eval_every=6"),
@@ -72,7 +79,7 @@ def test_a_process_without_the_variables_refuses_a_reproducible_cpu_run() -> Non
     promise and says how to; apply() after torch started says so too."""
     code = (
         "import torch\n"
-        "from ncaflow.reproducible import apply, require\n"
+        "from ncaflow.runtime.reproducible import apply, require\n"
         "require(reproducible=False, device_type='cpu')\n"
         "require(reproducible=True, device_type='cuda')\n"
         "try:\n"
@@ -91,8 +98,8 @@ def test_a_process_without_the_variables_refuses_a_reproducible_cpu_run() -> Non
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("ConfigError key 'train.reproducible': true, but")
-    assert "ncaflow.reproducible.apply()" in lines[0] and "MKL_CBWR=COMPATIBLE" in lines[0]
-    assert lines[1].startswith("apply: ncaflow.reproducible.apply() was called after torch")
+    assert "ncaflow.runtime.reproducible.apply()" in lines[0] and "MKL_CBWR=COMPATIBLE" in lines[0]
+    assert lines[1].startswith("apply: ncaflow.runtime.reproducible.apply() was called after torch")
 
 
 def test_apply_before_torch_gives_the_reproducible_kernels() -> None:
@@ -100,10 +107,10 @@ def test_apply_before_torch_gives_the_reproducible_kernels() -> None:
     re-executing itself. (The test process itself runs each CPU's own kernels: pinning ATen
     to AVX2 in-process broke the compiled CPU step's equality with the reference.)"""
     code = (
-        "from ncaflow.reproducible import apply\n"
+        "from ncaflow.runtime.reproducible import apply\n"
         "apply()\n"
         "import torch\n"
-        "from ncaflow.reproducible import in_effect, missing, require\n"
+        "from ncaflow.runtime.reproducible import in_effect, missing, require\n"
         "assert not missing() and in_effect()\n"
         "require(reproducible=True, device_type='cpu')\n"
         "print('pinned')\n"
@@ -174,7 +181,7 @@ def test_other_processors_need_no_variables(monkeypatch: pytest.MonkeyPatch) -> 
     model.json then carries is the weak one (its kernels are not AVX2 + COMPATIBLE)."""
     import platform
 
-    from ncaflow.reproducible import in_effect
+    from ncaflow.runtime.reproducible import in_effect
 
     monkeypatch.setattr(platform, "machine", lambda: "arm64")
     assert wanted() == {} and missing({}) == {}
