@@ -302,14 +302,18 @@ def test_step_channel_code_only_in_its_headers(tmp_path: Path) -> None:
         export_c(random_model(config, seed=0), tmp_path / "c.h", task="segmentation", state="int8")
 
 
-def test_adaptive_steps_in_c_stop_where_pytorch_stops(tmp_path: Path) -> None:
+@pytest.mark.parametrize("step_channel", [0, 16])
+def test_adaptive_steps_in_c_stop_where_pytorch_stops(tmp_path: Path, step_channel: int) -> None:
     """model.adaptive_steps: <name>_run_adaptive takes the steps PyTorch takes, per image,
-    with shared fire masks and with the header's own PRNG, and ends in the same states."""
+    with shared fire masks and with the header's own PRNG, and ends in the same states
+    (also feeding model.step_channel's t / T)."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "model"))
     from test_adaptive import halving_model
 
     rule = AdaptiveStepsConfig(tol=0.02, patience=2, min_steps=3)
-    model = halving_model(fire_rate=0.5, rule=rule, inputs=3, pull=True).eval()
+    model = halving_model(
+        fire_rate=0.5, rule=rule, inputs=3, pull=True, step_channel=step_channel
+    ).eval()
     exported = export_c(model, tmp_path / "model.h", task="segmentation", steps=40)
     exe = compile_driver(exported.path, tmp_path / "driver")
     n, size, steps = 3, 6, 40

@@ -16,6 +16,7 @@ def halving_model(
     rule: AdaptiveStepsConfig | None = None,
     inputs: int = 1,
     pull: bool = False,
+    step_channel: int = 0,
 ) -> NCA:
     """Every fired cell halves its output and hidden channel: dx = -x / 2 (through the
     identity filter: relu(x) - relu(-x) = x); with ``pull``, halves their distance to the
@@ -27,6 +28,7 @@ def halving_model(
         hidden_width=5,
         fire_rate=fire_rate,
         adaptive_steps=rule,
+        step_channel=step_channel,
     )
     model = NCA(config=cfg, impl="reference")
     k = model.n_filters
@@ -41,6 +43,8 @@ def halving_model(
             model.fc2.weight[u, 2 * u + 1] = 0.5
             model.fc2.weight[u, 4] = 0.5 if pull else 0.0
         model.fc1.weight[4, 0] = 1.0  # relu(image channel 0)
+        if step_channel:  # a small drift with the step: t / T enters every hidden unit
+            model.step_w.fill_(0.01)
     return model
 
 
