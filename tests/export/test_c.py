@@ -298,7 +298,7 @@ def test_step_channel_code_only_in_its_headers(tmp_path: Path) -> None:
         ).path.read_text()
         for piece in ("_set_step", "__step_w", "_STEP_CHANNEL", "__time"):
             assert (piece in text) == (period > 0), piece
-    with pytest.raises(ExportError, match="step_channel exports with --state float only"):
+    with pytest.raises(ExportError, match="step_channel: the compact state lacks it"):
         export_c(random_model(config, seed=0), tmp_path / "c.h", task="segmentation", state="int8")
 
 
@@ -349,3 +349,18 @@ def test_mlp_head_logits_in_c_equal_pytorch(tmp_path: Path) -> None:
     assert c.scores is not None
     torch.testing.assert_close(c.scores, logits, rtol=1e-4, atol=1e-4)
     assert torch.equal(c.pred, logits.argmax(1)) and spec.head_w1 is not None
+
+
+def test_adaptive_steps_refused_where_the_header_cannot_stop(tmp_path: Path) -> None:
+    """The compact state and cascades have no <name>_run_adaptive: one clear error."""
+    from ncaflow.config import CascadeConfig
+    from ncaflow.model.cascade import Cascade
+
+    config = _m(
+        input_channels=3, output_channels=1, hidden_channels=4, adaptive_steps=AdaptiveStepsConfig()
+    )
+    with pytest.raises(ExportError, match="adaptive_steps: the compact state lacks it"):
+        export_c(random_model(config, seed=0), tmp_path / "a.h", task="segmentation", state="int8")
+    cascade = Cascade(model=config, cascade=CascadeConfig(scales=[2, 1], steps=[2, 2]))
+    with pytest.raises(ExportError, match="adaptive_steps exports for a single-scale model"):
+        export_c(cascade, tmp_path / "b.h", task="segmentation")

@@ -20,7 +20,12 @@ from torch import Tensor, nn
 from ncaflow import __version__
 from ncaflow.config import ModelConfig
 from ncaflow.export.carrays import INT8_KIND, c_array, c_literal, fire_threshold
-from ncaflow.export.compact import StateQuant, calibrate_state, render_compact_header
+from ncaflow.export.compact import (
+    StateQuant,
+    calibrate_state,
+    check_compact,
+    render_compact_header,
+)
 from ncaflow.export.fields import check_name, shared_values
 from ncaflow.export.options import adaptive_fields, step_fields
 from ncaflow.export.readouts import emitter, readout_defines
@@ -190,13 +195,8 @@ def export_c(
     cascade = getattr(model, "cascade", None)
     quant: StateQuant | None = None
     model_config = getattr(model, "config", None)
-    if isinstance(model_config, ModelConfig) and model_config.step_channel and state != "float":
-        raise ExportError(f"--state {state}: model.step_channel exports with --state float only")
-    adaptive = isinstance(model_config, ModelConfig) and model_config.adaptive_steps is not None
-    if adaptive and (cascade is not None or state != "float"):
-        raise ExportError(
-            "model.adaptive_steps exports for a single-scale model with --state float only"
-        )
+    if isinstance(model_config, ModelConfig) and model_config.adaptive_steps and cascade:
+        raise ExportError("model.adaptive_steps exports for a single-scale model only")
     if cascade is not None and state != "float":
         raise ExportError(f"--state {state}: a cascade exports with --state float only")
     if cascade is not None:  # a Cascade: its own step counts, one header per weight set
@@ -217,6 +217,7 @@ def export_c(
         if state == "float":
             text = render_header(spec, name=name, int8=int8, steps=steps)
         else:
+            check_compact(spec)  # before calibrating: what the compact state cannot do
             quant = state_quant or _calibrated(model, spec, calibration, steps)
             text = render_compact_header(spec, quant, name=name, int8=int8, steps=steps)
     out = Path(out_path)

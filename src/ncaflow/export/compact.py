@@ -101,6 +101,9 @@ def check_compact(spec: ModelSpec) -> None:
             f"model.alive_channel is {spec.config.alive_channel}: the compact state has no "
             "alive masking (it needs the whole previous state); export with --state float"
         )
+    for key in ("step_channel", "adaptive_steps"):
+        if getattr(spec.config, key):
+            raise ExportError(f"model.{key}: the compact state lacks it; export with --state float")
 
 
 def _steps(
