@@ -178,3 +178,15 @@ def test_step_channel_is_one_more_perception_entry(impl: str) -> None:
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
     assert (got - without).abs().max() > 1e-2
     assert model.time == 0.0  # reset after the rollout
+
+
+def test_step_channel_refuses_gradient_checkpointing() -> None:
+    from ncaflow.config import ConfigError, RunConfig, from_dict
+
+    raw = {
+        "task": "growing",
+        "model": {"step_channel": 8},
+        "train": {"gradient_checkpointing": True},
+    }
+    with pytest.raises(ConfigError, match=r"train\.gradient_checkpointing': does not apply"):
+        from_dict(RunConfig, raw).validate()

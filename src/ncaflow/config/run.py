@@ -204,5 +204,11 @@ class RunConfig:
             "train.hidden_penalty",
             "the model has no hidden channels to penalise; set it to 0",
         )
+        check(
+            not (self.train.gradient_checkpointing and self.model.step_channel),
+            "train.gradient_checkpointing",
+            "does not apply to a model with model.step_channel (it steps one at a time); "
+            "set it to false",
+        )
         if self.cascade is not None:
             self.cascade.validate()
