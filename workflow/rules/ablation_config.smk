@@ -8,7 +8,8 @@ edit by hand.  Each row: one variant of the base run config (`config/runs/breast
 at its reference budget) with one option set (`config/ablation.yaml`, the keys in
 `config/README.md`), trained with `n` seeds (`config/ablation.yaml`: on a GPU); mean ± std
 over the seeds of the metrics of each model's early-stopping checkpoint (chosen on val
-AUC).  Test metrics are reported, never used to choose.
+AUC).  Test metrics are reported, never used to choose.  The `adaptive` models' steps run
+per rollout are in their `metrics.json` (`test_mean_steps`).
 
 """
 
