@@ -1,9 +1,10 @@
 """Measure pretrained models on an emulated Cortex-M4 (QEMU mps2-an386) and write the JSON
 behind the README's Cortex-M table; `--table JSON` prints that table.
 
-    bash scripts/pretrained.sh                 # the default config's weights and data
-    NCAFLOW_DATA_MIRROR=... python scripts/cortex_m.py --out benchmarks/reference/cortex-m4.json
-    python scripts/cortex_m.py --table benchmarks/reference/cortex-m4.json
+    snakemake --cores all cortex_m             # the workflow target: the default config's best
+                                               # Kvasir and BreastMNIST models -> results/tables/
+    python scripts/cortex_m.py --out M4.json --segmenter MODEL --classifier MODEL
+    python scripts/cortex_m.py --table M4.json
 
 For each model and state (float32; int8, calibrated on the model's validation images) the
 header is exported, built as firmware (ncaflow.export.cortexm) with one image baked in, run
@@ -29,10 +30,11 @@ from ncaflow.export.readouts import emitter
 from ncaflow.export.report import data_seeds
 from ncaflow.guard.io import load
 
-# (label, model folder, grid, images compared): the test split first, then training images
+# (label, grid, images compared) of the segmenter and the classifier: the test split first,
+# then training images
 MODELS = [
-    ("Kvasir-SEG segmentation", "results/models/kvasir/hidden~8/fold0", (64, 64), 4),
-    ("BreastMNIST classifier", "results/models/breastmnist/width~32/fold0", (28, 28), 8),
+    ("Kvasir-SEG segmentation", (64, 64), 4),
+    ("BreastMNIST classifier", (28, 28), 8),
 ]
 SEED = 1  # the header's PRNG seed: the fire masks of every run
 
@@ -133,12 +135,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", help="JSON to write (measure)")
     ap.add_argument("--table", help="print the README table of this JSON")
+    ap.add_argument("--segmenter", help="a Kvasir-SEG model folder (measure)")
+    ap.add_argument("--classifier", help="a BreastMNIST model folder (measure)")
     args = ap.parse_args()
     if args.table:
         print(table(json.loads(Path(args.table).read_text())))
         return
-    if not args.out:
-        ap.error("give --out JSON (measure) or --table JSON")
+    if not (args.out and args.segmenter and args.classifier):
+        ap.error("give --out JSON --segmenter MODEL --classifier MODEL (measure) or --table JSON")
     missing = cortexm.missing_tools()
     if missing:
         raise SystemExit(
@@ -147,7 +151,8 @@ def main() -> None:
         )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (label, path, size, n) in enumerate(MODELS):
+        paths = (args.segmenter, args.classifier)
+        for i, ((label, size, n), path) in enumerate(zip(MODELS, paths, strict=True)):
             work = Path(tmp) / str(i)
             work.mkdir()
             rows += measure(label, path, size, n, work)

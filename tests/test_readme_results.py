@@ -73,15 +73,22 @@ DIGITS = keyed("reference/runs.csv", run="ref_selfclass")
 # (README text with {} for the value, row, column, rendering)
 CLAIMS = [
     # the main job (config/config.yaml, target tables)
-    ("| growing (`results/tables/growing.md`) | hidden 8 | {} |", GROWING, "parameters", thousands),
-    ("MSE {}", GROWING, "test_mse", pm(4)),
+    (
+        "| growing (`results/tables/growing.md`) | hidden 12 | {} |",
+        GROWING,
+        "parameters",
+        thousands,
+    ),
+    ("MSE {}; regrows", GROWING, "test_mse", pm(4)),
+    ("regrows a cut ({} →", GROWING, "test_damaged_mse_mean", fixed(4)),
+    ("→ {}) |", GROWING, "test_regrowth_mse_mean", fixed(4)),
     ("| selfclass | fire rate 1.0 | {} |", SELFCLASS, "parameters", thousands),
-    ("accuracy {}", SELFCLASS, "test_acc", pm(3)),
-    ("| breastmnist | width 64 | {} |", BREAST, "parameters", thousands),
-    ("AUC {} (ACC", BREAST, "test_auc", pm(3)),
-    ("(ACC {}: the majority class)", BREAST, "test_acc_mean", fixed(3)),
+    ("accuracy {} |", SELFCLASS, "test_acc", pm(3)),
+    ("| breastmnist | width 32 | {} |", BREAST, "parameters", thousands),
+    ("ACC {} (majority class", BREAST, "test_acc", pm(3)),
+    ("AUC {} |", BREAST, "test_auc", pm(3)),
     ("| kvasir | hidden 8 | {} |", KVASIR, "parameters", thousands),
-    ("Dice {} |", KVASIR, "test_dice", pm(2)),
+    ("Dice {} (five mirror images", KVASIR, "test_dice", pm(2)),
     # the reference results (config/paper.yaml, target reference)
     ("ensemble of two NCAs | {} |", ENSEMBLE, "parameters", thousands),
     ("test ACC {}, AUC", ENSEMBLE, "test_acc", pm(3)),

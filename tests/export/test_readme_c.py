@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from _cexport import CFLAGS, random_model
+from committed import committed_text
 
 from ncaflow.config import ModelConfig
 from ncaflow.export import export_c
@@ -49,14 +50,16 @@ def test_readme_c_example_compiles_and_runs(tmp_path: Path) -> None:
 
 
 def test_readme_cortex_m_table_is_the_scripts() -> None:
-    """The README's Cortex-M table is scripts/cortex_m.py's rendering of the committed JSON."""
+    """The README's Cortex-M table is scripts/cortex_m.py's rendering of the JSON that the
+    workflow target `cortex_m` wrote and that is committed."""
     root = README.parent
     spec = importlib.util.spec_from_file_location("cortex_m", root / "scripts" / "cortex_m.py")
     assert spec is not None and spec.loader is not None
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    doc = json.loads((root / "benchmarks" / "reference" / "cortex-m4.json").read_text())
+    doc = json.loads(committed_text("results/tables/cortex-m4.json"))
     assert script.table(doc) in README.read_text()
+    assert script.table(doc) + "\n" == committed_text("results/tables/cortex-m4.md")
     kvasir = next(r for r in doc["rows"] if r["grid"] == "64x64" and r["state"] == "int8")
     digits = next(r for r in doc["rows"] if r["grid"] == "28x28" and r["state"] == "int8")
     assert kvasir["ram_total_bytes"] <= 64 * 1024 and digits["ram_total_bytes"] <= 64 * 1024

@@ -54,6 +54,28 @@ rule export:
         "> {log:q} 2>&1"
 
 
+rule cortex_m:
+    """The best Kvasir-SEG and BreastMNIST models on an emulated Cortex-M4 (QEMU): flash, RAM,
+    instructions per step and agreement with PyTorch (README's table); needs
+    gcc-arm-none-eabi and qemu-system-arm, so it is not part of `all`."""
+    input:
+        segmenter="results/tables/kvasir.best",
+        classifier="results/tables/breastmnist.best",
+    output:
+        json="results/tables/cortex-m4.json",
+        table="results/tables/cortex-m4.md",
+    log:
+        "results/logs/cortex_m.log",
+    benchmark:
+        "results/benchmarks/cortex_m.tsv"
+    conda:
+        "../envs/ncaflow.yaml"
+    shell:
+        'python scripts/cortex_m.py --out {output.json:q} --segmenter "$(cat {input.segmenter:q})" '
+        '--classifier "$(cat {input.classifier:q})" > {log:q} 2>&1 && '
+        "python scripts/cortex_m.py --table {output.json:q} > {output.table:q}"
+
+
 rule animations:
     input:
         all_of(animation_targets),
