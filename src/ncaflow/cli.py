@@ -353,7 +353,11 @@ def cmd_figures(args: argparse.Namespace) -> int:
         if not (args.folds_csv and args.select and args.out_dir):
             raise ValueError("figures summary needs --folds-csv, --select and --out-dir")
         paths = figures.summary_figures(
-            args.folds_csv, metric=args.select, mode=args.mode, out_dir=args.out_dir
+            args.folds_csv,
+            metric=args.select,
+            mode=args.mode,
+            out_dir=args.out_dir,
+            kinds=args.only or figures.SUMMARY,
         )
     else:
         if not (args.model and args.out):
@@ -550,6 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select", help="summary: validation metric")
     p.add_argument("--mode", choices=["min", "max"], default="max")
     p.add_argument("--out-dir", help="summary: folder for grid, folds, curves, params")
+    p.add_argument(
+        "--only", nargs="+", choices=["grid", "folds", "curves", "params"],
+        help="summary: these figures only (grid and params need two or more cells)",
+    )  # fmt: skip
     p.add_argument("--model", help="growth/overlay: model folder")
     p.add_argument("--out", help="growth/overlay: output path without extension")
 

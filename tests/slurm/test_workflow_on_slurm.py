@@ -42,7 +42,7 @@ CONFIG = "config/slurm_test.yaml"
 
 # What the trimmed config makes: growing has 1 cell x 2 folds (seeds), selfclass
 # 1 cell x 1 fold.  Targets: the tables, and the growing plots (a local rule).
-TARGETS = ["tables", "results/figures/growing/grid.png"]
+TARGETS = ["tables", "results/figures/growing/folds.png"]
 SUBMITTED = {"train": 3, "evaluate": 3, "aggregate": 2}  # rule -> SLURM jobs
 LOCAL = {"download", "plot", "tables"}  # rules that must run on the submitting node
 TASKS = ("growing", "selfclass")
@@ -189,7 +189,7 @@ def test_tiny_workflow_jobs_go_through_slurm(
     # outputs of the local rules are there
     for task in TASKS:
         assert (on_slurm.workdir / f"data/raw/manifests/{task}.json").is_file()
-    assert (on_slurm.workdir / "results/figures/growing/grid.png").stat().st_size > 1000
+    assert (on_slurm.workdir / "results/figures/growing/folds.png").stat().st_size > 1000
 
 
 @pytest.mark.slurm

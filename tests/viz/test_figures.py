@@ -179,6 +179,23 @@ def test_summary_figures_are_deterministic(tmp_path: Path, umask_022: None) -> N
         assert stat.S_IMODE(a.stat().st_mode) == 0o644
 
 
+def test_one_cell_draws_folds_and_curves_and_refuses_a_comparison(tmp_path: Path) -> None:
+    """A grid of one cell has nothing for the heatmap or the size plot to compare: the
+    workflow asks for folds and curves only, and asking for grid or params says why not."""
+    frame = folds_frame(tmp_path)
+    csv = tmp_path / "folds.csv"
+    frame[frame["cell"] == "hidden~8"].to_csv(csv, index=False)
+    paths = figures.summary_figures(
+        csv, metric="val_dice", mode="max", out_dir=tmp_path / "one", kinds=("folds", "curves")
+    )
+    assert sorted(p.name for p in paths) == [
+        "curves.pdf", "curves.png", "folds.pdf", "folds.png"
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="one grid cell, nothing for grid, params to compare"):
+        figures.summary_figures(csv, metric="val_dice", mode="max", out_dir=tmp_path / "two")
+    assert not (tmp_path / "two").exists() or not list((tmp_path / "two").iterdir())
+
+
 def test_every_task_figure_is_drawn_and_offered_by_the_cli() -> None:
     from ncaflow.cli import build_parser
     from ncaflow.tasks import TASKS

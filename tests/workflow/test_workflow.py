@@ -111,8 +111,13 @@ def test_tiny_run_tables(tiny: Path) -> None:
 
 
 def test_tiny_run_figures_and_products(tiny: Path) -> None:
+    config = yaml.safe_load((tiny / ".test/config/config.yaml").read_text())
     for task in ("growing", "selfclass", "breastmnist", "kvasir"):
-        kinds = ["grid", "folds", "curves", "params"]
+        (grid,) = config["tasks"][task]["grid"].values()
+        comparing = len(grid["values"]) > 1  # grid and params compare two or more cells
+        kinds = ["folds", "curves", *(["grid", "params"] if comparing else [])]
+        for kind, ext in itertools.product(["grid", "params"], ("png", "pdf")):
+            assert (tiny / f"results/figures/{task}/{kind}.{ext}").exists() == comparing
         kinds += ["growth"] if task == "growing" else []
         kinds += ["overlay"] if task == "kvasir" else []
         for kind, ext in itertools.product(kinds, ("png", "pdf")):

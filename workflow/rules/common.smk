@@ -129,13 +129,12 @@ def all_of(targets) -> list[str]:
     return [path for task in TASKS for path in targets(task)]
 
 
-FIGURES = ("grid", "folds", "curves", "params")
-
-
 def figure_targets(task: str) -> list[str]:
-    """The summary figures, and the per-model ones its library task draws (Task.figures:
-    "growth", "overlay", each a rule of figures.smk)."""
-    kinds = [*FIGURES, *get_task(TASKS[task].kind).figures]
+    """The summary figures (grid and params only where there are cells to compare), and the
+    per-model ones its library task draws (Task.figures: "growth", "overlay", each a rule
+    of figures.smk)."""
+    comparing = ["grid", "params"] if len(TASKS[task].cells) > 1 else []
+    kinds = ["folds", "curves", *comparing, *get_task(TASKS[task].kind).figures]
     return [
         f"results/figures/{task}/{k}.{ext}" for k in kinds for ext in ("png", "pdf")
     ]

@@ -1,10 +1,11 @@
-# Figures (PNG and PDF): per task a grid heatmap, fold box plots, learning
-# curves and parameters vs metric; a growth strip for growing tasks and
+# Figures (PNG and PDF): per task fold box plots and learning curves, and where the
+# grid has two or more cells a grid heatmap and parameters vs metric; a growth strip for growing tasks and
 # segmentation overlays with uncertainty, both of the best model.
 
 
 localrules:
     plot,
+    plot_grid,
     growth,
     overlay,
 
@@ -14,12 +15,6 @@ rule plot:
         folds="results/tables/{task}_folds.csv",
         histories=task_histories,
     output:
-        report(
-            multiext("results/figures/{task}/grid", ".png", ".pdf"),
-            caption="../report/grid.rst",
-            category="Figures",
-            labels={"task": "{task}", "figure": "grid"},
-        ),
         report(
             multiext("results/figures/{task}/folds", ".png", ".pdf"),
             caption="../report/folds.rst",
@@ -32,12 +27,6 @@ rule plot:
             category="Figures",
             labels={"task": "{task}", "figure": "curves"},
         ),
-        report(
-            multiext("results/figures/{task}/params", ".png", ".pdf"),
-            caption="../report/params.rst",
-            category="Figures",
-            labels={"task": "{task}", "figure": "params"},
-        ),
     log:
         "results/logs/plot/{task}.log",
     benchmark:
@@ -47,10 +36,42 @@ rule plot:
     params:
         metric=select_metric,
         mode=select_mode,
+        dir=out_dir("results/figures/{task}/folds"),
+    shell:
+        "ncaflow figures summary --folds-csv {input.folds:q} --select {params.metric:q} "
+        "--mode {params.mode:q} --out-dir {params.dir:q} --only folds curves > {log:q} 2>&1"
+
+
+rule plot_grid:
+    """The figures that compare grid cells: only for a task whose grid has two or more."""
+    input:
+        folds="results/tables/{task}_folds.csv",
+    output:
+        report(
+            multiext("results/figures/{task}/grid", ".png", ".pdf"),
+            caption="../report/grid.rst",
+            category="Figures",
+            labels={"task": "{task}", "figure": "grid"},
+        ),
+        report(
+            multiext("results/figures/{task}/params", ".png", ".pdf"),
+            caption="../report/params.rst",
+            category="Figures",
+            labels={"task": "{task}", "figure": "params"},
+        ),
+    log:
+        "results/logs/plot_grid/{task}.log",
+    benchmark:
+        "results/benchmarks/plot_grid/{task}.tsv"
+    conda:
+        "../envs/ncaflow.yaml"
+    params:
+        metric=select_metric,
+        mode=select_mode,
         dir=out_dir("results/figures/{task}/grid"),
     shell:
         "ncaflow figures summary --folds-csv {input.folds:q} --select {params.metric:q} "
-        "--mode {params.mode:q} --out-dir {params.dir:q} > {log:q} 2>&1"
+        "--mode {params.mode:q} --out-dir {params.dir:q} --only grid params > {log:q} 2>&1"
 
 
 rule growth:

@@ -8,7 +8,7 @@ growth strip (growing) and segmentation overlays with uncertainty.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -293,19 +293,35 @@ def params_figure(frame: pd.DataFrame, metric: str) -> Figure:
 
 
 def summary_figures(
-    folds_csv: str | Path, *, metric: str, mode: str, out_dir: str | Path
+    folds_csv: str | Path,
+    *,
+    metric: str,
+    mode: str,
+    out_dir: str | Path,
+    kinds: Sequence[str] = SUMMARY,
 ) -> list[Path]:
-    """Write grid, folds, curves and params (.png + .pdf) into ``out_dir``."""
+    """Write the summary figures ``kinds`` (of grid, folds, curves, params; .png + .pdf) into
+    ``out_dir``. grid and params compare cells: they need at least two."""
     frame = pd.read_csv(folds_csv)
     if metric not in frame.columns:
         raise ValueError(f"{folds_csv}: no column {metric!r}; have {metric_columns(frame)}")
+    comparing = [k for k in kinds if k in ("grid", "params")]
+    if comparing and len(_cells(frame)) < 2:
+        raise ValueError(
+            f"{folds_csv}: one grid cell, nothing for {', '.join(comparing)} to compare; "
+            "draw folds and curves only (workflow: a grid of two or more values)"
+        )
+    draw = {
+        "grid": lambda: grid_figure(frame, metric, mode),
+        "folds": lambda: folds_figure(frame, metric),
+        "curves": lambda: curves_figure(frame, metric),
+        "params": lambda: params_figure(frame, metric),
+    }
     out = Path(out_dir)
     paths: list[Path] = []
     with plt.rc_context(STYLE), sns.axes_style("whitegrid"):
-        paths += save(grid_figure(frame, metric, mode), out / "grid")
-        paths += save(folds_figure(frame, metric), out / "folds")
-        paths += save(curves_figure(frame, metric), out / "curves")
-        paths += save(params_figure(frame, metric), out / "params")
+        for kind in kinds:
+            paths += save(draw[kind](), out / kind)
     return paths
 
 
