@@ -195,7 +195,6 @@ def _spec(
         width = config.head_hidden if mlp else config.hidden_channels
         head_w = _shaped(state, f"{last}.weight", (config.head, width))
         head_b = _shaped(state, f"{last}.bias", (config.head,))
-        readout = "head"
     default = kind.vote_threshold(meta)  # None: the task's vote counts every cell
     threshold = None if default is None else float(default if threshold is None else threshold)
     return ModelSpec(
