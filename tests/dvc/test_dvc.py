@@ -173,7 +173,7 @@ def test_reference_pull_then_nothing_to_train(reference: Path) -> None:
     assert scheduled, dry  # the tables and figures are left to make ...
     # ... but no training, evaluation, re-evaluation or ensemble
     assert scheduled <= {
-        "aggregate", "plot", "growth", "reference", "total",
+        "aggregate", "plot", "plot_grid", "growth", "reference", "total",
         "reference_runs", "reference_rollouts", "reference_ensembles",
     }, dry  # fmt: skip
     dry = sh(reference, "snakemake", "reference_evaluations", "-n", *PAPER).stdout
