@@ -17,6 +17,28 @@ from torch import Tensor, nn
 __all__ = ["error_auroc", "step_window", "stochastic_rollouts"]
 
 
+class _Moments:
+    """Running sum and sum of squares (float64) of equally shaped readouts."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.total: Tensor | None = None
+        self.total_sq: Tensor | None = None
+
+    def add(self, value: Tensor) -> None:
+        p = value.double()
+        self.n += 1
+        self.total = p.clone() if self.total is None else self.total + p
+        self.total_sq = p * p if self.total_sq is None else self.total_sq + p * p
+
+    def mean_var(self) -> tuple[Tensor, Tensor]:
+        """(mean, unbiased variance), float32; needs two or more values."""
+        assert self.total is not None and self.total_sq is not None and self.n >= 2
+        mean = self.total / self.n
+        var = (self.total_sq / self.n - mean * mean).clamp(min=0.0) * self.n / (self.n - 1)
+        return mean.float(), var.float()
+
+
 @torch.no_grad()
 def stochastic_rollouts(
     model: nn.Module,
@@ -34,16 +56,10 @@ def stochastic_rollouts(
     """
     if n < 2:
         raise ValueError("stochastic_rollouts needs n >= 2 rollouts for a variance")
-    total: Tensor | None = None
-    total_sq: Tensor | None = None
+    moments = _Moments()
     for _ in range(n):
-        p = readout(model(state, steps, generator=generator)).double()
-        total = p if total is None else total + p
-        total_sq = p * p if total_sq is None else total_sq + p * p
-    assert total is not None and total_sq is not None
-    mean = total / n
-    var = (total_sq / n - mean * mean).clamp(min=0.0) * n / (n - 1)  # unbiased
-    return mean.float(), var.float()
+        moments.add(readout(model(state, steps, generator=generator)))
+    return moments.mean_var()
 
 
 @torch.no_grad()
@@ -66,22 +82,14 @@ def step_window(
     if not 2 <= window <= steps:
         raise ValueError(f"step_window needs 2 <= window <= steps ({steps}), got {window}")
     first = steps - window + 1
-    total: list[Tensor] = []  # [sum, sum of squares]
+    moments = _Moments()
 
     def collect(t: int, x: Tensor) -> None:
-        if t < first:
-            return
-        p = readout(x).double()
-        if total:
-            total[0] += p
-            total[1] += p * p
-        else:
-            total.extend([p.clone(), p * p])
+        if t >= first:
+            moments.add(readout(x))
 
     model(state, steps, generator=generator, callback=collect)
-    mean = total[0] / window
-    var = (total[1] / window - mean * mean).clamp(min=0.0) * window / (window - 1)
-    return mean.float(), var.float()
+    return moments.mean_var()
 
 
 def error_auroc(prob: Tensor, truth: Tensor, uncertainty: Tensor) -> float:
