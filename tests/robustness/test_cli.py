@@ -262,7 +262,7 @@ def failing_replace(code: int, message: str) -> Callable[[object, object], None]
 def test_unwritable_output_is_one_line(
     cli, work: Path, monkeypatch: pytest.MonkeyPatch, code: int, needle: str
 ) -> None:
-    monkeypatch.setattr("ncaflow.guard.io.os.replace", failing_replace(code, "simulated"))
+    monkeypatch.setattr("ncaflow.runtime.safe_io.os.replace", failing_replace(code, "simulated"))
     out = work / "results" / "table.csv"
     outcome = cli("predict", "--model", "classification", "good.png", "--out", out)
     outcome.fails_cleanly(f"ncaflow predict: {needle.format(out=out)}", absent=[out])
@@ -318,7 +318,7 @@ def test_disk_full_on_a_later_mask_leaves_no_masks(
             raise OSError(errno.ENOSPC, "No space left on device")
         os.rename(src, dst)
 
-    monkeypatch.setattr("ncaflow.guard.io.os.replace", replace_then_fail)
+    monkeypatch.setattr("ncaflow.runtime.safe_io.os.replace", replace_then_fail)
     masks = work / "masks"
     outcome = cli("predict", "--model", "segmentation", "rgb.png", "sub/good.png", "--out", masks)
     outcome.fails_cleanly(f"disk full while writing {masks / 'good.png'}")

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ncaflow.data.sources import DataError
-from ncaflow.runtime.safe_io import publish
+from ncaflow.runtime.safe_io import atomic_write
 
 __all__ = ["array_checksum", "fold_indices", "make_folds", "read_folds", "write_folds"]
 
@@ -117,17 +115,8 @@ def make_folds(
 
 def write_folds(path: str | Path, folds: dict[str, Any]) -> None:
     """Write `folds` as JSON to `path` atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(folds, f, separators=(",", ":"))
-            f.write("\n")
-        publish(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    text = json.dumps(folds, separators=(",", ":")) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def read_folds(path: str | Path, *, checksum: str | None = None) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ncaflow.runtime.safe_io import publish
+from ncaflow.runtime.safe_io import atomic_write, publish
 
 __all__ = [
     "MIRROR_ENV",
@@ -185,25 +185,12 @@ def _read_sidecar(sidecar: Path) -> str:
 
 def _write_sidecar(sidecar: Path, md5: str) -> None:
     name = sidecar.name.removesuffix(".md5")
-    _atomic_write(sidecar, f"{md5}  {name}\n".encode())
+    atomic_write(sidecar, lambda tmp: tmp.write_bytes(f"{md5}  {name}\n".encode()))
 
 
 def _tempfile_beside(target: Path) -> tuple[BinaryIO, Path]:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     return os.fdopen(fd, "wb"), Path(tmp)
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    out, tmp = _tempfile_beside(target)
-    try:
-        with out:
-            out.write(data)
-        publish(tmp)
-        os.replace(tmp, target)
-    except OSError as err:  # name the cache file (a full disk under data.root), not the temp
-        raise OSError(err.errno, err.strerror, str(target)) from err
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _atomic_copy(src: Path, target: Path) -> None:

@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +38,7 @@ from ncaflow.config import (
     to_dict,
 )
 from ncaflow.model.cascade import build_model
-from ncaflow.runtime.safe_io import publish
+from ncaflow.runtime.safe_io import atomic_write
 
 __all__ = [
     "FORMAT",
@@ -84,30 +81,6 @@ class Verified:
     meta: dict[str, Any]
     state: dict[str, Tensor]
     format_version: int
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)`` on a temp file next to ``path``, then rename it into place.
-
-    Nothing is left behind on failure; an OSError (disk full, read-only) names ``path``.
-    The file gets the mode of any new file (0644 under umask 022); a symbolic link
-    planted at ``path`` is replaced, not followed.
-    """
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        write(Path(tmp))
-        publish(tmp)  # mkstemp made it 0600: give it 0666 & ~umask like any new file
-        os.replace(tmp, path)  # replaces a symbolic link at `path`, never follows it
-    except BaseException as err:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.errno is not None:  # name the file, not the temp
-            raise OSError(err.errno, err.strerror, str(path)) from err
-        raise
 
 
 def sha256(path: str | Path) -> str:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 __all__ = [
@@ -98,3 +99,27 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` on a temp file next to ``path``, then rename it into place.
+
+    Nothing is left behind on failure; an OSError (disk full, read-only) names ``path``.
+    The file gets the mode of any new file (0644 under umask 022); a symbolic link
+    planted at ``path`` is replaced, not followed.
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        write(Path(tmp))
+        publish(tmp)  # mkstemp made it 0600: give it 0666 & ~umask like any new file
+        os.replace(tmp, path)  # replaces a symbolic link at `path`, never follows it
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno is not None:  # name the file, not the temp
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
