@@ -7,18 +7,22 @@ For each run config (growing, selfclass, breastmnist, kvasir) and each batch (th
 own, then --big-batch) this builds the run exactly as `ncaflow train` does (model, task with
 its data, optimiser, scheduler, CUDA graphs where the trainer uses them) and times the
 trainer's iteration: the task's batch sampling (data pipeline and augmentation), the graphed
-rollout + readout + loss + backward + optimiser step, the loss read back to the host (the
-trainer's NaN check, a synchronisation), the scheduler and the task's after_step (growing:
-the pool write-back). Evaluation, TensorBoard and checkpoints are left out. The rollout
-length is fixed at the middle of the config's train.steps range, so that one CUDA graph is
-captured in the warm-up (a training run captures one per length, once).
+rollout + readout + loss + backward + optimiser step, the scheduler and the task's
+after_step (growing: the pool write-back), and the loss's way to the host for the NaN check
+(ncaflow.training.readback: on CUDA read one iteration late, so that the host queues the
+next iteration while the GPU still runs this one). Evaluation, TensorBoard and checkpoints
+are left out. The rollout length is fixed at the middle of the config's train.steps range,
+so that one CUDA graph is captured in the warm-up (a training run captures one per length,
+once).
 
-cell-steps/s = batch x H x W x rollout steps / seconds per iteration; beside it, in the same
+cell-steps/s = batch x H x W x rollout steps / seconds per iteration, the iterations timed
+back to back as the trainer runs them (`samples` keeps each iteration timed alone, start to
+the GPU's end: its latency); beside it, in the same
 run, the growing kernel (benchmarks/worker.py --impl graph-fused on CUDA, --impl ncaflow on
 CPU; grown state) at --kernel-batch, and the kernel's batch-8 training rate (issue 34).
 
 Where the time goes (per iteration, means over the timed iterations): host seconds in each
-phase (sample, the graphed iteration's launch, the loss's .item(), scheduler + after_step),
+phase (sample, the graphed iteration's launch, scheduler + after_step, loss readback),
 and on CUDA the device time of the sample's and of the graph's work (CUDA events). A
 torch.profiler table of the top operators by host time, over a few iterations with the
 phases labelled, goes into the JSON too. The JSON goes to --out (default benchmarks/results).
@@ -48,6 +52,7 @@ sys.path.insert(0, str(HERE))
 
 from ncaflow.config import RunConfig, read_yaml  # noqa: E402
 from ncaflow.tasks.runconfig import load_config  # noqa: E402
+from ncaflow.training.readback import LossReadback  # noqa: E402
 from ncaflow.training.train import _graphed_iteration, _setup, select_device  # noqa: E402
 
 # run config -> (file, the task's name in .test/config/config.yaml)
@@ -57,7 +62,7 @@ TASKS = {
     "breastmnist": ("config/runs/breastmnist.yaml", "medmnist"),
     "kvasir": ("config/runs/kvasir.yaml", "kvasir"),
 }
-PHASES = ("sample", "graphed iteration", "loss.item", "scheduler + after_step")
+PHASES = ("sample", "graphed iteration", "scheduler + after_step", "loss readback")
 
 
 def run_config(name: str, *, batch: int, device: str, tiny: bool, extra: list[str]) -> RunConfig:
@@ -97,6 +102,7 @@ def measure_task(
     run = _setup(cfg, workdir, device, "auto", None)
     setup_s = time.perf_counter() - t0
     graphed = _graphed_iteration(run)
+    readback = LossReadback(device=device)
     task, steps = run.task, cfg.train.steps[0]
     phases: dict[str, list[float]] = {p: [] for p in PHASES}
     gpu: dict[str, list[float]] = {"sample": [], "graphed iteration": []}
@@ -121,15 +127,16 @@ def measure_task(
         t.append(time.perf_counter())
         if ev:
             ev[2].record()
-        with record_function("loss.item"):
-            loss = losses.mean().item()
-        t.append(time.perf_counter())
         with record_function("scheduler + after_step"):
             run.sched.step()
             task.after_step(batch, final, losses)
         t.append(time.perf_counter())
-        if not math.isfinite(loss):
-            raise RuntimeError(f"{cfg.name}: loss became {loss}")
+        with record_function("loss readback"):  # as the trainer: one iteration late on CUDA
+            readback.push(0, losses, 0.0)
+            for _, loss, _ in readback.ready():
+                if not math.isfinite(loss):
+                    raise RuntimeError(f"{cfg.name}: loss became {loss}")
+        t.append(time.perf_counter())
         shape[:] = list(batch.state.shape)
         if record:
             for p, a, b in zip(PHASES, t, t[1:], strict=False):
@@ -148,13 +155,17 @@ def measure_task(
         iteration(record=False)
     sync()
     warmup_s = time.perf_counter() - t0
-    walls = []
+    walls = []  # one iteration alone, from its start to the GPU's end of it: the latency
     for _ in range(iters):
         t0 = time.perf_counter()
         iteration(record=True)
         sync()
         walls.append(time.perf_counter() - t0)
-    wall = statistics.median(walls)
+    t0 = time.perf_counter()  # back to back, as the trainer runs them: the throughput
+    for _ in range(iters):
+        iteration(record=False)
+    sync()
+    wall = (time.perf_counter() - t0) / iters
     b, _, h, w = shape
     result: dict[str, Any] = {
         "task": cfg.task,

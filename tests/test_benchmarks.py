@@ -179,7 +179,7 @@ def test_task_benchmark_times_each_run_configs_real_iteration(tmp_path: Path, mi
         assert set(r["host_s"]) == {
             "sample",
             "graphed iteration",
-            "loss.item",
             "scheduler + after_step",
+            "loss readback",
         }
         assert r["profile"]["top_ops"]

@@ -29,3 +29,18 @@ def test_augment_modes_per_image() -> None:
             torch.equal(a, padded[:, y : y + 5, x : x + 5]) for y in range(3) for x in range(3)
         )
     assert torch.equal(augment(batch, gen, False, 0), batch)
+
+
+def test_shift_is_one_gather_equal_to_cutting_each_image() -> None:
+    """``shifted`` moves each image by its own offsets in one gather: the same values as
+    cutting each image out of the replicate-padded batch, channels and all."""
+    from ncaflow.tasks.augment import shifted
+
+    gen = torch.Generator().manual_seed(1)
+    for (b, c, h, w), s in (((5, 3, 7, 9), 2), ((16, 1, 28, 28), 3), ((2, 4, 5, 5), 1)):
+        x = torch.randn(b, c, h, w, generator=gen)
+        offsets = torch.randint(0, 2 * s + 1, (b, 2), generator=gen)
+        padded = torch.nn.functional.pad(x, (s, s, s, s), mode="replicate")
+        cut = [padded[i, :, y : y + h, z : z + w] for i, (y, z) in enumerate(offsets.tolist())]
+        out = shifted(x, offsets, s)
+        assert out.is_contiguous() and torch.equal(out, torch.stack(cut))

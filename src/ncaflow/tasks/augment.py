@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["augment", "circle_damage"]
+from ncaflow.tasks.transfer import upload
+
+__all__ = ["augment", "circle_damage", "shifted"]
 
 
 def augment(
@@ -21,7 +23,7 @@ def augment(
     b = x.shape[0]
 
     def coin() -> Tensor:
-        return (torch.rand(b, generator=generator) < 0.5).to(x.device).view(b, 1, 1, 1)
+        return upload(torch.rand(b, generator=generator) < 0.5, x.device).view(b, 1, 1, 1)
 
     if mode:
         x = torch.where(coin(), x.flip(3), x)
@@ -29,11 +31,20 @@ def augment(
         x = torch.where(coin(), x.flip(2), x)
         x = torch.where(coin(), x.transpose(2, 3), x)
     if shift:
-        h, w = x.shape[2:]
-        padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")
-        offsets = torch.randint(0, 2 * shift + 1, (b, 2), generator=generator).tolist()
-        x = torch.stack([padded[i, :, y : y + h, z : z + w] for i, (y, z) in enumerate(offsets)])
+        x = shifted(x, torch.randint(0, 2 * shift + 1, (b, 2), generator=generator), shift)
     return x
+
+
+def shifted(x: Tensor, offsets: Tensor, shift: int) -> Tensor:
+    """(B, C, H, W) images moved by ``shift - offsets`` pixels (offsets: (B, 2) rows, columns
+    in 0..2 * shift, on the CPU), the edge repeated: one gather for the whole batch."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (shift, shift, shift, shift), mode="replicate").permute(0, 2, 3, 1)
+    at = upload(offsets, x.device)
+    rows = (at[:, 0:1] + torch.arange(h, device=x.device)).view(b, h, 1)
+    cols = (at[:, 1:2] + torch.arange(w, device=x.device)).view(b, 1, w)
+    batch = torch.arange(b, device=x.device).view(b, 1, 1)
+    return padded[batch, rows, cols].permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
 
 
 def circle_damage(n: int, h: int, w: int, generator: torch.Generator) -> Tensor:

@@ -36,6 +36,7 @@ from ncaflow.tasks.base import (
 )
 from ncaflow.tasks.losses import classification_loss
 from ncaflow.tasks.readouts import Readout, readout_class
+from ncaflow.tasks.transfer import upload
 
 __all__ = ["Classification", "ClassificationData", "info_keys"]
 
@@ -192,7 +193,7 @@ class Classification(Task):
         self.splits = {
             s: (images[i].to(self.device), labels[i].to(self.device)) for s, i in parts.items()
         }
-        y_train = self.splits["train"][1]
+        y_train = self.splits["train"][1].cpu()  # the balanced draw's indices stay on the host
         self.by_class = (
             [torch.nonzero(y_train == k).flatten() for k in range(self.n_classes)]
             if d.balanced and not self.multilabel
@@ -242,7 +243,8 @@ class Classification(Task):
                 [present[c][torch.randint(len(present[c]), (1,), generator=generator)] for c in cls]
             ).flatten()
         else:
-            idx = torch.randint(len(y), (b,), generator=generator).to(self.device)
+            idx = torch.randint(len(y), (b,), generator=generator)
+        idx = upload(idx, self.device)
         images = x[idx]
         if self.data.augment or self.data.augment_shift:
             images = augment(images, generator, self.data.augment, self.data.augment_shift)

@@ -17,6 +17,7 @@ from ncaflow.config import MAX_SIDE, MAX_STEPS, ModelConfig, Range, check, range
 from ncaflow.data import load_emoji
 from ncaflow.tasks.augment import circle_damage
 from ncaflow.tasks.base import Batch, CommonData, Task
+from ncaflow.tasks.transfer import upload
 
 __all__ = ["Growing", "GrowingData"]
 
@@ -100,14 +101,14 @@ class Growing(Task):
 
     def sample(self, generator: torch.Generator) -> Batch:
         b = self.config.train.batch_size
-        idx = torch.randperm(self.data.pool_size, generator=generator)[:b]
-        x = self.pool[idx.to(self.device)].clone()
-        order = self.mse(x).argsort(descending=True).cpu()  # worst first
-        x[order[0]] = self.seed(1)[0]
+        idx = upload(torch.randperm(self.data.pool_size, generator=generator)[:b], self.device)
+        x = self.pool[idx].clone()
+        order = self.mse(x).argsort(descending=True)  # worst first, on the device: no wait
+        x[order[:1]] = self.seed(1)
         if self.data.damage:
             best = order[-self.data.damage :]
-            hole = circle_damage(len(best), x.shape[2], x.shape[3], generator).to(self.device)
-            x[best] *= hole
+            hole = circle_damage(len(best), x.shape[2], x.shape[3], generator)
+            x[best] *= upload(hole, self.device)
         return Batch(state=x, target=self.target, index=idx)
 
     def loss(self, model: nn.Module, out: Tensor, batch: Batch) -> Tensor:
@@ -115,7 +116,7 @@ class Growing(Task):
 
     def after_step(self, batch: Batch, out: Tensor, losses: Tensor) -> None:
         assert batch.index is not None
-        self.pool[batch.index.to(self.device)] = out
+        self.pool[batch.index] = out
 
     @torch.no_grad()
     def evaluate(

@@ -23,6 +23,7 @@ from ncaflow.data.folder import check_folder_keys, load_own_segmentation
 from ncaflow.model.uncertainty import error_auroc, step_window, stochastic_rollouts
 from ncaflow.tasks.augment import augment
 from ncaflow.tasks.base import Batch, CommonData, Predicts, Task, batches, fill_model_keys
+from ncaflow.tasks.transfer import upload
 
 __all__ = ["Segmentation", "SegmentationData", "dice_iou", "fixed_split"]
 
@@ -176,8 +177,8 @@ class Segmentation(Task):
 
     def sample(self, generator: torch.Generator) -> Batch:
         x, y = self.splits["train"]
-        idx = torch.randint(len(x), (self.config.train.batch_size,), generator=generator).to(
-            self.device
+        idx = upload(
+            torch.randint(len(x), (self.config.train.batch_size,), generator=generator), self.device
         )
         both = torch.cat([x[idx], y[idx]], 1)  # augment image and mask together
         if self.data.augment:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ncaflow.config import FRACTION, ModelConfig, Range, check, ranged
 from ncaflow.data import load_digits, load_mnist
 from ncaflow.tasks.base import PALETTE, Batch, CommonData, Task, batches
+from ncaflow.tasks.transfer import upload
 
 __all__ = ["SelfClassification", "SelfClassificationData", "split_indices", "vote"]
 
@@ -123,8 +124,8 @@ class SelfClassification(Task):
 
     def sample(self, generator: torch.Generator) -> Batch:
         x, y = self.splits["train"]
-        idx = torch.randint(len(y), (self.config.train.batch_size,), generator=generator).to(
-            self.device
+        idx = upload(
+            torch.randint(len(y), (self.config.train.batch_size,), generator=generator), self.device
         )
         images = x[idx]
         return Batch(

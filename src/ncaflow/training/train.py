@@ -59,6 +59,7 @@ from ncaflow.training.board import Board
 from ncaflow.training.checkpoint import changed_keys, write_checkpoint
 from ncaflow.training.lock import folder_lock
 from ncaflow.training.objective import objective
+from ncaflow.training.readback import LossReadback, current_lr
 from ncaflow.training.resume import (
     CHECKPOINT,
     RESUME_SAFE_KEYS,
@@ -374,6 +375,7 @@ def _loop(run: Run, progress: Progress, on_iteration: Callable[[int], None] | No
     start = progress.iteration
     board = Board(run.out / "tensorboard", start or None, cannot_write)
     graphed = _graphed_iteration(run)
+    readback = LossReadback(device=run.device)  # on CUDA each loss is read one iteration late
     lo, hi = cfg.steps[0], cfg.steps[-1]
     end = start if progress.stopped_early else cfg.iterations
     bar = tqdm(
@@ -391,25 +393,27 @@ def _loop(run: Run, progress: Progress, on_iteration: Callable[[int], None] | No
             batch = task.sample(run.data_gen)
             steps = int(torch.randint(lo, hi + 1, (1,), generator=run.data_gen)) if hi > lo else lo
             losses, final = graphed(steps, batch.state, batch.target, batch.mask)
-            loss = losses.mean().item()
-            if not math.isfinite(loss):  # the weights are not saved: the last checkpoint stays
-                raise TrainingError(  # a checkpoint resumes only with its own config:
-                    f"loss became {loss} at iteration {it + 1}; lower train.lr, or set "
-                    "train.grad_clip / train.grad_norm, and start over (delete "
-                    f"{run.out / CHECKPOINT}, or use another --out)"
-                )
             run.sched.step()
             task.after_step(batch, final, losses)
             n = progress.iteration = it + 1
-            lr = float(run.opt.param_groups[0]["lr"])
-            board.scalar("train/loss", loss, n)
-            board.scalar("train/lr", lr, n)
-            bar.set_postfix(loss=f"{loss:.4g}")
+            readback.push(n, losses, current_lr(run.opt, run.sched, cfg.lr))
+            evaluate = n % cfg.eval_every == 0 or n == cfg.iterations
+            save = n % cfg.checkpoint_every == 0 or n == cfg.iterations
+            for m, loss, lr in readback.ready(flush=evaluate or save):
+                if not math.isfinite(loss):  # the weights are not saved: the last checkpoint
+                    raise TrainingError(  # stays, and resumes only with its own config:
+                        f"loss became {loss} at iteration {m}; lower train.lr, or set "
+                        "train.grad_clip / train.grad_norm, and start over (delete "
+                        f"{run.out / CHECKPOINT}, or use another --out)"
+                    )
+                board.scalar("train/loss", loss, m)
+                board.scalar("train/lr", lr, m)
+                bar.set_postfix(loss=f"{loss:.4g}")
             if n % cfg.log_images_every == 0:
                 board.images("train/final_state", task.preview(final[:8]).cpu(), n)
-            if n % cfg.eval_every == 0 or n == cfg.iterations:
+            if evaluate:
                 _evaluate_and_track(run, progress, board, loss=loss, lr=lr)
-            if n % cfg.checkpoint_every == 0 or progress.stopped_early or n == cfg.iterations:
+            if save or progress.stopped_early:
                 _save_checkpoint(run, progress)
             if on_iteration is not None:
                 on_iteration(n)
