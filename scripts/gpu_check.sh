@@ -5,8 +5,10 @@
 #
 #   bash scripts/gpu_check.sh [STAGE] [OUT_DIR]
 #
-#   tests     tests/backends/test_graphs.py (CUDA graphs == eager, graphed training == eager, resume) and
-#             tests/backends/test_fused.py (Triton kernels == PyTorch, on the GPU in full fp32)
+#   tests     tests/backends/test_graphs.py (CUDA graphs == eager, graphed training == eager, resume),
+#             tests/backends/test_fused.py (Triton kernels == PyTorch, on the GPU in full fp32),
+#             tests/tasks/test_transfer.py and tests/training/test_readback.py (no batch draw
+#             waits for the GPU; the loss is read one iteration late)
 #   mlp       benchmarks/fused_mlp.py: the MLP kernels' launch configurations
 #   mlp-bwd   the same, forward + backward only
 #   profile   benchmarks/profile_step.py: graph-fused's kernels at batch 8 and 256
@@ -42,7 +44,8 @@ bench() {
         --batch "$1" --impls baseline graph graph-compiled-tf32 graph-fused graph-fused-ckpt
 }
 case $stage in
-    tests) $py -m pytest -q -rf --tb=short -p no:cacheprovider tests/backends/test_graphs.py tests/backends/test_fused.py ;;
+    tests) $py -m pytest -q -rf --tb=short -p no:cacheprovider tests/backends/test_graphs.py \
+        tests/backends/test_fused.py tests/tasks/test_transfer.py tests/training/test_readback.py ;;
     mlp) $py benchmarks/fused_mlp.py --out "$out" ;;
     mlp-bwd) $py benchmarks/fused_mlp.py --backward-only --out "$out" ;;
     profile) for b in 8 256; do $py benchmarks/profile_step.py --batch "$b" --out "$out"; done ;;
