@@ -4,6 +4,7 @@ at a time.
     python benchmarks/grid.py plan --task breastmnist --out JOBS.json
     python benchmarks/grid.py run --jobs JOBS.json --concurrency 8 [--mps] [--iterations N] --out R
     python benchmarks/grid.py record --packed P.json --baseline B.json [--sweep S...] --out G.json
+    python benchmarks/grid.py project --tasks T.json --grid G.json --packing F --out P.json
 
 plan asks Snakemake (a dry run of config/paper.yaml) for the task's `ncaflow train` commands,
 so the jobs are exactly the workflow's (their --set overrides, --folds and --fold); run starts
@@ -14,6 +15,13 @@ shortening for packed and one-at-a-time runs). It samples `nvidia-smi` every 200
 jobs run and writes wall time, jobs/hour, mean GPU utilisation (0..1), peak memory and the
 SHA-256 of every model.safetensors (packed == alone is checked by comparing those). record
 puts a packed run and a one-at-a-time run of the same jobs into the grid JSON of issue 27.
+
+project estimates the GPU time of every training job of a config (default config/paper.yaml,
+from the same dry run): a job alone takes the fixed cost of a job (the grid record's jobs
+alone, less their training) plus iterations x batch x H x W x mean rollout steps over its
+task's cell-steps/s at the run config's batch (benchmarks/tasks.py's record, same GPU). Packed,
+that sum is divided by --packing (the jobs-per-hour gain of packing full-length jobs, measured
+elsewhere); N GPUs divide it again by N, the jobs being independent.
 """
 
 from __future__ import annotations
@@ -37,8 +45,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def plan(task: str, configfile: str) -> list[dict[str, Any]]:
-    """The task's training jobs as the workflow runs them: [{name, argv}] from a dry run."""
-    cmd = ["snakemake", task, "-n", "-p", "--cores", "1", "--configfile", configfile]
+    """The task's training jobs as the workflow runs them: [{name, argv}] from a dry run
+    (task "": every training job of the config's default target)."""
+    cmd = ["snakemake", *([task] if task else []), "-n", "-p", "--cores", "1"]
+    cmd += ["--configfile", configfile]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         sys.exit(f"grid.py plan: snakemake failed: {done.stderr.strip().splitlines()[-1:]}")
@@ -49,7 +59,8 @@ def plan(task: str, configfile: str) -> list[dict[str, Any]]:
         part = line[line.index("ncaflow train ") :].split(" >> ", 1)[0]
         argv = shlex.split(part)
         out = argv[argv.index("--out") + 1]
-        jobs.append({"name": out.removeprefix(f"results/models/{task}/"), "argv": argv})
+        prefix = f"results/models/{task}/" if task else "results/models/"
+        jobs.append({"name": out.removeprefix(prefix), "argv": argv})
     return sorted(jobs, key=lambda j: j["name"])
 
 
@@ -224,6 +235,50 @@ def record(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+TASK_RECORD = {"classification": "breastmnist", "segmentation": "kvasir"}  # else the task name
+
+
+def project(args: argparse.Namespace) -> dict[str, Any]:
+    """Projected GPU hours of a config's training jobs (see the module docstring)."""
+    from ncaflow.tasks import get_task
+    from ncaflow.tasks.runconfig import load_config
+
+    tasks, grid = json.loads(args.tasks.read_text()), json.loads(args.grid.read_text())
+    rate: dict[str, float] = {}
+    for row in tasks["rows"]:  # the first row of each run config is at its own batch
+        rate.setdefault(row["config"], row["cell_steps_per_s"])
+    alone = grid["baseline"]["per_job"]
+    it_s = next(r["iterations_per_s"] for r in tasks["rows"] if r["config"] == "breastmnist")
+    fixed = statistics.mean(j["wall_s"] for j in alone) - grid["iterations"] / it_s
+    per_task: dict[str, dict[str, float]] = {}
+    for job in plan(args.target, args.configfile):
+        argv = job["argv"]
+        sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+        cfg = load_config(REPO / argv[argv.index("--config") + 1], sets)
+        record = TASK_RECORD.get(cfg.task, cfg.task)
+        h, w = get_task(cfg.task).grid_size(dict(cfg.data), {}) or (0, 0)
+        t = cfg.train
+        cells = t.batch_size * h * w * (t.steps[0] + t.steps[-1]) / 2
+        train_s = t.iterations * cells / rate[record]
+        entry = per_task.setdefault(cfg.name or record, {"jobs": 0, "training_s": 0.0})
+        entry["jobs"] += 1
+        entry["training_s"] += train_s
+    jobs = sum(int(e["jobs"]) for e in per_task.values())
+    alone_h = (jobs * fixed + sum(e["training_s"] for e in per_task.values())) / 3600
+    return {
+        "device": tasks["machine"]["gpu"],
+        "configfile": args.configfile,
+        "jobs": jobs,
+        "fixed_s_per_job": fixed,
+        "packing": args.packing,
+        "one_gpu_one_at_a_time_h": alone_h,
+        "one_gpu_packed_h": alone_h / args.packing,
+        "gpus": {str(n): alone_h / args.packing / n for n in (1, 2, 4, 8)},
+        "per_task": per_task,
+        "note": args.note,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -249,11 +304,24 @@ def main(argv: list[str] | None = None) -> None:
     pc.add_argument("--sweep", type=Path, nargs="*")
     pc.add_argument("--note", default="")
     pc.add_argument("--out", type=Path, required=True)
+    pj = sub.add_parser("project")
+    pj.add_argument("--tasks", type=Path, required=True, help="benchmarks/tasks.py's record")
+    pj.add_argument("--grid", type=Path, required=True, help="the grid record (fixed cost)")
+    pj.add_argument("--packing", type=float, required=True, help="packed / alone jobs per hour")
+    pj.add_argument("--configfile", default="config/paper.yaml")
+    pj.add_argument("--target", default="", help="a Snakemake target (default: the config's)")
+    pj.add_argument("--note", default="")
+    pj.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     if args.cmd == "plan":
         jobs = plan(args.task, args.configfile)
         args.out.write_text(json.dumps(jobs, indent=1) + "\n")
         print(f"{len(jobs)} jobs -> {args.out}")
+        return
+    if args.cmd == "project":
+        result = project(args)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps({k: v for k, v in result.items() if k != "per_task"}))
         return
     result = run_jobs(args) if args.cmd == "run" else record(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -183,3 +183,28 @@ def test_task_benchmark_times_each_run_configs_real_iteration(tmp_path: Path, mi
             "loss readback",
         }
         assert r["profile"]["top_ops"]
+
+
+def test_grid_projection_adds_up_from_the_records(tmp_path: Path) -> None:
+    """`grid.py project` on the tiny config: every training job of its dry run is counted, a
+    job's fixed cost is the recorded alone time less its training, and the hours add up."""
+    out = tmp_path / "projection.json"
+    records = REPO / "benchmarks" / "reference"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "grid.py"), "project"]
+    cmd += ["--tasks", str(records / "tasks-20261207-h100.json")]
+    cmd += ["--grid", str(records / "grid-20261207-h100.json"), "--packing", "2"]
+    cmd += ["--configfile", ".test/config/config.yaml", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, text=True)
+    p = json.loads(out.read_text())
+    grid = json.loads((records / "grid-20261207-h100.json").read_text())
+    tasks = json.loads((records / "tasks-20261207-h100.json").read_text())
+    it_s = next(r["iterations_per_s"] for r in tasks["rows"] if r["config"] == "breastmnist")
+    alone = [j["wall_s"] for j in grid["baseline"]["per_job"]]
+    fixed = sum(alone) / len(alone) - grid["iterations"] / it_s
+    assert p["fixed_s_per_job"] == pytest.approx(fixed)
+    assert p["jobs"] == sum(t["jobs"] for t in p["per_task"].values()) > 0
+    training = sum(t["training_s"] for t in p["per_task"].values())
+    hours = (p["jobs"] * p["fixed_s_per_job"] + training) / 3600
+    assert p["one_gpu_one_at_a_time_h"] == pytest.approx(hours)
+    assert p["gpus"]["4"] == pytest.approx(hours / 2 / 4)

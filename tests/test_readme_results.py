@@ -147,7 +147,8 @@ def _span(values: list[float], digits: int) -> str:
 
 
 def test_readme_performance_quotes_the_benchmark_records() -> None:
-    """The CPU row ranges span the two recorded peer runs; the GPU rows quote the H200 runs."""
+    """The CPU row ranges span the two recorded peer runs; the GPU rows quote one H100 run with
+    both peers."""
     cpu = [_bench("cpu-20261203-peers.json"), _bench("cpu-20261203-peers-2.json")]
 
     def ratio(run: dict, peer: str, mode: str) -> float:  # type: ignore[type-arg]
@@ -165,23 +166,66 @@ def test_readme_performance_quotes_the_benchmark_records() -> None:
         f"| CPU inference | {speed('baseline', 'infer', 0)}x | {speed('ncalab', 'infer', 1)}x "
         f"| {speed('cax', 'infer', 1)}x |"
     )
-    b8 = _bench("cuda-20261203-h200-b8.json")[("graph-fused", "train", "grown")]
-    b256 = _bench("cuda-20261203-h200-b256.json")
-    fused, ckpt = (
-        b256[("graph-fused", "train", "grown")],
-        b256[("graph-fused-ckpt", "train", "grown")],
-    )
-    gpu8 = (
-        f"| GPU training, batch 8 (one H200) | {b8['speed_vs_baseline']:.1f}x "
-        f"({b8['iterations_per_s']:.0f} iterations/s), {b8['memory_vs_baseline']:.2f}x the memory |"
-    )
-    gpu256 = (
-        f"| GPU training, batch 256 | {fused['speed_vs_baseline']:.1f}x "
-        f"({fused['cell_steps_per_s']:.2e} cell-steps/s); "
-        f"{ckpt['memory_mb'] / 1000:.1f} GB with checkpointing |"
-    ).replace("e+09", "e9")
-    for line in (train, infer, gpu8, gpu256):
+    import json
+
+    record = json.loads((RECORDS / "cuda-20261207-h100-peers.json").read_text())["rows"]
+    gpu = {(r["impl"], r["mode"], r["batch"]): r for r in record if r["state"] == "grown"}
+
+    def than(peer: str, mode: str, batch: int) -> str:
+        ours, other = gpu[("graph-fused", mode, batch)], gpu[(peer, mode, batch)]
+        text = f"{other['seconds'] / ours['seconds']:.1f}x"
+        if peer == "baseline":  # the first column also gives our rate
+            rate = ours["iterations_per_s"] if batch == 8 else ours["cell_steps_per_s"]
+            text += f" ({rate:.0f} iterations/s)" if batch == 8 else f" ({rate:.2e} cell-steps/s)"
+        if mode == "train":
+            text += f", {ours['memory_mb'] / other['memory_mb']:.2f}x the memory"
+        return text.replace("e+09", "e9")
+
+    rows = [
+        f"| {label} | " + " | ".join(than(p, mode, b) for p in ("baseline", "ncalab", "cax")) + " |"
+        for mode, b, label in (
+            ("train", 8, "GPU training, batch 8 (one H100)"),
+            ("train", 256, "GPU training, batch 256"),
+            ("infer", 8, "GPU inference, batch 8"),
+            ("infer", 256, "GPU inference, batch 256"),
+        )
+    ]
+    for line in (train, infer, *rows):
         assert line in README, f"README.md should have the row {line!r} (from the records)"
+
+
+def test_readme_grid_numbers_quote_the_grid_records() -> None:
+    """The SLURM section's packing and projection numbers are the H100 records'."""
+    import json
+
+    grid = json.loads((RECORDS / "grid-20261207-h100.json").read_text())
+    proj = json.loads((RECORDS / "projection-paper-20261207-h100.json").read_text())
+    quoted = [
+        f"{grid['jobs']} BreastMNIST grid jobs of {grid['iterations']} iterations",
+        f"ran {grid['jobs_per_hour']:,.0f}\njobs per hour",
+        f"against {grid['baseline_jobs_per_hour']:.0f} one at a time",
+        f"({grid['speedup']:.1f}x)",
+        f"{grid['gpu_util_mean']:.0%} busy".replace("%", " %"),
+        f"about {proj['fixed_s_per_job']:.0f} s starting",
+        f"{proj['jobs']} training\njobs take {proj['one_gpu_one_at_a_time_h']:.1f} H100-hours",
+        f"{proj['one_gpu_packed_h']:.1f} hours packed on one GPU",
+        f"{proj['gpus']['8'] * 60:.0f} minutes on eight",
+        f"about {proj['packing']:.1f}x",
+    ]
+    for text in quoted:
+        assert text in README, f"README.md should say {text!r} (from the records)"
+
+
+def test_readme_quotes_the_ablation_table() -> None:
+    """The options paragraph's base AUC is docs/ablation.md's (target `ablation`)."""
+    table = (ROOT / "docs" / "ablation.md").read_text()
+    base = next(
+        line for line in table.splitlines() if line.startswith("| ablation_breastmnist | base |")
+    )
+    test_auc = (
+        base.strip("|").split("|")[7].strip()
+    )  # task, option, n, parameters, val x2, test_acc
+    assert f"(test AUC {test_auc})" in README
 
 
 # -- the bad-input corpus table: what pytest collects in tests/robustness -------------------
