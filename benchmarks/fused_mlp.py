@@ -1,12 +1,16 @@
 """Time the update MLP alone: ncaflow.backends.fused's Triton kernels against PyTorch's GEMMs.
 
     python benchmarks/fused_mlp.py [--out DIR]      # CUDA only
+    python benchmarks/fused_mlp.py --backward-only --shape 75 96 24 --on-chip 16384
 
-The growing config's MLP (48 -> 128 -> 16) on the rows of one step at batch 8 and 256
-(72 x 72 cells each), forward alone and forward + backward, for PyTorch
+The growing config's MLP (48 -> 128 -> 16; or each --shape K_IN HIDDEN K_OUT) on the rows of
+one step at batch 8 and 256 (72 x 72 cells each), forward alone and forward + backward, for
+PyTorch
 (F.linear, TF32 allowed, as cuBLAS runs it) and for each launch configuration of
 the fused kernels (rows per tile, warps, persistent programs per SM). Times are the
-medians of CUDA-event timings of CUDA-graph replays (launch cost included once).
+medians of CUDA-event timings of CUDA-graph replays (launch cost included once). --on-chip
+raises fused.ON_CHIP (the padded K_in x hidden the kernels take) for this run, to find out
+whether a larger MLP fits: a launch that does not is printed and left out, not fatal.
 """
 
 from __future__ import annotations
@@ -79,7 +83,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--backward-only", action="store_true", help="only forward + backward")
+    ap.add_argument(
+        "--shape", nargs=3, type=int, action="append", metavar=("K_IN", "HIDDEN", "K_OUT")
+    )
+    ap.add_argument("--on-chip", type=int, help="fused.ON_CHIP for this run")
     args = ap.parse_args()
+    shapes = [tuple(s) for s in args.shape] if args.shape else [SHAPE]
+    if args.on_chip:
+        fused.ON_CHIP = args.on_chip
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/fused_mlp.py times CUDA kernels: no CUDA device here")
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -93,27 +104,40 @@ def main() -> None:
     rows: list[dict[str, object]] = []
 
     def record(
-        impl: str, cells: int, backward: bool, us: float, launch: fused.Launch | None = None
+        impl: str,
+        shape: tuple[int, ...],
+        cells: int,
+        backward: bool,
+        us: float,
+        launch: fused.Launch | None = None,
     ) -> None:
-        row = {"impl": impl, "n": cells, "shape": SHAPE, "backward": backward, "us": us}
+        row = {"impl": impl, "n": cells, "shape": shape, "backward": backward, "us": us}
         rows.append(row if launch is None else {**row, "launch": asdict(launch)})
-        print(f"n={cells:8d} bwd={backward!s:5} {impl:5} {us:9.1f} us  {launch or ''}", flush=True)
+        print(
+            f"{shape} n={cells:8d} bwd={backward!s:5} {impl:5} {us:9.1f} us  {launch or ''}",
+            flush=True,
+        )
 
-    for cells in (8 * 72 * 72, 256 * 72 * 72):
-        for backward in (True,) if args.backward_only else (False, True):
-            record("torch", cells, backward, case(torch_mlp, cells, *SHAPE, backward))
-            # the backward's settings change nothing in a forward pass
-            for launch in fwd_launches + (bwd_launches if backward else []):
-                fused.LAUNCH = launch
-                try:
-                    us = case(fused.fused_mlp, cells, *SHAPE, backward)
-                except Exception as e:  # a launch that does not fit (OutOfResources): a result
-                    print(f"   {launch}: {type(e).__name__}: {str(e)[:120]}")
-                    continue
-                record("fused", cells, backward, us, launch)
+    for shape in shapes:
+        for cells in (8 * 72 * 72, 256 * 72 * 72):
+            for backward in (True,) if args.backward_only else (False, True):
+                record("torch", shape, cells, backward, case(torch_mlp, cells, *shape, backward))
+                # the backward's settings change nothing in a forward pass
+                for launch in fwd_launches + (bwd_launches if backward else []):
+                    fused.LAUNCH = launch
+                    try:
+                        us = case(fused.fused_mlp, cells, *shape, backward)
+                    except Exception as e:  # a launch that does not fit (OutOfResources)
+                        print(f"   {shape} {launch}: {type(e).__name__}: {str(e)[:120]}")
+                        continue
+                    record("fused", shape, cells, backward, us, launch)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"fused-mlp-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
-    meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
+    meta = {
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "on_chip": fused.ON_CHIP,
+    }
     path.write_text(json.dumps({"machine": meta, "rows": rows}, indent=1))
     print("wrote", path)
 

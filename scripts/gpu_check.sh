@@ -11,6 +11,9 @@
 #             waits for the GPU; the loss is read one iteration late)
 #   mlp       benchmarks/fused_mlp.py: the MLP kernels' launch configurations
 #   mlp-bwd   the same, forward + backward only
+#   mlp-tasks the same for the BreastMNIST and self-classifying MNIST run configs' MLPs
+#             (75 -> 96 -> 24, 90 -> 128 -> 29) with fused.ON_CHIP raised to 128 x 128: do they
+#             fit an SM, and do the kernels beat cuBLAS there (issue 34)
 #   profile   benchmarks/profile_step.py: graph-fused's kernels at batch 8 and 256
 #   bench8    benchmarks/run.py --device cuda at batch 8, training and inference (9 cases)
 #   bench256  the same at batch 256
@@ -48,6 +51,8 @@ case $stage in
         tests/backends/test_fused.py tests/tasks/test_transfer.py tests/training/test_readback.py ;;
     mlp) $py benchmarks/fused_mlp.py --out "$out" ;;
     mlp-bwd) $py benchmarks/fused_mlp.py --backward-only --out "$out" ;;
+    mlp-tasks) $py benchmarks/fused_mlp.py --backward-only --shape 75 96 24 --shape 90 128 29 \
+        --on-chip 16384 --out "$out" ;;
     profile) for b in 8 256; do $py benchmarks/profile_step.py --batch "$b" --out "$out"; done ;;
     bench8) bench 8 ;;
     bench256) bench 256 ;;
@@ -76,5 +81,5 @@ case $stage in
             --note "train.iterations=$it for every job (config: 3000), packed and alone alike" \
             --out "$out/grid-$(date +%Y%m%d)-$(gpu).json" ;;
     all) for s in tests mlp bench8 bench256; do bash "$0" "$s" "$out"; done ;;
-    *) echo "unknown stage '$stage': tests, mlp, mlp-bwd, profile, bench8, bench256, peers, tasks, sweep, grid or all" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage': tests, mlp, mlp-bwd, mlp-tasks, profile, bench8, bench256, peers, tasks, sweep, grid or all" >&2; exit 2 ;;
 esac

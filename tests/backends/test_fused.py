@@ -86,6 +86,36 @@ def test_partial_sums_over_many_programs_add_up(fused, monkeypatch: pytest.Monke
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize(("k_in", "hidden", "k_out"), [(75, 96, 24), (90, 128, 29)])
+def test_the_image_tasks_mlps_compute_right_with_a_larger_on_chip_limit(  # type: ignore[no-untyped-def]
+    fused, monkeypatch: pytest.MonkeyPatch, k_in: int, hidden: int, k_out: int
+) -> None:
+    """BreastMNIST's and self-classifying MNIST's update MLPs pad to 128 x 128, over the
+    default ON_CHIP, so they are refused; raised (as benchmarks/fused_mlp.py --on-chip does
+    to try them on a GPU), the kernels compute them right. Whether they fit an SM is a
+    question for the GPU, not for this test."""
+    module, device = fused
+    assert not module.supports(k_in, hidden, k_out)
+    monkeypatch.setattr(module, "ON_CHIP", 128 * 128)
+    assert module.supports(k_in, hidden, k_out)
+    gen = torch.Generator().manual_seed(k_in)
+    p, w1, b1, w2 = (
+        torch.randn(*shape, generator=gen).to(device).requires_grad_()
+        for shape in ((70, k_in), (hidden, k_in), (hidden,), (k_out, hidden))
+    )
+    keep = (torch.rand(70, generator=gen) < 0.5).float().to(device)
+    got = module.fused_mlp(p, w1, b1, w2, keep)
+    ref = (torch.relu(p @ w1.t() + b1) @ w2.t()) * keep[:, None]
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)
+    g = torch.randn(70, k_out, generator=gen).to(device)
+    for a, b in zip(
+        torch.autograd.grad(got, [p, w1, b1, w2], g),
+        torch.autograd.grad(ref, [p, w1, b1, w2], g),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+
+
 def test_sizes_beyond_the_kernels_are_refused(fused) -> None:  # type: ignore[no-untyped-def]
     module, device = fused
     assert module.supports(48, 128, 16) and module.supports(60, 96, 24)

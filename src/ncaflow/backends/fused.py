@@ -113,11 +113,19 @@ def _sizes(p: Tensor, w1: Tensor, w2: Tensor) -> dict[str, int]:
     return {"KP": _pow2(p.shape[1]), "HP": _pow2(w1.shape[0]), "OP": _pow2(w2.shape[0])}
 
 
+# The largest padded K_in x hidden, and K_out, that the kernels take (supports). Measured on
+# an H200: 48 -> 128 -> 16 (the growing config, 64 x 128) runs, while 147 -> 192 -> 48
+# (256 x 256) needs more shared memory than an SM has; 128 x 128 (the self-classifying MNIST
+# and BreastMNIST run configs: 90 -> 128 -> 29, 75 -> 96 -> 24) is untried, and
+# `benchmarks/fused_mlp.py --shape ... --on-chip 16384` tries it.
+ON_CHIP = 64 * 128
+MAX_K_OUT = 64
+
+
 def supports(k_in: int, hidden: int, k_out: int) -> bool:
     """Whether the kernels take an MLP of these sizes: its weights, padded to powers of two,
-    must stay on chip. Measured on an H200: 48 -> 128 -> 16 (the growing config) runs, while
-    147 -> 192 -> 48 (padded 256 x 256) needs more shared memory than an SM has."""
-    return _pow2(k_in) * _pow2(hidden) <= 64 * 128 and _pow2(k_out) <= 64
+    must stay on chip (:data:`ON_CHIP`, :data:`MAX_K_OUT`)."""
+    return _pow2(k_in) * _pow2(hidden) <= ON_CHIP and _pow2(k_out) <= MAX_K_OUT
 
 
 def _check(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, keep: Tensor | None) -> None:
@@ -131,7 +139,8 @@ def _check(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, keep: Tensor | None) -
         raise TypeError("the fused NCA kernels compute in float32; got other dtypes")
     if not supports(p.shape[1], w1.shape[0], w2.shape[0]):
         raise ValueError(
-            f"the fused NCA kernels take padded K_in x hidden <= 8192 and K_out <= 64; got "
+            f"the fused NCA kernels take padded K_in x hidden <= {ON_CHIP} and K_out <= "
+            f"{MAX_K_OUT}; got "
             f"{p.shape[1]} -> {w1.shape[0]} -> {w2.shape[0]} (check fused.supports first)"
         )
     if keep is not None and keep.numel() != p.shape[0]:
