@@ -12,6 +12,7 @@ CI (CI=true), where a skipped end-to-end test would hide a broken set-up.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,11 @@ def _small_torch() -> None:
 def mirror() -> Path:
     """The real-data mirror folder (skip without one; fail in CI)."""
     return require_mirror()
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The usual umask (022) for a test that checks the modes of the files it writes."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)

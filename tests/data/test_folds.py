@@ -107,3 +107,12 @@ def test_bad_k() -> None:
         make_folds(LABELS, k=0, seed=0, checksum="x")
     with pytest.raises(DataError, match="val_fraction"):
         make_folds(LABELS, k=1, seed=0, checksum="x", val_fraction=1.5)
+
+
+def test_written_folds_get_the_usual_mode(tmp_path: Path, umask_022: None) -> None:
+    from ncaflow.data import write_folds
+
+    path = tmp_path / "prepared" / "folds.json"
+    write_folds(path, {"k": 1, "folds": []})
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in path.parent.iterdir()] == ["folds.json"]  # no temp file left

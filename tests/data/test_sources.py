@@ -233,3 +233,21 @@ def test_emoji_md5s_are_the_shared_files(shared_mirror: Path) -> None:
     for code in ("1f98e", "1f98b", "1f344", "1f41e"):
         src = emoji_source(code)
         assert md5sum(shared_mirror / src.mirror_path) == src.md5
+
+
+def test_cached_files_get_the_usual_mode_and_a_bad_source_names_itself(
+    tmp_path: Path, umask_022: None
+) -> None:
+    """A mirror copy and its md5 sidecar are written through temp files (mkstemp makes those
+    0600) and end 0644 under umask 022, like any new file; only they are left in the cache."""
+    (tmp_path / "m" / "sub").mkdir(parents=True)
+    (tmp_path / "m" / "sub" / "thing.bin").write_bytes(b"mirror copy")
+    with pytest.warns(DataWarning):
+        path = fetch(_source(_md5(b"official")), root=tmp_path / "c", mirror=tmp_path / "m")
+    for written in (path, path.with_name("thing.bin.md5")):
+        assert written.stat().st_mode & 0o777 == 0o644, written
+    assert _files(tmp_path / "c") == ["thing.bin", "thing.bin.md5"]
+    with pytest.raises(OSError) as err:  # a source that cannot be read: its own name
+        sources._atomic_copy(tmp_path / "m" / "missing.bin", tmp_path / "c" / "other.bin")
+    assert err.value.filename == str(tmp_path / "m" / "missing.bin")
+    assert _files(tmp_path / "c") == ["thing.bin", "thing.bin.md5"]

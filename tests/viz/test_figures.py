@@ -4,9 +4,7 @@ that others can read (mode 0644 under umask 022)."""
 
 from __future__ import annotations
 
-import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -58,13 +56,6 @@ def folds_frame(tmp: Path, metric: str = "dice") -> pd.DataFrame:
 def texts(fig: Figure) -> list[str]:
     """Every visible string of a figure: titles, axis and tick labels, legends, colour bars."""
     return [t.get_text() for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
-
-
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
 
 
 def test_summary_figures_speak_words(tmp_path: Path) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +14,6 @@ from ncaflow.model.cascade import build_model
 from ncaflow.tasks import get_task
 from ncaflow.viz.animate import animate
 from ncaflow.viz.heatmaps import uncertainty_figure
-
-
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
 
 
 def test_gif_and_heatmap_modes_and_colour_bars(

@@ -194,18 +194,13 @@ def _tempfile_beside(target: Path) -> tuple[BinaryIO, Path]:
 
 
 def _atomic_copy(src: Path, target: Path) -> None:
-    out, tmp = _tempfile_beside(target)
-    try:
-        with out, open(src, "rb") as f:
-            shutil.copyfileobj(f, out, _CHUNK)
-        publish(tmp)
-        os.replace(tmp, target)
-    except OSError as err:
-        if err.filename == str(src):
-            raise
-        raise OSError(err.errno, err.strerror, str(target)) from err
-    finally:
-        tmp.unlink(missing_ok=True)
+    with open(src, "rb") as f:  # opened first: an unreadable source names itself, not target
+        atomic_write(target, lambda tmp: _copy_into(f, tmp))
+
+
+def _copy_into(src: BinaryIO, tmp: Path) -> None:
+    with open(tmp, "wb") as out:
+        shutil.copyfileobj(src, out, _CHUNK)
 
 
 class _ChecksumMismatch(Exception):

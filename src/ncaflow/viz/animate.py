@@ -16,7 +16,6 @@ from torch import Tensor, nn
 
 from ncaflow.guard.io import atomic_write
 from ncaflow.guard.limits import check_bytes
-from ncaflow.runtime.safe_io import publish
 from ncaflow.tasks.base import Task
 
 __all__ = ["animate", "hidden_view", "render_frame"]
@@ -134,7 +133,6 @@ def animate(
             duration=max(1, 1000 // fps),
             loop=0,
         )
-        publish(tmp)
 
     atomic_write(out, write)
     return len(frames)

@@ -9,7 +9,6 @@ from torch import nn
 
 from ncaflow.guard.io import atomic_write
 from ncaflow.model.uncertainty import step_window, stochastic_rollouts
-from ncaflow.runtime.safe_io import publish
 from ncaflow.tasks.base import Task
 
 __all__ = ["uncertainty_figure"]
@@ -94,7 +93,6 @@ def uncertainty_figure(
 
     def write(tmp: Path) -> None:
         fig.savefig(tmp, format=suffix, dpi=120, metadata=metadata)
-        publish(tmp)
 
     atomic_write(out, write)
     plt.close(fig)
