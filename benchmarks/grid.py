@@ -4,7 +4,8 @@ at a time.
     python benchmarks/grid.py plan --task breastmnist --out JOBS.json
     python benchmarks/grid.py run --jobs JOBS.json --concurrency 8 [--mps] [--iterations N] --out R
     python benchmarks/grid.py record --packed P.json --baseline B.json [--sweep S...] --out G.json
-    python benchmarks/grid.py project --tasks T.json --grid G.json --packing F --out P.json
+    python benchmarks/grid.py workflow-run --log RUN.log --models results/models/T --out W.json
+    python benchmarks/grid.py project --tasks T.json --grid G.json --packed-run W.json --out P.json
 
 plan asks Snakemake (a dry run of config/paper.yaml) for the task's `ncaflow train` commands,
 so the jobs are exactly the workflow's (their --set overrides, --folds and --fold); run starts
@@ -20,8 +21,10 @@ project estimates the GPU time of every training job of a config (default config
 from the same dry run): a job alone takes the fixed cost of a job (the grid record's jobs
 alone, less their training) plus iterations x batch x H x W x mean rollout steps over its
 task's cell-steps/s at the run config's batch (benchmarks/tasks.py's record, same GPU). Packed,
-that sum is divided by --packing (the jobs-per-hour gain of packing full-length jobs, measured
-elsewhere); N GPUs divide it again by N, the jobs being independent.
+that sum is divided by the gain of a packed run of full-length jobs (workflow-run: a Snakemake
+run's span from its log, each job's iterations from its history.csv; the gain is those jobs'
+one-at-a-time time by the same model over the span); N GPUs divide it again by N, the jobs
+being independent.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import statistics
@@ -236,6 +240,43 @@ def record(args: argparse.Namespace) -> dict[str, Any]:
 
 
 TASK_RECORD = {"classification": "breastmnist", "segmentation": "kvasir"}  # else the task name
+_STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]{8} \d{4})\]$")
+
+
+def workflow_run(args: argparse.Namespace) -> dict[str, Any]:
+    """A packed Snakemake run's training jobs, from its log and their output folders: the
+    span from the first `rule train` start to the last train job's end, and each job's
+    iterations (the last row of its history.csv; early stopping ends some sooner)."""
+    stamp, first, last = None, None, None
+    for line in args.log.read_text().splitlines():
+        if m := _STAMP.match(line.strip()):
+            stamp = datetime.strptime(" ".join(m.group(1).split()), "%a %b %d %H:%M:%S %Y")
+        elif line.strip() in ("rule train:", "localrule train:") and first is None:
+            first = stamp
+        elif "(Rule: train)" in line and line.startswith("Finished job"):
+            last = stamp
+    if first is None or last is None:
+        sys.exit(f"grid.py workflow-run: {args.log} has no finished train job")
+    jobs = []
+    for history in sorted(args.models.glob("*/fold*/history.csv")):
+        rows = history.read_text().splitlines()
+        iteration = float(rows[-1].split(",", 1)[0])
+        jobs.append({"name": str(history.parent.relative_to(args.models)), "iterations": iteration})
+    return {
+        "task": args.task,
+        "jobs": len(jobs),
+        "span_s": (last - first).total_seconds(),
+        "iterations": sum(j["iterations"] for j in jobs),
+        "per_job": jobs,
+        "note": args.note,
+    }
+
+
+def packing(packed: dict[str, Any], fixed: float, it_s: float) -> float:
+    """The packed run's gain: its jobs one at a time (fixed + iterations / it_s each) over
+    its span."""
+    alone = sum(fixed + j["iterations"] / it_s for j in packed["per_job"])
+    return alone / packed["span_s"]
 
 
 def project(args: argparse.Namespace) -> dict[str, Any]:
@@ -247,9 +288,13 @@ def project(args: argparse.Namespace) -> dict[str, Any]:
     rate: dict[str, float] = {}
     for row in tasks["rows"]:  # the first row of each run config is at its own batch
         rate.setdefault(row["config"], row["cell_steps_per_s"])
-    alone = grid["baseline"]["per_job"]
-    it_s = next(r["iterations_per_s"] for r in tasks["rows"] if r["config"] == "breastmnist")
-    fixed = statistics.mean(j["wall_s"] for j in alone) - grid["iterations"] / it_s
+    it_s = {}
+    for row in tasks["rows"]:
+        it_s.setdefault(row["config"], row["iterations_per_s"])
+    alone = grid["baseline"]["per_job"]  # the grid record's jobs are BreastMNIST's
+    fixed = statistics.mean(j["wall_s"] for j in alone) - grid["iterations"] / it_s["breastmnist"]
+    packed = json.loads(args.packed_run.read_text())
+    gain = packing(packed, fixed, it_s[packed["task"]])
     per_task: dict[str, dict[str, float]] = {}
     for job in plan(args.target, args.configfile):
         argv = job["argv"]
@@ -270,10 +315,11 @@ def project(args: argparse.Namespace) -> dict[str, Any]:
         "configfile": args.configfile,
         "jobs": jobs,
         "fixed_s_per_job": fixed,
-        "packing": args.packing,
+        "packing": gain,
+        "packed_run": str(args.packed_run),
         "one_gpu_one_at_a_time_h": alone_h,
-        "one_gpu_packed_h": alone_h / args.packing,
-        "gpus": {str(n): alone_h / args.packing / n for n in (1, 2, 4, 8)},
+        "one_gpu_packed_h": alone_h / gain,
+        "gpus": {str(n): alone_h / gain / n for n in (1, 2, 4, 8)},
         "per_task": per_task,
         "note": args.note,
     }
@@ -307,12 +353,23 @@ def main(argv: list[str] | None = None) -> None:
     pj = sub.add_parser("project")
     pj.add_argument("--tasks", type=Path, required=True, help="benchmarks/tasks.py's record")
     pj.add_argument("--grid", type=Path, required=True, help="the grid record (fixed cost)")
-    pj.add_argument("--packing", type=float, required=True, help="packed / alone jobs per hour")
+    pj.add_argument("--packed-run", type=Path, required=True, help="a workflow-run record")
     pj.add_argument("--configfile", default="config/paper.yaml")
     pj.add_argument("--target", default="", help="a Snakemake target (default: the config's)")
     pj.add_argument("--note", default="")
     pj.add_argument("--out", type=Path, required=True)
+    pw = sub.add_parser("workflow-run")
+    pw.add_argument("--log", type=Path, required=True, help="the Snakemake log of the run")
+    pw.add_argument("--models", type=Path, required=True, help="results/models/<task>")
+    pw.add_argument("--task", default="breastmnist", help="its run config in the tasks record")
+    pw.add_argument("--note", default="")
+    pw.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
+    if args.cmd == "workflow-run":
+        result = workflow_run(args)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps({k: v for k, v in result.items() if k != "per_job"}))
+        return
     if args.cmd == "plan":
         jobs = plan(args.task, args.configfile)
         args.out.write_text(json.dumps(jobs, indent=1) + "\n")

@@ -185,6 +185,31 @@ def test_task_benchmark_times_each_run_configs_real_iteration(tmp_path: Path, mi
         assert r["profile"]["top_ops"]
 
 
+def test_workflow_run_reads_the_span_and_iterations(tmp_path: Path) -> None:
+    """`grid.py workflow-run`: the span from the first train rule's start to the last train
+    job's end in a Snakemake log, and each job's iterations from its history.csv."""
+    log = tmp_path / "run.log"
+    log.write_text(
+        "[Mon Dec  7 03:51:40 2026]\nlocalrule download:\n"
+        "[Mon Dec  7 03:51:44 2026]\nlocalrule train:\n"
+        "[Mon Dec  7 03:52:10 2026]\nFinished jobid: 4 (Rule: train)\n"
+        "[Mon Dec  7 03:55:50 2026]\nFinished jobid: 5 (Rule: train)\n"
+        "[Mon Dec  7 03:56:30 2026]\nFinished jobid: 6 (Rule: evaluate)\n"
+    )
+    for name, last in (("base/fold0", 3000), ("focal/fold1", 2100)):
+        (tmp_path / "models" / name).mkdir(parents=True)
+        (tmp_path / "models" / name / "history.csv").write_text(
+            f"iteration,loss\n100.0,0.6\n{last}.0,0.4\n"
+        )
+    out = tmp_path / "w.json"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "grid.py"), "workflow-run", "--log", str(log)]
+    cmd += ["--models", str(tmp_path / "models"), "--out", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    run = json.loads(out.read_text())
+    assert run["span_s"] == 3 * 60 + 50 + 16 and run["iterations"] == 5100
+    assert [j["name"] for j in run["per_job"]] == ["base/fold0", "focal/fold1"]
+
+
 def test_grid_projection_adds_up_from_the_records(tmp_path: Path) -> None:
     """`grid.py project` on the tiny config: every training job of its dry run is counted, a
     job's fixed cost is the recorded alone time less its training, and the hours add up."""
@@ -192,7 +217,8 @@ def test_grid_projection_adds_up_from_the_records(tmp_path: Path) -> None:
     records = REPO / "benchmarks" / "reference"
     cmd = [sys.executable, str(REPO / "benchmarks" / "grid.py"), "project"]
     cmd += ["--tasks", str(records / "tasks-20261207-h100.json")]
-    cmd += ["--grid", str(records / "grid-20261207-h100.json"), "--packing", "2"]
+    cmd += ["--grid", str(records / "grid-20261207-h100.json")]
+    cmd += ["--packed-run", str(records / "ablation-packed-20261207-h100.json")]
     cmd += ["--configfile", ".test/config/config.yaml", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, text=True)
@@ -203,8 +229,17 @@ def test_grid_projection_adds_up_from_the_records(tmp_path: Path) -> None:
     alone = [j["wall_s"] for j in grid["baseline"]["per_job"]]
     fixed = sum(alone) / len(alone) - grid["iterations"] / it_s
     assert p["fixed_s_per_job"] == pytest.approx(fixed)
-    assert p["jobs"] == sum(t["jobs"] for t in p["per_task"].values()) > 0
+    dry_run = ["snakemake", "-n", "--quiet", "rules", "--cores", "1"]
+    dry_run += ["--configfile", ".test/config/config.yaml"]
+    dry = subprocess.run(
+        dry_run, cwd=REPO, env=env, check=True, capture_output=True, text=True
+    ).stdout
+    trainings = next(int(line.split()[1]) for line in dry.splitlines() if line.startswith("train "))
+    assert p["jobs"] == sum(t["jobs"] for t in p["per_task"].values()) == trainings
     training = sum(t["training_s"] for t in p["per_task"].values())
     hours = (p["jobs"] * p["fixed_s_per_job"] + training) / 3600
     assert p["one_gpu_one_at_a_time_h"] == pytest.approx(hours)
-    assert p["gpus"]["4"] == pytest.approx(hours / 2 / 4)
+    packed = json.loads((records / "ablation-packed-20261207-h100.json").read_text())
+    alone = sum(fixed + j["iterations"] / it_s for j in packed["per_job"])
+    assert p["packing"] == pytest.approx(alone / packed["span_s"])
+    assert p["gpus"]["4"] == pytest.approx(hours / p["packing"] / 4)
