@@ -2,7 +2,8 @@
 at a time.
 
     python benchmarks/grid.py plan --task breastmnist --out JOBS.json
-    python benchmarks/grid.py run --jobs JOBS.json --concurrency 8 [--mps] [--iterations N] --out R
+    python benchmarks/grid.py run --jobs JOBS.json --concurrency 8 [--mps] [--together]
+                                  [--iterations N] --out R
     python benchmarks/grid.py record --packed P.json --baseline B.json [--sweep S...] --out G.json
     python benchmarks/grid.py workflow-run --log RUN.log --models results/models/T --out W.json
     python benchmarks/grid.py project --tasks T.json --grid G.json --packed-run W.json --out P.json
@@ -12,7 +13,9 @@ so the jobs are exactly the workflow's (their --set overrides, --folds and --fol
 them from the repository root, at most --concurrency at once, each as the GPU profile starts it
 (`python -m ncaflow.runtime.gpuslots --per-device K ...`, shared compile caches), optionally under
 CUDA MPS, with `--set train.iterations=N` appended to every job if --iterations is given (the same
-shortening for packed and one-at-a-time runs). It samples `nvidia-smi` every 200 ms while the
+shortening for packed and one-at-a-time runs); --together starts one process per grid cell
+that trains the cell's folds in turn (`fold_jobs: together`), --concurrency such processes at
+once. It samples `nvidia-smi` every 200 ms while the
 jobs run and writes wall time, jobs/hour, mean GPU utilisation (0..1), peak memory and the
 SHA-256 of every model.safetensors (packed == alone is checked by comparing those). record
 puts a packed run and a one-at-a-time run of the same jobs into the grid JSON of issue 27.
@@ -115,14 +118,41 @@ def mps(start: bool) -> None:
         time.sleep(2)
 
 
+def processes(jobs: list[dict[str, Any]], together: bool) -> list[list[dict[str, Any]]]:
+    """The jobs as processes: one each, or (``together``) one per grid cell training its
+    folds in turn (`ncaflow train --out D0 D1 ... --fold 0 1 ...`, the workflow's
+    `fold_jobs: together`)."""
+    if not together:
+        return [[job] for job in jobs]
+    cells: dict[str, list[dict[str, Any]]] = {}
+    for job in jobs:
+        cells.setdefault(job["name"].rsplit("/", 1)[0], []).append(job)
+    return list(cells.values())
+
+
+def command(group: list[dict[str, Any]], root: Path) -> tuple[list[str], list[Path]]:
+    """One process's `ncaflow train` argv (its --out folders under ``root``) and folders."""
+    argv = list(group[0]["argv"])
+    outs = [root / job["name"] for job in group]
+    argv[argv.index("--out") + 1 : argv.index("--out") + 2] = [str(o) for o in outs]
+    if len(group) > 1:
+        if "--fold" not in argv:
+            sys.exit("grid.py run --together: the jobs have no --fold (seed folds: not planned)")
+        folds = [job["argv"][job["argv"].index("--fold") + 1] for job in group]
+        argv[argv.index("--fold") + 1 : argv.index("--fold") + 2] = folds
+    if argv[0] == "ncaflow" and shutil.which("ncaflow") is None:
+        argv[:1] = [sys.executable, "-m", "ncaflow.cli"]  # not installed
+    return argv, outs
+
+
 def run_jobs(args: argparse.Namespace) -> dict[str, Any]:
     jobs = json.loads(args.jobs.read_text())[: args.limit or None]
     root = args.root.resolve()
     if root.exists():
         shutil.rmtree(root)
     k = args.concurrency
-    pending = list(jobs)
-    running: list[tuple[dict[str, Any], subprocess.Popen[bytes], float, Path]] = []
+    pending = processes(jobs, args.together)
+    running: list[tuple[list[dict[str, Any]], subprocess.Popen[bytes], float, list[Path]]] = []
     per_job: list[dict[str, Any]] = []
     if args.mps:
         mps(True)
@@ -133,40 +163,39 @@ def run_jobs(args: argparse.Namespace) -> dict[str, Any]:
                 if args.deadline and time.perf_counter() - t0 > args.deadline:
                     pending.clear()  # start no more: the rate is over the jobs that ran
                 while pending and len(running) < k:
-                    job = pending.pop(0)
-                    out = root / job["name"]
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    argv = list(job["argv"])
-                    argv[argv.index("--out") + 1] = str(out)
-                    if argv[0] == "ncaflow" and shutil.which("ncaflow") is None:
-                        argv[:1] = [sys.executable, "-m", "ncaflow.cli"]  # not installed
+                    group = pending.pop(0)
+                    argv, outs = command(group, root)
+                    for out in outs:
+                        out.parent.mkdir(parents=True, exist_ok=True)
                     if args.iterations:
                         argv += ["--set", f"train.iterations={args.iterations}"]
                     pin = [sys.executable, "-m", "ncaflow.runtime.gpuslots", "--per-device", str(k)]
                     pin += ["--locks", str(root / ".slots"), "--cache", str(args.cache), "--"]
-                    log = open(root / (job["name"].replace("/", "_") + ".log"), "wb")  # noqa: SIM115
+                    name = group[0]["name"].replace("/", "_")
+                    log = open(root / f"{name}.log", "wb")  # noqa: SIM115
                     proc = subprocess.Popen(
                         pin + argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
                     )
                     log.close()
-                    running.append((job, proc, time.perf_counter(), out))
+                    running.append((group, proc, time.perf_counter(), outs))
                 time.sleep(0.05)
                 for item in list(running):
-                    job, proc, start, out = item
+                    group, proc, start, outs = item
                     if proc.poll() is None:
                         continue
                     running.remove(item)
-                    model = out / "model.safetensors"
-                    per_job.append(
-                        {
-                            "name": job["name"],
-                            "rc": proc.returncode,
-                            "wall_s": time.perf_counter() - start,
-                            "sha256": hashlib.sha256(model.read_bytes()).hexdigest()
-                            if model.exists()
-                            else None,
-                        }
-                    )
+                    for job, out in zip(group, outs, strict=True):
+                        model = out / "model.safetensors"
+                        per_job.append(
+                            {
+                                "name": job["name"],
+                                "rc": proc.returncode,
+                                "wall_s": time.perf_counter() - start,  # its process's
+                                "sha256": hashlib.sha256(model.read_bytes()).hexdigest()
+                                if model.exists()
+                                else None,
+                            }
+                        )
     finally:
         if args.mps:
             mps(False)
@@ -180,6 +209,8 @@ def run_jobs(args: argparse.Namespace) -> dict[str, Any]:
         "jobs_planned": len(jobs),
         "concurrency": k,
         "mps": args.mps,
+        "together": args.together,
+        "processes": len(processes(jobs, args.together)),
         "iterations": args.iterations,
         "wall_s": wall,
         "jobs_per_hour": len(per_job) / wall * 3600,
@@ -221,6 +252,7 @@ def record(args: argparse.Namespace) -> dict[str, Any]:
         "speedup": packed["jobs_per_hour"] / base["jobs_per_hour"],
         "concurrency": packed["concurrency"],
         "mps": packed["mps"],
+        "together": packed.get("together", False),
         "iterations": packed["iterations"],
         "baseline_wall_s": base["wall_s"],
         "baseline_gpu_util_mean": base["gpu_util_mean"],
@@ -240,6 +272,9 @@ def record(args: argparse.Namespace) -> dict[str, Any]:
 
 
 TASK_RECORD = {"classification": "breastmnist", "segmentation": "kvasir"}  # else the task name
+# the training rules: `train`, or with fold_jobs: together `train_<task>_<N>folds`
+_TRAIN_RULE = re.compile(r"^(local)?rule train(_\w+_\d+folds)?:$")
+_TRAIN_DONE = re.compile(r"\(Rule: train(_\w+_\d+folds)?\)")
 _STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]{8} \d{4})\]$")
 
 
@@ -251,9 +286,9 @@ def workflow_run(args: argparse.Namespace) -> dict[str, Any]:
     for line in args.log.read_text().splitlines():
         if m := _STAMP.match(line.strip()):
             stamp = datetime.strptime(" ".join(m.group(1).split()), "%a %b %d %H:%M:%S %Y")
-        elif line.strip() in ("rule train:", "localrule train:") and first is None:
+        elif _TRAIN_RULE.match(line.strip()) and first is None:
             first = stamp
-        elif "(Rule: train)" in line and line.startswith("Finished job"):
+        elif _TRAIN_DONE.search(line) and line.startswith("Finished job"):
             last = stamp
     if first is None or last is None:
         sys.exit(f"grid.py workflow-run: {args.log} has no finished train job")
@@ -340,6 +375,9 @@ def main(argv: list[str] | None = None) -> None:
     pr.add_argument("--limit", type=int, default=0, help="the first N jobs only")
     pr.add_argument("--iterations", type=int, default=0, help="train.iterations for every job")
     pr.add_argument("--mps", action="store_true", help="run under CUDA MPS")
+    pr.add_argument(
+        "--together", action="store_true", help="a grid cell's folds in one process, in turn"
+    )
     pr.add_argument("--deadline", type=float, default=0, help="start no job after N seconds")
     pr.add_argument("--root", type=Path, default=REPO / "benchmarks" / "results" / "grid-run")
     pr.add_argument("--cache", type=Path, default=REPO / ".snakemake" / "compile-cache")

@@ -50,6 +50,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from ncaflow.backends import fused  # noqa: E402
 from ncaflow.config import RunConfig, read_yaml  # noqa: E402
 from ncaflow.tasks.runconfig import load_config  # noqa: E402
 from ncaflow.training.readback import LossReadback  # noqa: E402
@@ -292,9 +293,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--kernel-steps", type=int, default=64)
     p.add_argument("--kernel-iters", type=int, default=20)
     p.add_argument("--no-kernel", action="store_true", help="skip the kernel's rate")
+    p.add_argument(
+        "--on-chip", type=int, help="fused.ON_CHIP for this run (a trial of a larger MLP limit)"
+    )
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--name", help="output file name (default tasks-<device>-<time>.json)")
     args = p.parse_args(argv)
+    if args.on_chip:
+        fused.ON_CHIP = args.on_chip
     cuda = args.device.startswith("cuda")
     info: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

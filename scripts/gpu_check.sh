@@ -22,11 +22,17 @@
 #             benchmarks/setup_peers_offline.sh)
 #   tasks     benchmarks/tasks.py: every run config's real training iteration at its batch and
 #             at 256, beside the growing kernel's rate (issue 34)
+#   tasks-on-chip  the same for selfclass and BreastMNIST with fused.ON_CHIP raised to 128 x 128
+#             (their MLPs then take the fused kernels instead of the eager step)
 #   sweep     benchmarks/grid.py: K = 1, 2, 4, 8, 16 BreastMNIST paper-grid jobs at once, without
 #             and with CUDA MPS (ITERATIONS per job, default 300; stops starting new K after
 #             SWEEP_BUDGET seconds, default 270)
 #   grid      benchmarks/grid.py: the 40 BreastMNIST paper-grid jobs one at a time, then packed
 #             (JOBS_PER_GPU at once, default 8, MPS unless MPS=0), and the grid record (issue 27)
+#   grid-together  the same 40 jobs with each grid cell's folds trained in turn in one process
+#             (`fold_jobs: together`; JOBS_PER_GPU such processes at once, default 8; ITERATIONS
+#             default 1000), then the first of them one at a time (ALONE_DEADLINE s, default
+#             100), and the grid record (issue 27)
 #   all       tests, mlp, bench8, bench256 in turn (the default)
 #
 # JSON goes to OUT_DIR (default benchmarks/results).
@@ -61,6 +67,9 @@ case $stage in
     tasks) $py benchmarks/tasks.py --device cuda --iters 10 --warmup 2 --profile-iters 3 \
         --kernel-iters 10 --out "$out" \
         --name "tasks-$(date +%Y%m%d)-$(gpu).json" ;;
+    tasks-on-chip) $py benchmarks/tasks.py --device cuda --iters 10 --warmup 2 --profile-iters 3 \
+        --kernel-iters 10 --tasks selfclass breastmnist --on-chip 16384 --out "$out" \
+        --name "tasks-on-chip-$(date +%Y%m%d)-$(gpu).json" ;;
     sweep)
         t0=$SECONDS
         for m in 0 1; do for k in 1 2 4 8 16; do
@@ -80,6 +89,17 @@ case $stage in
             --baseline "$out/grid-alone.json" \
             --note "train.iterations=$it for every job (config: 3000), packed and alone alike" \
             --out "$out/grid-$(date +%Y%m%d)-$(gpu).json" ;;
+    grid-together)
+        k=${JOBS_PER_GPU:-8} it=${ITERATIONS:-1000} mps=$([ "${MPS:-1}" = 1 ] && echo --mps)
+        $py benchmarks/grid.py run --jobs "$jobs" --limit 1 --iterations "$it" --out "$out/warm.json"
+        $py benchmarks/grid.py run --jobs "$jobs" --together --concurrency "$k" --iterations "$it" \
+            $mps --root "$out/together-run" --out "$out/grid-together.json"
+        $py benchmarks/grid.py run --jobs "$jobs" --concurrency 1 --iterations "$it" \
+            --deadline "${ALONE_DEADLINE:-100}" --root "$out/alone-run" --out "$out/grid-alone.json"
+        $py benchmarks/grid.py record --packed "$out/grid-together.json" \
+            --baseline "$out/grid-alone.json" \
+            --note "train.iterations=$it for every job (config: 3000), packed and alone alike" \
+            --out "$out/grid-together-$(date +%Y%m%d)-$(gpu).json" ;;
     all) for s in tests mlp bench8 bench256; do bash "$0" "$s" "$out"; done ;;
-    *) echo "unknown stage '$stage': tests, mlp, mlp-bwd, mlp-tasks, profile, bench8, bench256, peers, tasks, sweep, grid or all" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage': tests, mlp, mlp-bwd, mlp-tasks, profile, bench8, bench256, peers, tasks, tasks-on-chip, sweep, grid, grid-together or all" >&2; exit 2 ;;
 esac

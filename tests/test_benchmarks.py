@@ -243,3 +243,47 @@ def test_grid_projection_adds_up_from_the_records(tmp_path: Path) -> None:
     alone = sum(fixed + j["iterations"] / it_s for j in packed["per_job"])
     assert p["packing"] == pytest.approx(alone / packed["span_s"])
     assert p["gpus"]["4"] == pytest.approx(hours / p["packing"] / 4)
+
+
+def test_grid_run_together_trains_each_cell_in_one_process(tmp_path: Path) -> None:
+    """`grid.py run --together`: a cell's folds go to one `ncaflow train` process, and its
+    models are the bytes of the same jobs run one process each."""
+    from own_folders import classification_run, write_classification_folder
+
+    from ncaflow.cli import main
+
+    folder = write_classification_folder(tmp_path / "own", n=24)
+    train = {"batch_size": 8, "steps": [3, 4], "lr": 0.01, "eval_every": 3}
+    run = classification_run(tmp_path / "run.yaml", folder, train=train)
+    folds = tmp_path / "folds.json"
+    assert main(["prepare", "--config", str(run), "--out", str(folds), "--k", "2"]) == 0
+    jobs = [
+        {
+            "name": f"{cell}/fold{k}",
+            "argv": ["ncaflow", "train", "--config", str(run), "--out", "x", "--set",
+                     f"train.lr={lr}", "--folds", str(folds), "--fold", str(k)],
+        }  # fmt: skip
+        for cell, lr in (("lr~0.01", 0.01), ("lr~0.02", 0.02))
+        for k in (0, 1)
+    ]
+    plan = tmp_path / "jobs.json"
+    plan.write_text(json.dumps(jobs))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "CUDA_VISIBLE_DEVICES": ""}
+    results = {}
+    for mode in ("alone", "together"):
+        out = tmp_path / f"{mode}.json"
+        cmd = [sys.executable, str(REPO / "benchmarks" / "grid.py"), "run", "--jobs", str(plan)]
+        cmd += ["--concurrency", "2", "--iterations", "6", "--root", str(tmp_path / mode)]
+        cmd += ["--cache", str(tmp_path / "cache"), "--out", str(out)]
+        cmd += ["--together"] if mode == "together" else []
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        results[mode] = json.loads(out.read_text())
+    alone, together = results["alone"], results["together"]
+    assert (alone["processes"], together["processes"]) == (4, 2)
+    assert alone["failed"] == together["failed"] == []
+    shas = {mode: {j["name"]: j["sha256"] for j in r["per_job"]} for mode, r in results.items()}
+    assert shas["alone"] == shas["together"] and None not in shas["alone"].values()
+    assert len(set(shas["alone"].values())) == 4
+    logs = sorted((tmp_path / "together").glob("*.log"))
+    assert [log.read_text().count("trained classification") for log in logs] == [2, 2]

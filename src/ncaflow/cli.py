@@ -32,37 +32,63 @@ def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
 def cmd_train(args: argparse.Namespace) -> int:
     from ncaflow.config import ConfigError
     from ncaflow.tasks.runconfig import load_config
-    from ncaflow.training.train import train
 
-    overrides = list(args.set)
-    if args.fold is not None and args.folds is None:
-        raise ConfigError(f"--fold {args.fold} needs --folds FOLDS.json (from ncaflow prepare)")
-    if args.fold is not None:
-        overrides.append(f"data.fold={args.fold}")
-    if args.folds is not None:
-        overrides.append(f"data.folds={args.folds}")
-    config = load_config(args.config, overrides)
-    if config.train.reproducible and args.argv is not None:  # the process's own command line
+    outs, folds, seeds = args.out, args.fold or [], args.seed or []
+    for name, values in (("--fold", folds), ("--seed", seeds)):
+        if values and len(values) != len(outs):
+            raise ConfigError(
+                f"{name} gives {len(values)} values for {len(outs)} --out folders; "
+                f"give one {name} value per --out folder, in the same order"
+            )
+    if folds and args.folds is None:
+        raise ConfigError(f"--fold {folds[0]} needs --folds FOLDS.json (from ncaflow prepare)")
+    if len(set(map(_resolved, outs))) != len(outs):
+        raise ConfigError("--out names a folder twice; give each job its own --out folder")
+    jobs = []  # (out, overrides): one run each, in turn, in this process
+    for i, out in enumerate(outs):
+        overrides = list(args.set)
+        if seeds:
+            overrides.append(f"train.seed={seeds[i]}")
+        if folds:
+            overrides.append(f"data.fold={folds[i]}")
+        if args.folds is not None:
+            overrides.append(f"data.folds={args.folds}")
+        jobs.append((Path(out), overrides, load_config(args.config, overrides)))
+    if any(c.train.reproducible for *_, c in jobs) and args.argv is not None:
         from ncaflow.runtime.reproducible import reexec_if_needed
 
-        reexec_if_needed(args.argv)
+        reexec_if_needed(args.argv)  # the process's own command line
+    for out, overrides, config in jobs:
+        _train_one(args, out, overrides, config)
+    return 0
+
+
+def _resolved(path: str) -> str:
+    import os
+
+    return os.path.realpath(path)
+
+
+def _train_one(args: argparse.Namespace, out: Path, overrides: list[str], config: Any) -> None:
+    """One run of ``ncaflow train`` into ``out`` (several --out folders: one after another)."""
+    from ncaflow.training.train import train
+
     if args.restart_changed:
         from ncaflow.training.jobkey import claim, job_key
 
-        checkpoint = Path(args.out) / "checkpoint.safetensors"
-        if claim(Path(args.out), job_key(args.config, overrides)):
-            print(f"resuming from {checkpoint}", flush=True)
-    result = train(config, args.out, impl=args.impl, overwrite=args.overwrite)
+        if claim(out, job_key(args.config, overrides)):
+            print(f"resuming from {out / 'checkpoint.safetensors'}", flush=True)
+    result = train(config, out, impl=args.impl, overwrite=args.overwrite)
     if args.restart_changed:
         from ncaflow.training.jobkey import release
 
-        release(Path(args.out))
+        release(out)
     print(
         f"trained {config.task} for {result.iterations} iterations in {result.seconds:.0f} s; "
         f"best {config.train.early_stopping.metric} = {result.best_metric:.4g} "
-        f"at iteration {result.best_iteration}; model in {Path(args.out) / 'model.safetensors'}"
+        f"at iteration {result.best_iteration}; model in {out / 'model.safetensors'}",
+        flush=True,
     )
-    return 0
 
 
 @command
@@ -407,13 +433,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ncaflow", description="Neural Cellular Automata pipeline")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train one model from a YAML run config")
+    p = sub.add_parser("train", help="train a model (or several in turn) from a YAML run config")
     p.add_argument("--config", required=True, help="YAML run config (see config/README.md)")
     p.add_argument(
-        "--out", required=True, help="output directory (resumes if it holds a checkpoint)"
+        "--out",
+        required=True,
+        nargs="+",
+        help="output directory (resumes if it holds a checkpoint); several: one run each, "
+        "one after another in this process (with one --fold or --seed value each)",
     )
     _set_arg(p, "override a config value, e.g. --set train.lr=1e-3 (repeatable)")
-    p.add_argument("--fold", type=int, help="fold index into the folds file (data.fold)")
+    p.add_argument(
+        "--fold",
+        type=int,
+        nargs="+",
+        help="fold index into the folds file (data.fold), one per --out folder",
+    )
+    p.add_argument("--seed", type=int, nargs="+", help="train.seed, one per --out folder")
     p.add_argument("--folds", help="folds JSON from `ncaflow prepare` (data.folds)")
     p.add_argument(
         "--restart-changed",
@@ -579,10 +615,12 @@ def _one_line(text: object, limit: int = 1000) -> str:
     return line if len(line) <= limit else f"{line[: limit - 30]}... ({len(line)} characters)"
 
 
-def _under(path: str, folder: str | None) -> bool:
-    """Whether ``path`` lies in ``folder`` (or is it)."""
+def _under(path: str, folder: str | list[str] | None) -> bool:
+    """Whether ``path`` lies in ``folder`` (or is it; a list: in one of them)."""
     if not folder:
         return False
+    if isinstance(folder, list):
+        return any(_under(path, f) for f in folder)
     import os
 
     real, top = os.path.realpath(path), os.path.realpath(folder)
@@ -680,14 +718,14 @@ def _inputs(args: argparse.Namespace) -> list[tuple[str | Path, str]]:
 
 def _outputs(args: argparse.Namespace) -> list[Path]:
     """Files a command writes (those named on its command line)."""
+    if args.command == "train":  # one or more model folders
+        return [Path(out) / name for out in args.out for name in (*_MODEL_FOLDER, "train.lock")]
     outs = [
         Path(v)
         for k in ("out", "csv", "md", "tex", "folds_csv", "best")
         if (v := getattr(args, k, None))
     ]
-    if args.command == "train" and outs:
-        outs = [outs[0] / name for name in (*_MODEL_FOLDER, "train.lock")]
-    elif args.command == "export" and outs:
+    if args.command == "export" and outs:
         outs.append(outs[0].with_suffix(".json"))  # the footprint report goes beside
     elif args.command == "figures" and outs:
         outs = [outs[0].with_suffix(".png"), outs[0].with_suffix(".pdf")]

@@ -2,7 +2,9 @@
 
 Two training jobs of the tiny config run alone (default settings), then again through the
 GPU profile with two slots on one fake GPU (CUDA_VISIBLE_DEVICES=fake0): both jobs claim a
-slot of that device, and their models are byte for byte those trained alone.
+slot of that device, and their models are byte for byte those trained alone. Then the same
+with `fold_jobs: together`: one job trains both folds in one process, pinned the same way
+(its rule takes the profile's `set-resources` of `train`), and gives the same bytes.
 """
 
 from __future__ import annotations
@@ -43,3 +45,15 @@ def test_packed_training_equals_training_alone(
     assert [(root / m).read_bytes() for m in MODELS] == alone
     assert (root / ".snakemake" / "compile-cache").is_dir()
     assert os.listdir(root / ".snakemake" / "gpu-slots")
+
+    for m in MODELS:
+        (root / m).unlink()
+    snakemake(
+        root, *MODELS, "--profile", "workflow/profiles/gpu", "--cores", "2",
+        "--configfile", ".test/config/config.yaml", "--config", "fold_jobs=together",
+        timeout=600,
+    )  # fmt: skip
+    log = (root / "results/logs/train/growing/hidden~8/folds.log").read_text()
+    assert log.count("trained growing") == 2, log  # both folds, one process
+    assert [line for line in log.splitlines() if "gpuslots" in line][0].endswith("=fake0")
+    assert [(root / m).read_bytes() for m in MODELS] == alone

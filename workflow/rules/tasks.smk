@@ -300,11 +300,17 @@ def train_inputs(wildcards) -> dict:
     return {"run": task.run, "data": task_data(wildcards)}
 
 
-def train_overrides(wildcards) -> list[str]:
+def cell_overrides(wildcards) -> list[str]:
+    """What every fold of a grid cell is trained with."""
     task = TASKS[wildcards.task]
     if wildcards.cell not in task.cells:
         raise WorkflowError(f"task {task.name!r} has no grid cell {wildcards.cell!r}")
-    sets = ["train.progress=false", *task.fixed, *task.cells[wildcards.cell]]
+    return ["train.progress=false", *task.fixed, *task.cells[wildcards.cell]]
+
+
+def train_overrides(wildcards) -> list[str]:
+    task = TASKS[wildcards.task]
+    sets = cell_overrides(wildcards)
     if task.fold_by == "seed":
         sets.append(f"train.seed={task.base_seed + int(wildcards.fold)}")
     return sets
@@ -317,6 +323,51 @@ def train_args(wildcards) -> str:
         folds = shlex.quote(f"data/prepared/{task.name}/folds.json")
         args.append(f"--folds {folds} --fold {int(wildcards.fold)}")
     return " ".join(args)
+
+
+def together_groups() -> list[tuple[str, int, list[str]]]:
+    """`fold_jobs: together`: (task, fold count, its cells with that many folds), one
+    training rule each (a rule's outputs are a fixed list, so one per fold count)."""
+    groups: dict[tuple[str, int], list[str]] = {}
+    for name, task in TASKS.items():
+        for cell in task.cells:
+            count = task.cell_folds.get(cell, task.folds)
+            groups.setdefault((name, count), []).append(cell)
+    return [(name, count, cells) for (name, count), cells in groups.items()]
+
+
+def together_args(folds: int):
+    """The `ncaflow train` options of one job training all ``folds`` folds of a cell in
+    turn: the options of the separate jobs, with one --out (and --fold or --seed) each."""
+
+    def get(wildcards) -> str:
+        task = TASKS[wildcards.task]
+        args = [f"--set {shlex.quote(o)}" for o in cell_overrides(wildcards)]
+        outs = (MODEL_DIR.format(fold=k, **wildcards) for k in range(folds))
+        args.append("--out " + " ".join(shlex.quote(o) for o in outs))
+        if task.fold_by == "seed":
+            args.append("--seed " + " ".join(str(task.base_seed + k) for k in range(folds)))
+        else:
+            path = shlex.quote(f"data/prepared/{task.name}/folds.json")
+            args.append(f"--folds {path} --fold " + " ".join(map(str, range(folds))))
+        return " ".join(args)
+
+    return get
+
+
+def together_resource(name: str, folds: int):
+    """A together job's resources: one fold's, its runtime times the folds; jobs_per_gpu
+    as a profile sets it for `train` (set-resources), so the GPU profiles pack both modes."""
+
+    def get(wildcards) -> int:
+        if name == "jobs_per_gpu":
+            given = workflow.resource_settings.overwrite_resources.get("train", {})
+            value = given["jobs_per_gpu"] if "jobs_per_gpu" in given else 0
+            return int(getattr(value, "value", value) or 0)  # a snakemake Resource or a number
+        value = TASKS[wildcards.task].resources[name]
+        return value * folds if name == "runtime" else value
+
+    return get
 
 
 def train_resource(name: str):
