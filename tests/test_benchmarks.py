@@ -257,12 +257,13 @@ def test_grid_run_together_trains_each_cell_in_one_process(tmp_path: Path) -> No
     run = classification_run(tmp_path / "run.yaml", folder, train=train)
     folds = tmp_path / "folds.json"
     assert main(["prepare", "--config", str(run), "--out", str(folds), "--k", "2"]) == 0
+
+    def argv(lr: float, fold: int) -> list[str]:
+        sets = ["--set", f"train.lr={lr}", "--folds", str(folds), "--fold", str(fold)]
+        return ["ncaflow", "train", "--config", str(run), "--out", "x", *sets]
+
     jobs = [
-        {
-            "name": f"{cell}/fold{k}",
-            "argv": ["ncaflow", "train", "--config", str(run), "--out", "x", "--set",
-                     f"train.lr={lr}", "--folds", str(folds), "--fold", str(k)],
-        }  # fmt: skip
+        {"name": f"{cell}/fold{k}", "argv": argv(lr, k)}
         for cell, lr in (("lr~0.01", 0.01), ("lr~0.02", 0.02))
         for k in (0, 1)
     ]

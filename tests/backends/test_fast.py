@@ -200,3 +200,25 @@ def test_compiled_perception_equals_reference(monkeypatch: pytest.MonkeyPatch) -
     _assert_same(_rollout(fast, x), _rollout(ref, x), 1e-9)
     workspace = BACKENDS["fast"].workspace(fast, x.permute(0, 2, 3, 1))  # type: ignore[attr-defined]
     assert workspace.compiled  # it did not fall back
+
+
+def test_auto_compiles_the_perception_from_training_sized_grids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """NCAFLOW_COMPILE=auto (the default; the workflow tests run with 0) compiles on a CPU
+    with a C++ compiler from COMPILE_MIN_CELLS cells a step, never on a GPU; 0 never."""
+    from ncaflow.backends import fast
+
+    model = NCA(config=ModelConfig(output_channels=3, hidden_channels=4, hidden_width=16))
+    ws_plan = model._make_plan()  # sobel: fixed taps, which is what compiles
+    monkeypatch.setattr(fast.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setenv("NCAFLOW_COMPILE", "auto")
+    want = fast._want_compile
+    assert want(ws_plan, fast.COMPILE_MIN_CELLS, cpu=True)
+    assert not want(ws_plan, fast.COMPILE_MIN_CELLS - 1, cpu=True)
+    assert not want(ws_plan, fast.COMPILE_MIN_CELLS, cpu=False)
+    monkeypatch.setenv("NCAFLOW_COMPILE", "0")
+    assert not want(ws_plan, fast.COMPILE_MIN_CELLS, cpu=True)
+    monkeypatch.setenv("NCAFLOW_COMPILE", "auto")
+    monkeypatch.setattr(fast.shutil, "which", lambda name: None)
+    assert not want(ws_plan, fast.COMPILE_MIN_CELLS, cpu=True)  # no compiler: eager

@@ -284,7 +284,9 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         _stop(directory)
         pytest.fail(f"cluster.sh start failed:\n{started.stderr[-6000:]}")
     exports = _parse_exports(started.stdout)
-    cluster = SlurmCluster(directory=directory, exports=exports, env={**os.environ, **exports})
+    # the eager perception in the jobs, as tests/workflow/test_workflow.py's WORKFLOW_ENV says
+    env = {"NCAFLOW_COMPILE": "0", **os.environ, **exports}
+    cluster = SlurmCluster(directory=directory, exports=exports, env=env)
     try:
         yield cluster
     finally:

@@ -45,12 +45,11 @@ def test_folds_in_one_process_equal_one_process_each(
     for a, t in zip(alone, map(Path, together), strict=True):
         for name in SAVED[:1] + SAVED[2:3]:
             assert (a / name).read_bytes() == (t / name).read_bytes(), f"{t.name}/{name}"
-        assert json.loads((a / "model.json").read_text())["config"] == json.loads(
-            (t / "model.json").read_text()
-        )["config"]
-        assert _history_without_time(a / "history.csv") == _history_without_time(
-            t / "history.csv"
+        assert (
+            json.loads((a / "model.json").read_text())["config"]
+            == json.loads((t / "model.json").read_text())["config"]
         )
+        assert _history_without_time(a / "history.csv") == _history_without_time(t / "history.csv")
         assert not (t / "checkpoint.key").exists()  # each job released its key
     # the three folds are three different models
     assert len({(Path(t) / "model.safetensors").read_bytes() for t in together}) == 3

@@ -55,5 +55,5 @@ def test_packed_training_equals_training_alone(
     )  # fmt: skip
     log = (root / "results/logs/train/growing/hidden~8/folds.log").read_text()
     assert log.count("trained growing") == 2, log  # both folds, one process
-    assert [line for line in log.splitlines() if "gpuslots" in line][0].endswith("=fake0")
+    assert next(line for line in log.splitlines() if "gpuslots" in line).endswith("=fake0")
     assert [(root / m).read_bytes() for m in MODELS] == alone

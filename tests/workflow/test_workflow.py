@@ -25,6 +25,10 @@ pytestmark = pytest.mark.workflow
 
 REPO = Path(__file__).resolve().parents[2]
 RESERVED_TASKS = {"growing": "growing", "segmentation": "kvasir"}
+# The workflow's jobs run the eager perception unless the environment says otherwise:
+# compiling it costs 5-11 s a job, a quarter of the tiny run, and the compiled perception's
+# equality with the eager one is tests/backends/test_fast.py's (tests/dvc keeps the default).
+WORKFLOW_ENV = {"NCAFLOW_COMPILE": "0"}
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -42,7 +46,7 @@ def snakemake(
     proc = subprocess.run(
         ["snakemake", *args],
         cwd=cwd,
-        env=dict(os.environ),
+        env={**WORKFLOW_ENV, **os.environ},
         capture_output=True,
         text=True,
         timeout=timeout,

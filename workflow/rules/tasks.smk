@@ -338,7 +338,8 @@ def together_groups() -> list[tuple[str, int, list[str]]]:
 
 def together_args(folds: int):
     """The `ncaflow train` options of one job training all ``folds`` folds of a cell in
-    turn: the options of the separate jobs, with one --out (and --fold or --seed) each."""
+    turn: the options of the separate jobs, with one --out (and --fold or --seed) each.
+    """
 
     def get(wildcards) -> str:
         task = TASKS[wildcards.task]
@@ -346,7 +347,9 @@ def together_args(folds: int):
         outs = (MODEL_DIR.format(fold=k, **wildcards) for k in range(folds))
         args.append("--out " + " ".join(shlex.quote(o) for o in outs))
         if task.fold_by == "seed":
-            args.append("--seed " + " ".join(str(task.base_seed + k) for k in range(folds)))
+            args.append(
+                "--seed " + " ".join(str(task.base_seed + k) for k in range(folds))
+            )
         else:
             path = shlex.quote(f"data/prepared/{task.name}/folds.json")
             args.append(f"--folds {path} --fold " + " ".join(map(str, range(folds))))
@@ -357,13 +360,16 @@ def together_args(folds: int):
 
 def together_resource(name: str, folds: int):
     """A together job's resources: one fold's, its runtime times the folds; jobs_per_gpu
-    as a profile sets it for `train` (set-resources), so the GPU profiles pack both modes."""
+    as a profile sets it for `train` (set-resources), so the GPU profiles pack both modes.
+    """
 
     def get(wildcards) -> int:
         if name == "jobs_per_gpu":
             given = workflow.resource_settings.overwrite_resources.get("train", {})
             value = given["jobs_per_gpu"] if "jobs_per_gpu" in given else 0
-            return int(getattr(value, "value", value) or 0)  # a snakemake Resource or a number
+            return int(
+                getattr(value, "value", value) or 0
+            )  # a snakemake Resource or a number
         value = TASKS[wildcards.task].resources[name]
         return value * folds if name == "runtime" else value
 
