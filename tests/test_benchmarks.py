@@ -264,7 +264,7 @@ def test_grid_run_together_trains_each_cell_in_one_process(tmp_path: Path) -> No
 
     jobs = [
         {"name": f"{cell}/fold{k}", "argv": argv(lr, k)}
-        for cell, lr in (("lr~0.01", 0.01), ("lr~0.02", 0.02))
+        for cell, lr in (("lr~0.01", 0.01),)
         for k in (0, 1)
     ]
     plan = tmp_path / "jobs.json"
@@ -281,10 +281,10 @@ def test_grid_run_together_trains_each_cell_in_one_process(tmp_path: Path) -> No
         assert done.returncode == 0, done.stderr[-2000:]
         results[mode] = json.loads(out.read_text())
     alone, together = results["alone"], results["together"]
-    assert (alone["processes"], together["processes"]) == (4, 2)
+    assert (alone["processes"], together["processes"]) == (2, 1)
     assert alone["failed"] == together["failed"] == []
     shas = {mode: {j["name"]: j["sha256"] for j in r["per_job"]} for mode, r in results.items()}
     assert shas["alone"] == shas["together"] and None not in shas["alone"].values()
-    assert len(set(shas["alone"].values())) == 4
+    assert len(set(shas["alone"].values())) == 2  # the two folds are two models
     logs = sorted((tmp_path / "together").glob("*.log"))
-    assert [log.read_text().count("trained classification") for log in logs] == [2, 2]
+    assert [log.read_text().count("trained classification") for log in logs] == [2]
