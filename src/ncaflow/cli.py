@@ -40,6 +40,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"{name} gives {len(values)} values for {len(outs)} --out folders; "
                 f"give one {name} value per --out folder, in the same order"
             )
+    if len(outs) > 1 and not folds and not seeds:
+        raise ConfigError(
+            f"{len(outs)} --out folders would train the same run {len(outs)} times; "
+            "give one --fold (with --folds) or --seed value per folder"
+        )
     if folds and args.folds is None:
         raise ConfigError(f"--fold {folds[0]} needs --folds FOLDS.json (from ncaflow prepare)")
     if len(set(map(_resolved, outs))) != len(outs):

@@ -68,7 +68,8 @@ def test_seeds_pair_with_folders(prepared: tuple[Path, Path], tmp_path: Path) ->
     [
         (["--out", "a", "b", "--fold", "0"], "--fold gives 1 values for 2 --out folders"),
         (["--out", "a", "b", "--seed", "1", "2", "3"], "--seed gives 3 values for 2 --out"),
-        (["--out", "a", "./a"], "--out names a folder twice"),
+        (["--out", "a", "./a", "--seed", "1", "2"], "--out names a folder twice"),
+        (["--out", "a", "b"], "would train the same run 2 times"),
     ],
 )
 def test_mismatched_job_lists_are_refused_before_anything_is_written(
