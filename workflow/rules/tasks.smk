@@ -367,9 +367,7 @@ def together_resource(name: str, folds: int):
         if name == "jobs_per_gpu":
             given = workflow.resource_settings.overwrite_resources.get("train", {})
             value = given["jobs_per_gpu"] if "jobs_per_gpu" in given else 0
-            return int(
-                getattr(value, "value", value) or 0
-            )  # a snakemake Resource or a number
+            return int(getattr(value, "value", value) or 0)  # a Resource, or a number
         value = TASKS[wildcards.task].resources[name]
         return value * folds if name == "runtime" else value
 

@@ -31,11 +31,7 @@ if config["fold_jobs"] == "separate":
         input:
             unpack(train_inputs),
         output:
-            model="results/models/{task}/{cell}/fold{fold}/model.safetensors",
-            meta="results/models/{task}/{cell}/fold{fold}/model.json",
-            last="results/models/{task}/{cell}/fold{fold}/last.safetensors",
-            last_meta="results/models/{task}/{cell}/fold{fold}/last.json",
-            history="results/models/{task}/{cell}/fold{fold}/history.csv",
+            **{key: f"{MODEL_DIR}/{name}" for key, name in TRAIN_FILES.items()},
         log:
             "results/logs/train/{task}/{cell}/fold{fold}.log",
         benchmark:
