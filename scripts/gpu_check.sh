@@ -22,8 +22,8 @@
 #             benchmarks/setup_peers_offline.sh)
 #   tasks     benchmarks/tasks.py: every run config's real training iteration at its batch and
 #             at 256, beside the growing kernel's rate (issue 34)
-#   tasks-on-chip  the same for selfclass and BreastMNIST with fused.ON_CHIP raised to 128 x 128
-#             (their MLPs then take the fused kernels instead of the eager step)
+#   tasks-on-chip  the same for selfclass and BreastMNIST with fused.ON_CHIP at 128 x 128 (its
+#             value since 2026-12-07: their MLPs take the fused kernels on an H100 or H200)
 #   sweep     benchmarks/grid.py: K = 1, 2, 4, 8, 16 BreastMNIST paper-grid jobs at once, without
 #             and with CUDA MPS (ITERATIONS per job, default 300; stops starting new K after
 #             SWEEP_BUDGET seconds, default 270)

@@ -216,6 +216,41 @@ def test_readme_grid_numbers_quote_the_grid_records() -> None:
         assert text in README, f"README.md should say {text!r} (from the records)"
 
 
+def test_readme_quotes_the_folds_together_record() -> None:
+    """The together run's numbers are its record's, and its 40 models are the bytes of the
+    earlier lease's packed run of the same jobs (one process each)."""
+    import json
+
+    together = json.loads((RECORDS / "grid-together-20261207-h100.json").read_text())
+    grid = json.loads((RECORDS / "grid-20261207-h100.json").read_text())
+    assert together["together"] and together["packed"]["processes"] == 8
+    assert together["packed"]["failed"] == []
+    quoted = [
+        f"the same {together['jobs']}\njobs ran {together['jobs_per_hour']:,.0f} jobs per hour",
+        f"the GPU {together['gpu_util_mean']:.0%} busy".replace("%", " %"),
+    ]
+    for text in quoted:
+        assert text in README, f"README.md should say {text!r} (from the record)"
+    before = {j["name"]: j["sha256"] for j in grid["packed"]["per_job"]}
+    now = {j["name"]: j["sha256"] for j in together["packed"]["per_job"]}
+    assert len(now) == 40 and now == before
+
+
+def test_readme_on_chip_ratios_come_from_the_records() -> None:
+    """Self-classifying MNIST's and BreastMNIST's batch-256 ratios to the kernel: the on-chip
+    record's cell-steps/s over the first lease's kernel rate (both H100)."""
+    import json
+
+    on_chip = json.loads((RECORDS / "tasks-on-chip-20261207-h100.json").read_text())
+    kernel = json.loads((RECORDS / "tasks-20261207-h100.json").read_text())["kernel"]
+    ratio = {
+        r["config"]: r["cell_steps_per_s"] / kernel["cell_steps_per_s"]
+        for r in on_chip["rows"]
+        if r["batch"] == 256
+    }
+    assert f"{ratio['selfclass']:.2f} and {ratio['breastmnist']:.2f}, since" in README
+
+
 def test_readme_quotes_the_ablation_table() -> None:
     """The options paragraph's base AUC is docs/ablation.md's (target `ablation`)."""
     table = (ROOT / "docs" / "ablation.md").read_text()

@@ -7,6 +7,7 @@ only the fallback is checked, which is what CI exercises.
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -217,7 +218,12 @@ def test_auto_resolves_to_the_fused_kernels_only_on_cuda_where_they_fit(
     assert resolve_impl("auto", cfg, cpu).name == "auto"  # the CPU fast path
     assert resolve_impl("reference", cfg, cuda_dev).name == "reference"  # asked for: kept
     wide = replace(cfg, model=replace(cfg.model, hidden_width=160))  # padded 64 x 256
-    assert resolve_impl("auto", wide, cuda_dev).name == "auto"  # beyond the kernels
+    for optin, name in ((232448, "fused"), (167936, "auto")):  # an H100's, an A100's
+        props = SimpleNamespace(shared_memory_per_block_optin=optin)
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d, p=props: p)
+        assert resolve_impl("auto", wide, cuda_dev).name == name  # fused.fits
+    wider = replace(cfg, model=replace(cfg.model, hidden_width=300))  # padded 64 x 512
+    assert resolve_impl("auto", wider, cuda_dev).name == "auto"  # beyond the kernels
     monkeypatch.setattr(ncaflow.backends.fused, "available", lambda device: False)  # no triton
     assert resolve_impl("auto", cfg, cuda_dev).name == "auto"
 

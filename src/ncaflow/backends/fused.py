@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["LAUNCH", "Launch", "available", "fused_mlp", "supports"]
+__all__ = ["LAUNCH", "Launch", "available", "fits", "fused_mlp", "supports"]
 
 
 def available(device: torch.device | str) -> bool:
@@ -113,12 +113,16 @@ def _sizes(p: Tensor, w1: Tensor, w2: Tensor) -> dict[str, int]:
     return {"KP": _pow2(p.shape[1]), "HP": _pow2(w1.shape[0]), "OP": _pow2(w2.shape[0])}
 
 
-# The largest padded K_in x hidden, and K_out, that the kernels take (supports). Measured on
-# an H200: 48 -> 128 -> 16 (the growing config, 64 x 128) runs, while 147 -> 192 -> 48
-# (256 x 256) needs more shared memory than an SM has; 128 x 128 (the self-classifying MNIST
-# and BreastMNIST run configs: 90 -> 128 -> 29, 75 -> 96 -> 24) is untried, and
-# `benchmarks/fused_mlp.py --shape ... --on-chip 16384` tries it.
-ON_CHIP = 64 * 128
+# The largest padded K_in x hidden, and K_out, that the kernels take (supports). Measured:
+# 48 -> 128 -> 16 (the growing config, 64 x 128) runs on an H200 and an H100; 147 -> 192 -> 48
+# (256 x 256) needs more shared memory than an H200's SM has; 128 x 128 (the self-classifying
+# MNIST and BreastMNIST run configs: 90 -> 128 -> 29, 75 -> 96 -> 24) runs on an H100, whose
+# SMs give a block 227 KiB of shared memory (benchmarks/reference/tasks-on-chip-20261207-h100.json:
+# their training 1.6-3.1x the eager step's rate). On a GPU with less (an A100 has 163 KiB)
+# 128 x 128 is untried, so `fits` keeps such MLPs to SMALL_ON_CHIP there.
+ON_CHIP = 128 * 128
+SMALL_ON_CHIP = 64 * 128
+LARGE_SHARED_MEMORY = 227 * 1024  # bytes a block may opt in to on an H100 / H200 SM
 MAX_K_OUT = 64
 
 
@@ -126,6 +130,17 @@ def supports(k_in: int, hidden: int, k_out: int) -> bool:
     """Whether the kernels take an MLP of these sizes: its weights, padded to powers of two,
     must stay on chip (:data:`ON_CHIP`, :data:`MAX_K_OUT`)."""
     return _pow2(k_in) * _pow2(hidden) <= ON_CHIP and _pow2(k_out) <= MAX_K_OUT
+
+
+def fits(device: torch.device, k_in: int, hidden: int, k_out: int) -> bool:
+    """Whether an MLP of these sizes runs on ``device``'s kernels: :func:`supports`, and above
+    :data:`SMALL_ON_CHIP` only on a GPU with :data:`LARGE_SHARED_MEMORY` per block."""
+    if not supports(k_in, hidden, k_out):
+        return False
+    if _pow2(k_in) * _pow2(hidden) <= SMALL_ON_CHIP or device.type != "cuda":
+        return True
+    props = torch.cuda.get_device_properties(device)
+    return int(getattr(props, "shared_memory_per_block_optin", 0)) >= LARGE_SHARED_MEMORY
 
 
 def _check(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, keep: Tensor | None) -> None:
