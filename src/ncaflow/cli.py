@@ -9,14 +9,18 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ncaflow.backends import IMPLS
 from ncaflow.config import MAX_STEPS
+
+if TYPE_CHECKING:
+    from ncaflow.config import RunConfig
 
 __all__ = ["main"]
 
@@ -47,9 +51,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     if folds and args.folds is None:
         raise ConfigError(f"--fold {folds[0]} needs --folds FOLDS.json (from ncaflow prepare)")
-    if len(set(map(_resolved, outs))) != len(outs):
+    if len({os.path.realpath(out) for out in outs}) != len(outs):
         raise ConfigError("--out names a folder twice; give each job its own --out folder")
-    jobs = []  # (out, overrides): one run each, in turn, in this process
+    jobs = []  # (folder, its overrides, its config): one run each, in turn, in this process
     for i, out in enumerate(outs):
         overrides = list(args.set)
         if seeds:
@@ -68,13 +72,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolved(path: str) -> str:
-    import os
-
-    return os.path.realpath(path)
-
-
-def _train_one(args: argparse.Namespace, out: Path, overrides: list[str], config: Any) -> None:
+def _train_one(
+    args: argparse.Namespace, out: Path, overrides: list[str], config: RunConfig
+) -> None:
     """One run of ``ncaflow train`` into ``out`` (several --out folders: one after another)."""
     from ncaflow.training.train import train
 
@@ -626,8 +626,6 @@ def _under(path: str, folder: str | list[str] | None) -> bool:
         return False
     if isinstance(folder, list):
         return any(_under(path, f) for f in folder)
-    import os
-
     real, top = os.path.realpath(path), os.path.realpath(folder)
     return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
 
@@ -675,8 +673,6 @@ class _Watched:
     def flush(self) -> None:
         """Flush; on failure remember why, and point the real stdout at /dev/null, so
         that Python does not report the same failure again when it exits."""
-        import os
-
         try:
             self.stream.flush()
         except OSError as err:
