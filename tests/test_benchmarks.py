@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -288,3 +289,17 @@ def test_grid_run_together_trains_each_cell_in_one_process(tmp_path: Path) -> No
     assert len(set(shas["alone"].values())) == 2  # the two folds are two models
     logs = sorted((tmp_path / "together").glob("*.log"))
     assert [log.read_text().count("trained classification") for log in logs] == [2]
+
+
+def test_committed_records_name_no_machine_path() -> None:
+    """The records under benchmarks/reference/ say where things ran in repository-relative
+    paths (OUT: the device's output folder), never a machine's own folders."""
+    leaks = re.compile(r"(?<![\w.])/(work|root|home|tmp)/")
+    found = [
+        f"{path.name}:{n}"
+        for path in sorted((REPO / "benchmarks" / "reference").iterdir())
+        if path.is_file()
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if leaks.search(line)
+    ]
+    assert found == []
