@@ -151,7 +151,8 @@ def run_jobs(args: argparse.Namespace) -> dict[str, Any]:
     if root.exists():
         shutil.rmtree(root)
     k = args.concurrency
-    pending = processes(jobs, args.together)
+    groups = processes(jobs, args.together)
+    pending = list(groups)
     running: list[tuple[list[dict[str, Any]], subprocess.Popen[bytes], float, list[Path]]] = []
     per_job: list[dict[str, Any]] = []
     if args.mps:
@@ -210,7 +211,7 @@ def run_jobs(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": k,
         "mps": args.mps,
         "together": args.together,
-        "processes": len(processes(jobs, args.together)),
+        "processes": len(groups),
         "iterations": args.iterations,
         "wall_s": wall,
         "jobs_per_hour": len(per_job) / wall * 3600,
@@ -321,10 +322,9 @@ def project(args: argparse.Namespace) -> dict[str, Any]:
 
     tasks, grid = json.loads(args.tasks.read_text()), json.loads(args.grid.read_text())
     rate: dict[str, float] = {}
+    it_s: dict[str, float] = {}
     for row in tasks["rows"]:  # the first row of each run config is at its own batch
         rate.setdefault(row["config"], row["cell_steps_per_s"])
-    it_s = {}
-    for row in tasks["rows"]:
         it_s.setdefault(row["config"], row["iterations_per_s"])
     alone = grid["baseline"]["per_job"]  # the grid record's jobs are BreastMNIST's
     fixed = statistics.mean(j["wall_s"] for j in alone) - grid["iterations"] / it_s["breastmnist"]

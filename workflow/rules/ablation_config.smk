@@ -27,7 +27,7 @@ def _ablation_files() -> list[tuple[dict, str]]:
     for task in ablation_tasks():
         spec = TASKS[task]
         for cell in spec.cells:
-            for fold in range(spec.cell_folds.get(cell, spec.folds)):
+            for fold in range(spec.folds_of(cell)):
                 what = {"task": task, "option": cell, "seed": fold}
                 out.append(
                     (

@@ -31,7 +31,7 @@ def model_dirs(task: str) -> list[str]:
     return [
         MODEL_DIR.format(task=task, cell=cell, fold=k)
         for cell in t.cells
-        for k in range(t.cell_folds.get(cell, t.folds))
+        for k in range(t.folds_of(cell))
     ]
 
 

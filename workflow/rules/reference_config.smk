@@ -14,7 +14,7 @@ def _check_member(key: str, task: str, member: str) -> None:
         _reference_stop(
             key, f"task {task!r} has no cell {cell!r}; have {sorted(TASKS[task].cells)}"
         )
-    folds = TASKS[task].cell_folds.get(cell, TASKS[task].folds)
+    folds = TASKS[task].folds_of(cell)
     if int(fold) >= folds:
         _reference_stop(
             key, f"{member}: cell {cell!r} of {task!r} has folds 0-{folds - 1}"
@@ -108,7 +108,7 @@ def _evaluation_files() -> list[tuple[dict, str]]:
     out = []
     for task, spec in REFERENCE.get("rollouts", {}).items():
         for cell in spec["cells"]:
-            for fold in range(TASKS[task].cell_folds.get(cell, TASKS[task].folds)):
+            for fold in range(TASKS[task].folds_of(cell)):
                 folder = MODEL_DIR.format(task=task, cell=cell, fold=fold)
                 for name in ["as trained", *spec["evaluations"]]:
                     path = (

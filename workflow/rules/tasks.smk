@@ -101,6 +101,10 @@ class Task:
         default_factory=dict
     )  # variants' own fold counts
 
+    def folds_of(self, cell: str) -> int:
+        """How many folds (or seeds) a cell trains: its variant's own count, else the task's."""
+        return self.cell_folds.get(cell, self.folds)
+
 
 # a grid value's text in a folder name (Snakemake's paths stay short)
 GRID_VALUE_CHARS = 40
@@ -331,8 +335,7 @@ def together_groups() -> list[tuple[str, int, list[str]]]:
     groups: dict[tuple[str, int], list[str]] = {}
     for name, task in TASKS.items():
         for cell in task.cells:
-            count = task.cell_folds.get(cell, task.folds)
-            groups.setdefault((name, count), []).append(cell)
+            groups.setdefault((name, task.folds_of(cell)), []).append(cell)
     return [(name, count, cells) for (name, count), cells in groups.items()]
 
 
