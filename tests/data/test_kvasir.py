@@ -59,3 +59,22 @@ def test_zip_is_extracted_once_into_the_cache(tmp_path: Path) -> None:
     (tmp_path / "m" / "kvasir-seg.zip").unlink()
     again = load_kvasir(size=12, root=cache)  # no mirror, no network: the extracted folder
     assert again[2] == ids and torch.equal(again[1], masks)
+
+
+@pytest.mark.parametrize("top", ["Kvasir-SEG/", ""])
+def test_the_extracted_folder_is_0755_under_umask_022(
+    tmp_path: Path, umask_022: None, top: str
+) -> None:
+    """The cache folder is readable by others however the zip is laid out (images/ at its
+    top: the extraction's own temporary folder, which mkdtemp made 0700, becomes the cache)."""
+    (tmp_path / "m").mkdir()
+    with zipfile.ZipFile(tmp_path / "m" / "kvasir-seg.zip", "w") as zf:
+        zf.writestr(f"{top}images/a.jpg", _jpeg(True))
+        zf.writestr(f"{top}masks/a.jpg", _jpeg(False))
+    cache = tmp_path / "c"
+    with pytest.warns(DataWarning):
+        load_kvasir(size=12, root=cache, mirror=tmp_path / "m")
+    folder = cache / "kvasir-seg"
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert (folder / "images" / "a.jpg").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in cache.iterdir() if p.name.startswith(".")] == []

@@ -12,6 +12,7 @@ import torch
 
 from ncaflow.data.images import read_pairs
 from ncaflow.data.sources import SOURCES, DataError, fetch, mirror_dir, refetch_hint
+from ncaflow.runtime.safe_io import dir_mode
 
 __all__ = ["load_kvasir"]
 
@@ -34,6 +35,7 @@ def _extract(zip_path: Path, dest: Path, hint: str) -> None:
         roots = sorted({p.parent for p in tmp.rglob("images") if _has_layout(p.parent)})
         if not roots:
             raise DataError(f"{zip_path} has no folder with images/ and masks/ inside; {hint}")
+        os.chmod(roots[0], dir_mode())  # the zip's images/ may lie in mkdtemp's 0700 folder
         try:
             os.rename(roots[0], dest)
         except OSError:

@@ -23,6 +23,7 @@ from pathlib import Path
 __all__ = [
     "UnsafePath",
     "clip",
+    "dir_mode",
     "file_mode",
     "no_symlink",
     "open_nofollow",
@@ -36,11 +37,21 @@ class UnsafePath(RuntimeError):
     """A write would follow a planted symbolic link or overwrite one of the inputs."""
 
 
-def file_mode() -> int:
-    """The mode a newly created file gets: ``0o666`` minus the process's umask."""
+def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a newly created file gets: ``0o666`` minus the process's umask."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    """The mode a newly created folder gets: ``0o777`` minus the process's umask (``mkdtemp``
+    makes them 0700)."""
+    return file_mode() | (0o111 & ~_umask())
 
 
 def publish(path: str | Path) -> None:
