@@ -12,8 +12,7 @@
 #   mlp       benchmarks/fused_mlp.py: the MLP kernels' launch configurations
 #   mlp-bwd   the same, forward + backward only
 #   mlp-tasks the same for the BreastMNIST and self-classifying MNIST run configs' MLPs
-#             (75 -> 96 -> 24, 90 -> 128 -> 29) with fused.ON_CHIP raised to 128 x 128: do they
-#             fit an SM, and do the kernels beat cuBLAS there (issue 34)
+#             (75 -> 96 -> 24, 90 -> 128 -> 29, 128 x 128 padded): the kernels against cuBLAS
 #   profile   benchmarks/profile_step.py: graph-fused's kernels at batch 8 and 256
 #   bench8    benchmarks/run.py --device cuda at batch 8, training and inference (9 cases)
 #   bench256  the same at batch 256
@@ -22,8 +21,6 @@
 #             benchmarks/setup_peers_offline.sh)
 #   tasks     benchmarks/tasks.py: every run config's real training iteration at its batch and
 #             at 256, beside the growing kernel's rate (issue 34)
-#   tasks-on-chip  the same for selfclass and BreastMNIST with fused.ON_CHIP at 128 x 128 (its
-#             value since 2026-12-07: their MLPs take the fused kernels on an H100 or H200)
 #   sweep     benchmarks/grid.py: K = 1, 2, 4, 8, 16 BreastMNIST paper-grid jobs at once, without
 #             and with CUDA MPS (ITERATIONS per job, default 300; stops starting new K after
 #             SWEEP_BUDGET seconds, default 270)
@@ -58,7 +55,7 @@ case $stage in
     mlp) $py benchmarks/fused_mlp.py --out "$out" ;;
     mlp-bwd) $py benchmarks/fused_mlp.py --backward-only --out "$out" ;;
     mlp-tasks) $py benchmarks/fused_mlp.py --backward-only --shape 75 96 24 --shape 90 128 29 \
-        --on-chip 16384 --out "$out" ;;
+        --out "$out" ;;
     profile) for b in 8 256; do $py benchmarks/profile_step.py --batch "$b" --out "$out"; done ;;
     bench8) bench 8 ;;
     bench256) bench 256 ;;
@@ -67,9 +64,6 @@ case $stage in
     tasks) $py benchmarks/tasks.py --device cuda --iters 10 --warmup 2 --profile-iters 3 \
         --kernel-iters 10 --out "$out" \
         --name "tasks-$(date +%Y%m%d)-$(gpu).json" ;;
-    tasks-on-chip) $py benchmarks/tasks.py --device cuda --iters 10 --warmup 2 --profile-iters 3 \
-        --kernel-iters 10 --tasks selfclass breastmnist --on-chip 16384 --out "$out" \
-        --name "tasks-on-chip-$(date +%Y%m%d)-$(gpu).json" ;;
     sweep)
         t0=$SECONDS
         for m in 0 1; do for k in 1 2 4 8 16; do
@@ -101,5 +95,5 @@ case $stage in
             --note "train.iterations=$it for every job (config: 3000), packed and alone alike" \
             --out "$out/grid-together-$(date +%Y%m%d)-$(gpu).json" ;;
     all) for s in tests mlp bench8 bench256; do bash "$0" "$s" "$out"; done ;;
-    *) echo "unknown stage '$stage': tests, mlp, mlp-bwd, mlp-tasks, profile, bench8, bench256, peers, tasks, tasks-on-chip, sweep, grid, grid-together or all" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage': tests, mlp, mlp-bwd, mlp-tasks, profile, bench8, bench256, peers, tasks, sweep, grid, grid-together or all" >&2; exit 2 ;;
 esac

@@ -118,7 +118,7 @@ def _sizes(p: Tensor, w1: Tensor, w2: Tensor) -> dict[str, int]:
 # (256 x 256) needs more shared memory than an H200's SM has; 128 x 128 (the self-classifying
 # MNIST and BreastMNIST run configs: 90 -> 128 -> 29, 75 -> 96 -> 24) runs on an H100, whose
 # SMs give a block 227 KiB of shared memory (benchmarks/reference/tasks-on-chip-20261207-h100.json:
-# their training 1.6-3.1x the eager step's rate). On a GPU with less (an A100 has 163 KiB)
+# their training 1.5-3.1x the eager step's rate). On a GPU with less (an A100 has 163 KiB)
 # 128 x 128 is untried, so `fits` keeps such MLPs to SMALL_ON_CHIP there.
 ON_CHIP = 128 * 128
 SMALL_ON_CHIP = 64 * 128
