@@ -120,7 +120,7 @@ def mps(start: bool) -> None:
 
 def processes(jobs: list[dict[str, Any]], together: bool) -> list[list[dict[str, Any]]]:
     """The jobs as processes: one each, or (``together``) one per grid cell training its
-    folds in turn (`ncaflow train --out D0 D1 ... --fold 0 1 ...`, the workflow's
+    folds (or seeds) in turn (`ncaflow train --out D0 D1 ... --fold 0 1 ...`, the workflow's
     `fold_jobs: together`)."""
     if not together:
         return [[job] for job in jobs]
@@ -135,11 +135,12 @@ def command(group: list[dict[str, Any]], root: Path) -> tuple[list[str], list[Pa
     argv = list(group[0]["argv"])
     outs = [root / job["name"] for job in group]
     argv[argv.index("--out") + 1 : argv.index("--out") + 2] = [str(o) for o in outs]
-    if len(group) > 1:
-        if "--fold" not in argv:
-            sys.exit("grid.py run --together: the jobs have no --fold (seed folds: not planned)")
-        folds = [job["argv"][job["argv"].index("--fold") + 1] for job in group]
-        argv[argv.index("--fold") + 1 : argv.index("--fold") + 2] = folds
+    if len(group) > 1:  # each folder's --fold (k-fold jobs) or --seed (benchmarks/recipes.py)
+        flag = next((f for f in ("--fold", "--seed") if f in argv), None)
+        if flag is None:
+            sys.exit("grid.py run --together: the jobs have neither --fold nor --seed")
+        values = [job["argv"][job["argv"].index(flag) + 1] for job in group]
+        argv[argv.index(flag) + 1 : argv.index(flag) + 2] = values
     if argv[0] == "ncaflow" and shutil.which("ncaflow") is None:
         argv[:1] = [sys.executable, "-m", "ncaflow.cli"]  # not installed
     return argv, outs

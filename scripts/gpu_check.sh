@@ -30,6 +30,10 @@
 #             (`fold_jobs: together`; JOBS_PER_GPU such processes at once, default 8; ITERATIONS
 #             default 1000), then the first of them one at a time (ALONE_DEADLINE s, default
 #             100), and the grid record (issue 27)
+#             ITERATIONS=0 runs every job at its config's length
+#   recipes   benchmarks/recipes.py: the BreastMNIST recipe variants of the main job's cell, 4
+#             seeds each (a variant's seeds in turn in one process, JOBS_PER_GPU processes at
+#             once, default 16, MPS), and their validation summary (issue 32)
 #   all       tests, mlp, bench8, bench256 in turn (the default)
 #
 # JSON goes to OUT_DIR (default benchmarks/results).
@@ -44,6 +48,10 @@ jobs=benchmarks/reference/grid-jobs-breastmnist.json   # benchmarks/grid.py plan
 gpu() {  # a short name of the GPU for file names: h100, h200
     nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -oiE 'h100|h200|a100|l40s' \
         | tr 'A-Z' 'a-z' || echo gpu
+}
+length_note() {  # what ITERATIONS did to the jobs
+    if [ "$1" = 0 ]; then echo "every job at its config's length (3000 iterations, early stopping on)"
+    else echo "train.iterations=$1 for every job (config: 3000), packed and alone alike"; fi
 }
 bench() {
     $py benchmarks/run.py --device cuda --rounds 1 --iters 10 --no-startup --out "$out" \
@@ -81,8 +89,7 @@ case $stage in
             --deadline "${ALONE_DEADLINE:-0}" --out "$out/grid-alone.json"
         $py benchmarks/grid.py record --packed "$out/grid-packed.json" \
             --baseline "$out/grid-alone.json" \
-            --note "train.iterations=$it for every job (config: 3000), packed and alone alike" \
-            --out "$out/grid-$(date +%Y%m%d)-$(gpu).json" ;;
+            --note "$(length_note "$it")" --out "$out/grid-$(date +%Y%m%d)-$(gpu).json" ;;
     grid-together)
         k=${JOBS_PER_GPU:-8} it=${ITERATIONS:-1000} mps=$([ "${MPS:-1}" = 1 ] && echo --mps)
         $py benchmarks/grid.py run --jobs "$jobs" --limit 1 --iterations "$it" --out "$out/warm.json"
@@ -92,8 +99,13 @@ case $stage in
             --deadline "${ALONE_DEADLINE:-100}" --root "$out/alone-run" --out "$out/grid-alone.json"
         $py benchmarks/grid.py record --packed "$out/grid-together.json" \
             --baseline "$out/grid-alone.json" \
-            --note "train.iterations=$it for every job (config: 3000), packed and alone alike" \
-            --out "$out/grid-together-$(date +%Y%m%d)-$(gpu).json" ;;
+            --note "$(length_note "$it")" --out "$out/grid-together-$(date +%Y%m%d)-$(gpu).json" ;;
+    recipes)
+        rjobs=benchmarks/reference/recipes-breastmnist-jobs.json   # benchmarks/recipes.py plan
+        $py benchmarks/grid.py run --jobs "$rjobs" --together --concurrency "${JOBS_PER_GPU:-16}" \
+            --mps --root "$out/recipes-run" --out "$out/recipes-run.json"
+        $py benchmarks/recipes.py summary --root "$out/recipes-run" \
+            --out "$out/recipes-breastmnist-$(date +%Y%m%d)-$(gpu).json" ;;
     all) for s in tests mlp bench8 bench256; do bash "$0" "$s" "$out"; done ;;
-    *) echo "unknown stage '$stage': tests, mlp, mlp-bwd, mlp-tasks, profile, bench8, bench256, peers, tasks, sweep, grid, grid-together or all" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage': tests, mlp, mlp-bwd, mlp-tasks, profile, bench8, bench256, peers, tasks, sweep, grid, grid-together, recipes or all" >&2; exit 2 ;;
 esac

@@ -303,3 +303,45 @@ def test_committed_records_name_no_machine_path() -> None:
         if leaks.search(line)
     ]
     assert found == []
+
+
+def test_recipe_search_runs_variants_and_seeds_and_reads_validation(tmp_path: Path) -> None:
+    """benchmarks/recipes.py: a job per variant x seed (the variant's overrides and --seed
+    appended to the workflow's command), run by `grid.py run --together` (a variant's seeds
+    in turn in one process), the same models as one process per seed; the summary holds
+    each seed's best validation value and no test metric."""
+    import recipes
+    from own_folders import classification_run, write_classification_folder
+
+    folder = write_classification_folder(tmp_path / "own", n=24)
+    train = {"batch_size": 8, "steps": [3, 4], "lr": 0.01, "eval_every": 3}
+    run = classification_run(tmp_path / "run.yaml", folder, train=train)
+    argv = ["ncaflow", "train", "--config", str(run), "--out", "x", "--restart-changed"]
+    jobs = recipes.plan(argv, {"base": {}, "lr": {"train.lr": 0.05}}, seeds=2)
+    assert [j["name"] for j in jobs] == ["base/seed0", "base/seed1", "lr/seed0", "lr/seed1"]
+    assert jobs[3]["argv"][-4:] == ["--set", "train.lr=0.05", "--seed", "1"]
+    assert "--restart-changed" not in jobs[0]["argv"]  # every job starts afresh
+    plan = tmp_path / "jobs.json"
+    plan.write_text(json.dumps(jobs))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "CUDA_VISIBLE_DEVICES": ""}
+    shas = {}
+    for mode in ("alone", "together"):
+        out = tmp_path / f"{mode}.json"
+        cmd = [sys.executable, str(REPO / "benchmarks" / "grid.py"), "run", "--jobs", str(plan)]
+        cmd += ["--concurrency", "2", "--iterations", "6", "--root", str(tmp_path / mode)]
+        cmd += ["--cache", str(tmp_path / "cache"), "--out", str(out)]
+        cmd += ["--together"] if mode == "together" else []
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        result = json.loads(out.read_text())
+        assert result["processes"] == (4 if mode == "alone" else 2)
+        shas[mode] = {j["name"]: j["sha256"] for j in result["per_job"]}
+    assert shas["alone"] == shas["together"] and len(set(shas["alone"].values())) == 4
+    summary = recipes.summary(tmp_path / "together", "val_auc", "max")
+    base = summary["variants"]["base"]
+    assert sorted(base["seeds"]) == ["seed0", "seed1"]
+    for seed in base["seeds"].values():  # evaluations at iterations 3 and 6
+        assert seed["best_at"] in (3.0, 6.0) and 0.0 <= seed["best"] <= 1.0
+        assert seed["best"] >= seed["last"]
+    assert "test" not in json.dumps(summary)
+    assert recipes.table(summary).count("\n") == 3  # header, rule, two variants
