@@ -6,7 +6,8 @@ at a time.
                                   [--iterations N] --out R
     python benchmarks/grid.py record --packed P.json --baseline B.json [--sweep S...] --out G.json
     python benchmarks/grid.py workflow-run --log RUN.log --models results/models/T --out W.json
-    python benchmarks/grid.py project --tasks T.json --grid G.json --packed-run W.json --out P.json
+    python benchmarks/grid.py project --tasks T.json --grid G.json
+                                      (--packed-run W.json | --gain-grid F.json) --out P.json
 
 plan asks Snakemake (a dry run of config/paper.yaml) for the task's `ncaflow train` commands,
 so the jobs are exactly the workflow's (their --set overrides, --folds and --fold); run starts
@@ -24,10 +25,11 @@ project estimates the GPU time of every training job of a config (default config
 from the same dry run): a job alone takes the fixed cost of a job (the grid record's jobs
 alone, less their training) plus iterations x batch x H x W x mean rollout steps over its
 task's cell-steps/s at the run config's batch (benchmarks/tasks.py's record, same GPU). Packed,
-that sum is divided by the gain of a packed run of full-length jobs (workflow-run: a Snakemake
-run's span from its log, each job's iterations from its history.csv; the gain is those jobs'
-one-at-a-time time by the same model over the span); N GPUs divide it again by N, the jobs
-being independent.
+that sum is divided by the gain of a packed run of full-length jobs: with --packed-run, modelled
+(workflow-run: a Snakemake run's span from its log, each job's iterations from its history.csv;
+the gain is those jobs' one-at-a-time time by the same model over the span); with --gain-grid,
+measured (a grid record of full-length jobs, `run --iterations 0`: its packed jobs/hour over its
+one-at-a-time jobs/hour); N GPUs divide it again by N, the jobs being independent.
 """
 
 from __future__ import annotations
@@ -329,8 +331,11 @@ def project(args: argparse.Namespace) -> dict[str, Any]:
         it_s.setdefault(row["config"], row["iterations_per_s"])
     alone = grid["baseline"]["per_job"]  # the grid record's jobs are BreastMNIST's
     fixed = statistics.mean(j["wall_s"] for j in alone) - grid["iterations"] / it_s["breastmnist"]
-    packed = json.loads(args.packed_run.read_text())
-    gain = packing(packed, fixed, it_s[packed["task"]])
+    if args.gain_grid:  # measured: a grid record's full-length jobs, packed against alone
+        gain, source = json.loads(args.gain_grid.read_text())["speedup"], args.gain_grid
+    else:  # modelled: a workflow run's span against its jobs one at a time by the model above
+        packed = json.loads(args.packed_run.read_text())
+        gain, source = packing(packed, fixed, it_s[packed["task"]]), args.packed_run
     per_task: dict[str, dict[str, float]] = {}
     for job in plan(args.target, args.configfile):
         argv = job["argv"]
@@ -352,7 +357,8 @@ def project(args: argparse.Namespace) -> dict[str, Any]:
         "jobs": jobs,
         "fixed_s_per_job": fixed,
         "packing": gain,
-        "packed_run": str(args.packed_run),
+        "packed_run": str(source),
+        "gain": "measured" if args.gain_grid else "modelled",
         "one_gpu_one_at_a_time_h": alone_h,
         "one_gpu_packed_h": alone_h / gain,
         "gpus": {str(n): alone_h / gain / n for n in (1, 2, 4, 8)},
@@ -392,7 +398,9 @@ def main(argv: list[str] | None = None) -> None:
     pj = sub.add_parser("project")
     pj.add_argument("--tasks", type=Path, required=True, help="benchmarks/tasks.py's record")
     pj.add_argument("--grid", type=Path, required=True, help="the grid record (fixed cost)")
-    pj.add_argument("--packed-run", type=Path, required=True, help="a workflow-run record")
+    gain = pj.add_mutually_exclusive_group(required=True)
+    gain.add_argument("--packed-run", type=Path, help="a workflow-run record (modelled gain)")
+    gain.add_argument("--gain-grid", type=Path, help="a full-length grid record (measured gain)")
     pj.add_argument("--configfile", default="config/paper.yaml")
     pj.add_argument("--target", default="", help="a Snakemake target (default: the config's)")
     pj.add_argument("--note", default="")

@@ -101,11 +101,11 @@ case $stage in
             --baseline "$out/grid-alone.json" \
             --note "$(length_note "$it")" --out "$out/grid-together-$(date +%Y%m%d)-$(gpu).json" ;;
     recipes)
-        rjobs=benchmarks/reference/recipes-breastmnist-jobs.json   # benchmarks/recipes.py plan
+        rjobs=${RECIPES:-benchmarks/reference/recipes-breastmnist-jobs.json}  # benchmarks/recipes.py plan
         $py benchmarks/grid.py run --jobs "$rjobs" --together --concurrency "${JOBS_PER_GPU:-16}" \
             --mps --root "$out/recipes-run" --out "$out/recipes-run.json"
         $py benchmarks/recipes.py summary --root "$out/recipes-run" \
-            --out "$out/recipes-breastmnist-$(date +%Y%m%d)-$(gpu).json" ;;
+            --out "$out/$(basename "${rjobs%-jobs.json}")-$(date +%Y%m%d)-$(gpu).json" ;;
     all) for s in tests mlp bench8 bench256; do bash "$0" "$s" "$out"; done ;;
     *) echo "unknown stage '$stage': tests, mlp, mlp-bwd, mlp-tasks, profile, bench8, bench256, peers, tasks, sweep, grid, grid-together, recipes or all" >&2; exit 2 ;;
 esac

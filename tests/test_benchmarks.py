@@ -244,6 +244,17 @@ def test_grid_projection_adds_up_from_the_records(tmp_path: Path) -> None:
     alone = sum(fixed + j["iterations"] / it_s for j in packed["per_job"])
     assert p["packing"] == pytest.approx(alone / packed["span_s"])
     assert p["gpus"]["4"] == pytest.approx(hours / p["packing"] / 4)
+    assert p["gain"] == "modelled"
+    # --gain-grid: the packing gain measured by a full-length grid record, the rest unchanged
+    full = records / "grid-together-full-20261207-h100.json"
+    at = cmd.index("--packed-run")
+    cmd[at : at + 2] = ["--gain-grid", str(full)]
+    subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, text=True)
+    measured = json.loads(out.read_text())
+    assert measured["gain"] == "measured"
+    assert measured["packing"] == json.loads(full.read_text())["speedup"]
+    assert measured["one_gpu_one_at_a_time_h"] == pytest.approx(hours)
+    assert measured["one_gpu_packed_h"] == pytest.approx(hours / measured["packing"])
 
 
 def test_grid_run_together_trains_each_cell_in_one_process(tmp_path: Path) -> None:
