@@ -275,9 +275,9 @@ def test_readme_quotes_the_ablation_table() -> None:
     assert f"(test AUC {test_auc})" in README
 
 
-# -- the bad-input corpus table: what pytest collects in tests/robustness -------------------
+# -- the bad-input corpus (README's count, docs/bad-input.md's table): what pytest collects ----
 
-CORPUS = {  # README row -> the corpus file
+CORPUS = {  # docs/bad-input.md row -> the corpus file
     "model files": "test_model_files.py",
     "run configs and `--set`": "test_config.py",
     "data files and folders": "test_data.py",
@@ -298,11 +298,12 @@ def test_readme_counts_the_bad_input_corpus() -> None:
     ).stdout  # fmt: skip
     cases = [line for line in listing.splitlines() if "::" in line]
     section = README.split("### Bad input", 1)[1].split("\n## ", 1)[0]
-    assert f"A corpus of {len(cases)} bad inputs" in section
-    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    assert f"a corpus of {len(cases)} bad inputs" in section
+    doc = (ROOT / "docs" / "bad-input.md").read_text()  # the table, a row per corpus file
+    rows = [line for line in doc.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) - 1 == len(CORPUS)  # the header, then one row per file
     for row in rows[1:]:
         cells = [c.strip() for c in row.strip("|").split("|")]
         (name,) = [k for k in CORPUS if cells[0].startswith(k)]
         count = sum(1 for c in cases if f"robustness/{CORPUS[name]}::" in c)
-        assert cells[1] == str(count), f"README row {name!r}: {cells[1]} cases, pytest has {count}"
+        assert cells[1] == str(count), f"table row {name!r}: {cells[1]} cases, pytest has {count}"
