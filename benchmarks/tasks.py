@@ -25,7 +25,10 @@ Where the time goes (per iteration, means over the timed iterations): host secon
 phase (sample, the graphed iteration's launch, scheduler + after_step, loss readback),
 and on CUDA the device time of the sample's and of the graph's work (CUDA events). A
 torch.profiler table of the top operators by host time, over a few iterations with the
-phases labelled, goes into the JSON too. The JSON goes to --out (default benchmarks/results).
+phases labelled, goes into the JSON too, and on CUDA the kernels by device time with their
+launches per iteration (a CUDA-graph replay hides its kernels from the profiler: pass
+`--set train.cuda_graphs=false` to see them, `gpu_check.sh tasks-kernels`). The JSON goes to
+--out (default benchmarks/results).
 """
 
 from __future__ import annotations
@@ -216,16 +219,28 @@ def profile_table(prof: profile, n: int) -> dict[str, Any]:
         )
     phases = {r["name"]: r["cpu_total_us"] for r in rows if r["name"] in PHASES}
     top = sorted((r for r in rows if r["name"] not in PHASES), key=lambda r: -r["self_cpu_us"])[:25]
-    kernels = sum(
-        getattr(e, "self_device_time_total", 0.0)
+    on_device = [
+        e
         for e in events
         if getattr(e, "device_type", None) is not None and "CUDA" in str(e.device_type)
-    )
+    ]
+
+    def device_us(e: Any) -> float:
+        return float(getattr(e, "self_device_time_total", 0.0))
+
+    # kernel by kernel (seen only outside CUDA-graph replays: --set train.cuda_graphs=false)
+    top_kernels = [
+        {"name": e.key, "launches": e.count / n, "device_us": device_us(e) / n}
+        for e in sorted(on_device, key=device_us, reverse=True)[:25]
+        if device_us(e) > 0
+    ]
     return {
         "iterations": n,
         "phases_cpu_us": phases,
         "top_ops": top,
-        "kernels_seen_us": kernels / n,
+        "kernels_seen_us": sum(device_us(e) for e in on_device) / n,
+        "kernel_launches": sum(e.count for e in on_device) / n,
+        "top_kernels": top_kernels,
     }
 
 

@@ -21,6 +21,8 @@
 #             benchmarks/setup_peers_offline.sh)
 #   tasks     benchmarks/tasks.py: every run config's real training iteration at its batch and
 #             at 256, beside the growing kernel's rate (issue 34)
+#   tasks-kernels  the same without CUDA graphs (BreastMNIST, selfclass, growing), so that the
+#             profile shows each kernel's device time and launches per iteration
 #   sweep     benchmarks/grid.py: K = 1, 2, 4, 8, 16 BreastMNIST paper-grid jobs at once, without
 #             and with CUDA MPS (ITERATIONS per job, default 300; stops starting new K after
 #             SWEEP_BUDGET seconds, default 270)
@@ -72,6 +74,9 @@ case $stage in
     tasks) $py benchmarks/tasks.py --device cuda --iters 10 --warmup 2 --profile-iters 3 \
         --kernel-iters 10 --out "$out" \
         --name "tasks-$(date +%Y%m%d)-$(gpu).json" ;;
+    tasks-kernels) $py benchmarks/tasks.py --device cuda --tasks breastmnist selfclass growing \
+        --set train.cuda_graphs=false --iters 5 --warmup 2 --profile-iters 3 --no-kernel \
+        --out "$out" --name "tasks-kernels-$(date +%Y%m%d)-$(gpu).json" ;;
     sweep)
         t0=$SECONDS
         for m in 0 1; do for k in 1 2 4 8 16; do
@@ -107,5 +112,5 @@ case $stage in
         $py benchmarks/recipes.py summary --root "$out/recipes-run" \
             --out "$out/$(basename "${rjobs%-jobs.json}")-$(date +%Y%m%d)-$(gpu).json" ;;
     all) for s in tests mlp bench8 bench256; do bash "$0" "$s" "$out"; done ;;
-    *) echo "unknown stage '$stage': tests, mlp, mlp-bwd, mlp-tasks, profile, bench8, bench256, peers, tasks, sweep, grid, grid-together, recipes or all" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage': tests, mlp, mlp-bwd, mlp-tasks, profile, bench8, bench256, peers, tasks, tasks-kernels, sweep, grid, grid-together, recipes or all" >&2; exit 2 ;;
 esac

@@ -184,6 +184,8 @@ def test_task_benchmark_times_each_run_configs_real_iteration(tmp_path: Path, mi
             "loss readback",
         }
         assert r["profile"]["top_ops"]
+        # a CPU runs no device kernels: the kernel table is the GPU's (gpu_check.sh tasks-kernels)
+        assert r["profile"]["top_kernels"] == [] and r["profile"]["kernel_launches"] == 0
 
 
 def test_workflow_run_reads_the_span_and_iterations(tmp_path: Path) -> None:
