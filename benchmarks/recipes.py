@@ -119,14 +119,26 @@ def main(argv: list[str] | None = None) -> None:
     ps.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     if args.cmd == "plan":
-        variants = yaml.safe_load(args.variants.read_text())
+        try:
+            variants = yaml.safe_load(args.variants.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            sys.exit(f"recipes.py plan: {args.variants}: cannot read it ({type(e).__name__})")
         if not isinstance(variants, dict):
-            sys.exit(f"recipes.py plan: {args.variants} must map variant names to overrides")
+            variants = {"(the file)": "not a mapping"}
+        for name, overrides in variants.items():
+            if not isinstance(overrides, dict | None):
+                sys.exit(
+                    f"recipes.py plan: {args.variants}: {name} must map dotted keys to values "
+                    "(variant name -> {key: value}, e.g. fire075: {model.fire_rate: 0.75})"
+                )
         jobs = plan(workflow_argv(args.target, args.configfile), variants, args.seeds)
         args.out.write_text(json.dumps(jobs, indent=1) + "\n")
         print(f"{len(jobs)} jobs -> {args.out}")
     else:
         result = summary(args.root, args.metric, args.mode)
+        if not result["variants"]:
+            where = f"{args.root}/<variant>/seed<N>/history.csv"
+            sys.exit(f"recipes.py summary: no {where} with a {args.metric} column")
         args.out.write_text(json.dumps(result, indent=1) + "\n")
         print(table(result))
 

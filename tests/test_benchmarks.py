@@ -358,3 +358,22 @@ def test_recipe_search_runs_variants_and_seeds_and_reads_validation(tmp_path: Pa
         assert seed["best"] >= seed["last"]
     assert "test" not in json.dumps(summary)
     assert recipes.table(summary).count("\n") == 3  # header, rule, two variants
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [("a: 3\n", "a must map"), ("- 1\n", "(the file) must map"), ("a: [\n", "cannot read")],
+)
+def test_recipe_plan_refuses_a_bad_variants_file(tmp_path: Path, text: str, named: str) -> None:
+    """A variants file that is not `name -> {key: value}` ends in one line naming it, before
+    Snakemake is asked for anything."""
+    import recipes
+
+    variants = tmp_path / "v.yaml"
+    variants.write_text(text)
+    out = tmp_path / "jobs.json"
+    argv = ["plan", "--target", "x", "--variants", str(variants), "--out", str(out)]
+    with pytest.raises(SystemExit) as stop:
+        recipes.main(argv)
+    assert str(variants) in str(stop.value) and named in str(stop.value)
+    assert not out.exists()
