@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from ncaflow.runtime import reproducible
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
@@ -48,7 +50,10 @@ __all__ = [
 
 TILE_ROWS = 4096  # rows per GEMM tile on CPU: a (4096, 128) fp32 tile is 2 MiB, one L2
 GPU_TILE_ROWS = 1 << 18  # 128 MiB of hidden activations per tile at width 128
-COMPILE_MIN_CELLS = 16384  # NCAFLOW_COMPILE=auto compiles perception from this many cells up
+# NCAFLOW_COMPILE=auto compiles perception from this many cells a step up: the main job's
+# cells (4 x 36 x 36 to 16 x 28 x 28) train 1.1-1.6x faster per iteration compiled, for a
+# few seconds of compiling per process (benchmarks/README.md)
+COMPILE_MIN_CELLS = 4096
 
 Tap = tuple[int, int, float]  # (dy, dx, weight) inside the k x k window
 Taps = tuple[tuple[Tap, ...], ...]  # per fixed filter, its non-zero taps
@@ -262,7 +267,8 @@ def perceive_backward(
 # fuses each direction into one loop (about 4x faster on CPU). Compiling takes
 # tens of seconds per new grid shape (cached on disk across processes), so it is
 # used for training-sized grids only: NCAFLOW_COMPILE=auto (default) compiles on CPU
-# from COMPILE_MIN_CELLS cells per step, 1 always tries, 0 never. Any failure to
+# from COMPILE_MIN_CELLS cells per step, except in a reproducible run (the variables of
+# ncaflow.runtime.reproducible set), 1 always tries, 0 never. Any failure to
 # compile (no C++ compiler, unsupported platform) falls back to the eager code.
 
 _COMPILED: dict[tuple[Plan, str, tuple[int, ...]], Callable[..., None]] = {}
@@ -275,6 +281,8 @@ def _want_compile(plan: Plan, cells: int, cpu: bool) -> bool:
         return False
     if mode in ("1", "true", "on", "yes"):
         return True
+    if reproducible.wanted() and not reproducible.missing():
+        return False  # a reproducible run: pinned ATen kernels, not code the local compiler makes
     has_cxx = any(shutil.which(c) for c in ("c++", "g++", "clang++"))
     return cpu and cells >= COMPILE_MIN_CELLS and has_cxx
 
