@@ -33,10 +33,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from ncaflow.runtime import reproducible
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
+
+from ncaflow.runtime import reproducible
 
 __all__ = [
     "COMPILE_MIN_CELLS",
