@@ -164,8 +164,9 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = ranged(None, Range(1, 4096))
     progress: bool = True
-    # CPU kernels that give the same bytes on any x86-64 CPU (ncaflow.runtime.reproducible)
-    reproducible: bool = False  # +31-51 % CPU time per job (benchmarks/README.md)
+    # CPU kernels that give the same bytes on any x86-64 CPU (ncaflow.runtime.reproducible);
+    # the perception never compiles there: +31-51 % CPU time over eager (benchmarks/README.md)
+    reproducible: bool = False
 
     def validate(self, where: str = "train") -> None:
         """Relations between keys; the range of each number is beside its field."""
