@@ -53,20 +53,30 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
+def train_commands(targets: list[str], configfile: str) -> list[list[str]]:
+    """Every `ncaflow train` command that the workflow would run for ``targets`` (all of them,
+    trained or not: a --forceall dry run), as argv lists. The shell's redirection into the job's
+    log and `--restart-changed` (a workflow job resuming its own checkpoint) are left out: these
+    commands start afresh in folders of their own."""
+    cmd = ["snakemake", *targets, "-n", "-p", "--forceall", "--cores", "1"]
+    cmd += ["--configfile", configfile] if configfile else []
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"the dry run {' '.join(cmd)} failed: {done.stderr.strip().splitlines()[-1:]}")
+    commands = []
+    for line in done.stdout.splitlines():
+        if "ncaflow train " in line:
+            argv = shlex.split(line[line.index("ncaflow train ") :])
+            cut = next((i for i, a in enumerate(argv) if a in (">", ">>")), len(argv))
+            commands.append([a for a in argv[:cut] if a != "--restart-changed"])
+    return commands
+
+
 def plan(task: str, configfile: str) -> list[dict[str, Any]]:
     """The task's training jobs as the workflow runs them: [{name, argv}] from a dry run
     (task "": every training job of the config's default target)."""
-    cmd = ["snakemake", *([task] if task else []), "-n", "-p", "--cores", "1"]
-    cmd += ["--configfile", configfile]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        sys.exit(f"grid.py plan: snakemake failed: {done.stderr.strip().splitlines()[-1:]}")
     jobs = []
-    for line in done.stdout.splitlines():
-        if "ncaflow train " not in line:
-            continue
-        part = line[line.index("ncaflow train ") :].split(" >> ", 1)[0]
-        argv = shlex.split(part)
+    for argv in train_commands([task] if task else [], configfile):
         out = argv[argv.index("--out") + 1]
         prefix = f"results/models/{task}/" if task else "results/models/"
         jobs.append({"name": out.removeprefix(prefix), "argv": argv})

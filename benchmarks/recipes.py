@@ -6,11 +6,11 @@ validation only.
     python benchmarks/grid.py run --jobs JOBS.json --concurrency 16 --mps --root RUNS --out R.json
     python benchmarks/recipes.py summary --root RUNS --out S.json
 
-plan asks Snakemake (a dry run of the default config) for the target's `ncaflow train` command
-and writes one job per variant x seed: that command with the variant's `--set` overrides and
-`--seed N` appended (both win over the command's own values), in grid.py's jobs format, so
-grid.py runs them packed on a GPU (with --together, a variant's seeds in turn in one process)
-or one at a time on a CPU. summary reads each job's history.csv: per variant the best
+plan asks Snakemake (grid.train_commands: a dry run of the default config) for the target's
+`ncaflow train` command and writes one job per variant x seed: that command with the variant's
+`--set` overrides and `--seed N` appended (both win over the command's own values), in grid.py's
+jobs format, so grid.py runs them packed on a GPU (with --together, a variant's seeds in turn in
+one process) or one at a time on a CPU. summary reads each job's history.csv: per variant the best
 and the last validation value of the selection metric (the run config's early-stopping metric)
 per seed, their mean and standard deviation, and the iteration of the best. It reads no test
 split: a recipe is chosen on validation alone, and the test split stays for the table.
@@ -21,41 +21,31 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shlex
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
+from grid import train_commands
 
 
 def workflow_argv(target: str, configfile: str) -> list[str]:
     """The `ncaflow train` argv that the workflow runs for the model folder ``target``."""
-    cmd = ["snakemake", f"{target}/model.safetensors", "-n", "-p", "--forceall", "--cores", "1"]
-    if configfile:
-        cmd += ["--configfile", configfile]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
-    for line in done.stdout.splitlines():
-        if "ncaflow train " in line:
-            part = line[line.index("ncaflow train ") :].split(" >> ", 1)[0].split(" > ", 1)[0]
-            return shlex.split(part)
-    why = done.stderr.strip().splitlines()[-1:]
-    sys.exit(f"recipes.py plan: no `ncaflow train` for {target} in the dry run {why}")
+    commands = train_commands([f"{target}/model.safetensors"], configfile)
+    if len(commands) != 1:
+        sys.exit(f"recipes.py plan: {target} is not one training job of the workflow")
+    return commands[0]
 
 
 def plan(argv: list[str], variants: dict[str, dict[str, Any]], seeds: int) -> list[dict[str, Any]]:
     """One grid.py job per variant x seed: ``argv`` + the variant's overrides + its seed."""
-    base = [a for a in argv if a != "--restart-changed"]
     jobs = []
     for name, overrides in variants.items():
         sets = [f"{key}={json.dumps(value)}" for key, value in (overrides or {}).items()]
         for seed in range(seeds):
             extra = [x for s in sets for x in ("--set", s)] + ["--seed", str(seed)]
-            jobs.append({"name": f"{name}/seed{seed}", "argv": base + extra})
+            jobs.append({"name": f"{name}/seed{seed}", "argv": argv + extra})
     return jobs
 
 
@@ -123,14 +113,16 @@ def main(argv: list[str] | None = None) -> None:
             variants = yaml.safe_load(args.variants.read_text())
         except (OSError, yaml.YAMLError) as e:
             sys.exit(f"recipes.py plan: {args.variants}: cannot read it ({type(e).__name__})")
-        if not isinstance(variants, dict):
-            variants = {"(the file)": "not a mapping"}
-        for name, overrides in variants.items():
-            if not isinstance(overrides, dict | None):
-                sys.exit(
-                    f"recipes.py plan: {args.variants}: {name} must map dotted keys to values "
-                    "(variant name -> {key: value}, e.g. fire075: {model.fire_rate: 0.75})"
-                )
+        bad = (
+            [n for n, o in variants.items() if not isinstance(o, dict | None)]
+            if isinstance(variants, dict)
+            else ["the file"]
+        )
+        if bad:
+            sys.exit(
+                f"recipes.py plan: {args.variants}: {bad[0]} must map dotted keys to values "
+                "(variant name -> {key: value}, e.g. fire075: {model.fire_rate: 0.75})"
+            )
         jobs = plan(workflow_argv(args.target, args.configfile), variants, args.seeds)
         args.out.write_text(json.dumps(jobs, indent=1) + "\n")
         print(f"{len(jobs)} jobs -> {args.out}")

@@ -259,6 +259,30 @@ def test_grid_projection_adds_up_from_the_records(tmp_path: Path) -> None:
     assert measured["one_gpu_packed_h"] == pytest.approx(hours / measured["packing"])
 
 
+def _run_alone_and_together(jobs: list[dict], tmp_path: Path) -> dict[str, dict]:
+    """`grid.py run` of ``jobs`` on the CPU (6 iterations each, 2 at once), one process per job
+    ("alone") and one per cell ("together", --together): mode -> the run's record."""
+    plan = tmp_path / "jobs.json"
+    plan.write_text(json.dumps(jobs))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "CUDA_VISIBLE_DEVICES": ""}
+    results = {}
+    for mode in ("alone", "together"):
+        out = tmp_path / f"{mode}.json"
+        cmd = [sys.executable, str(REPO / "benchmarks" / "grid.py"), "run", "--jobs", str(plan)]
+        cmd += ["--concurrency", "2", "--iterations", "6", "--root", str(tmp_path / mode)]
+        cmd += ["--cache", str(tmp_path / "cache"), "--out", str(out)]
+        cmd += ["--together"] if mode == "together" else []
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        results[mode] = json.loads(out.read_text())
+    return results
+
+
+def _shas(result: dict) -> dict[str, str]:
+    """model name -> SHA-256 of its model.safetensors, from a `grid.py run` record."""
+    return {j["name"]: j["sha256"] for j in result["per_job"]}
+
+
 def test_grid_run_together_trains_each_cell_in_one_process(tmp_path: Path) -> None:
     """`grid.py run --together`: a cell's folds go to one `ncaflow train` process, and its
     models are the bytes of the same jobs run one process each."""
@@ -281,25 +305,12 @@ def test_grid_run_together_trains_each_cell_in_one_process(tmp_path: Path) -> No
         for cell, lr in (("lr~0.01", 0.01),)
         for k in (0, 1)
     ]
-    plan = tmp_path / "jobs.json"
-    plan.write_text(json.dumps(jobs))
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "CUDA_VISIBLE_DEVICES": ""}
-    results = {}
-    for mode in ("alone", "together"):
-        out = tmp_path / f"{mode}.json"
-        cmd = [sys.executable, str(REPO / "benchmarks" / "grid.py"), "run", "--jobs", str(plan)]
-        cmd += ["--concurrency", "2", "--iterations", "6", "--root", str(tmp_path / mode)]
-        cmd += ["--cache", str(tmp_path / "cache"), "--out", str(out)]
-        cmd += ["--together"] if mode == "together" else []
-        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
-        assert done.returncode == 0, done.stderr[-2000:]
-        results[mode] = json.loads(out.read_text())
+    results = _run_alone_and_together(jobs, tmp_path)
     alone, together = results["alone"], results["together"]
     assert (alone["processes"], together["processes"]) == (2, 1)
     assert alone["failed"] == together["failed"] == []
-    shas = {mode: {j["name"]: j["sha256"] for j in r["per_job"]} for mode, r in results.items()}
-    assert shas["alone"] == shas["together"] and None not in shas["alone"].values()
-    assert len(set(shas["alone"].values())) == 2  # the two folds are two models
+    assert _shas(alone) == _shas(together) and None not in _shas(alone).values()
+    assert len(set(_shas(alone).values())) == 2  # the two folds are two models
     logs = sorted((tmp_path / "together").glob("*.log"))
     assert [log.read_text().count("trained classification") for log in logs] == [2]
 
@@ -329,27 +340,14 @@ def test_recipe_search_runs_variants_and_seeds_and_reads_validation(tmp_path: Pa
     folder = write_classification_folder(tmp_path / "own", n=24)
     train = {"batch_size": 8, "steps": [3, 4], "lr": 0.01, "eval_every": 3}
     run = classification_run(tmp_path / "run.yaml", folder, train=train)
-    argv = ["ncaflow", "train", "--config", str(run), "--out", "x", "--restart-changed"]
+    argv = ["ncaflow", "train", "--config", str(run), "--out", "x"]
     jobs = recipes.plan(argv, {"base": {}, "lr": {"train.lr": 0.05}}, seeds=2)
     assert [j["name"] for j in jobs] == ["base/seed0", "base/seed1", "lr/seed0", "lr/seed1"]
-    assert jobs[3]["argv"][-4:] == ["--set", "train.lr=0.05", "--seed", "1"]
-    assert "--restart-changed" not in jobs[0]["argv"]  # every job starts afresh
-    plan = tmp_path / "jobs.json"
-    plan.write_text(json.dumps(jobs))
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "CUDA_VISIBLE_DEVICES": ""}
-    shas = {}
-    for mode in ("alone", "together"):
-        out = tmp_path / f"{mode}.json"
-        cmd = [sys.executable, str(REPO / "benchmarks" / "grid.py"), "run", "--jobs", str(plan)]
-        cmd += ["--concurrency", "2", "--iterations", "6", "--root", str(tmp_path / mode)]
-        cmd += ["--cache", str(tmp_path / "cache"), "--out", str(out)]
-        cmd += ["--together"] if mode == "together" else []
-        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
-        assert done.returncode == 0, done.stderr[-2000:]
-        result = json.loads(out.read_text())
-        assert result["processes"] == (4 if mode == "alone" else 2)
-        shas[mode] = {j["name"]: j["sha256"] for j in result["per_job"]}
-    assert shas["alone"] == shas["together"] and len(set(shas["alone"].values())) == 4
+    assert jobs[3]["argv"] == [*argv, "--set", "train.lr=0.05", "--seed", "1"]
+    results = _run_alone_and_together(jobs, tmp_path)
+    assert (results["alone"]["processes"], results["together"]["processes"]) == (4, 2)
+    shas = _shas(results["alone"])
+    assert shas == _shas(results["together"]) and len(set(shas.values())) == 4
     summary = recipes.summary(tmp_path / "together", "val_auc", "max")
     base = summary["variants"]["base"]
     assert sorted(base["seeds"]) == ["seed0", "seed1"]
@@ -362,7 +360,7 @@ def test_recipe_search_runs_variants_and_seeds_and_reads_validation(tmp_path: Pa
 
 @pytest.mark.parametrize(
     ("text", "named"),
-    [("a: 3\n", "a must map"), ("- 1\n", "(the file) must map"), ("a: [\n", "cannot read")],
+    [("a: 3\n", "a must map"), ("- 1\n", "the file must map"), ("a: [\n", "cannot read")],
 )
 def test_recipe_plan_refuses_a_bad_variants_file(tmp_path: Path, text: str, named: str) -> None:
     """A variants file that is not `name -> {key: value}` ends in one line naming it, before
@@ -377,3 +375,16 @@ def test_recipe_plan_refuses_a_bad_variants_file(tmp_path: Path, text: str, name
         recipes.main(argv)
     assert str(variants) in str(stop.value) and named in str(stop.value)
     assert not out.exists()
+
+
+def test_grid_plan_gives_the_workflows_training_commands() -> None:
+    """grid.train_commands (grid.py plan, recipes.py plan): every `ncaflow train` of a dry run,
+    without the shell's redirection into the job's log or the workflow's --restart-changed;
+    grid.py plan of the paper grid gives the committed jobs file exactly."""
+    import grid
+
+    commands = grid.train_commands([], ".test/config/config.yaml")
+    assert commands and all(c[:2] == ["ncaflow", "train"] for c in commands)
+    assert not {">", ">>", "2>&1", "--restart-changed"} & {a for c in commands for a in c}
+    committed = json.loads((REPO / "benchmarks/reference/grid-jobs-breastmnist.json").read_text())
+    assert grid.plan("breastmnist", "config/paper.yaml") == committed
