@@ -232,7 +232,7 @@ def test_grid_projection_adds_up_from_the_records(tmp_path: Path) -> None:
     alone = [j["wall_s"] for j in grid["baseline"]["per_job"]]
     fixed = sum(alone) / len(alone) - grid["iterations"] / it_s
     assert p["fixed_s_per_job"] == pytest.approx(fixed)
-    dry_run = ["snakemake", "-n", "--quiet", "rules", "--cores", "1"]
+    dry_run = ["snakemake", "-n", "--forceall", "--quiet", "rules", "--cores", "1"]
     dry_run += ["--configfile", ".test/config/config.yaml"]
     dry = subprocess.run(
         dry_run, cwd=REPO, env=env, check=True, capture_output=True, text=True
