@@ -36,8 +36,6 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
-from ncaflow.runtime import reproducible
-
 __all__ = [
     "COMPILE_MIN_CELLS",
     "GPU_TILE_ROWS",
@@ -267,8 +265,8 @@ def perceive_backward(
 # fuses each direction into one loop (about 4x faster on CPU). Compiling takes
 # tens of seconds per new grid shape (cached on disk across processes), so it is
 # used for training-sized grids only: NCAFLOW_COMPILE=auto (default) compiles on CPU
-# from COMPILE_MIN_CELLS cells per step, except in a reproducible run (the variables of
-# ncaflow.runtime.reproducible set), 1 always tries, 0 never. Any failure to
+# from COMPILE_MIN_CELLS cells per step, 1 always tries, 0 never (a reproducible run sets 0:
+# ncaflow.runtime.reproducible.ENVIRONMENT). Any failure to
 # compile (no C++ compiler, unsupported platform) falls back to the eager code.
 
 _COMPILED: dict[tuple[Plan, str, tuple[int, ...]], Callable[..., None]] = {}
@@ -281,8 +279,6 @@ def _want_compile(plan: Plan, cells: int, cpu: bool) -> bool:
         return False
     if mode in ("1", "true", "on", "yes"):
         return True
-    if reproducible.wanted() and not reproducible.missing():
-        return False  # a reproducible run: pinned ATen kernels, not code the local compiler makes
     has_cxx = any(shutil.which(c) for c in ("c++", "g++", "clang++"))
     return cpu and cells >= COMPILE_MIN_CELLS and has_cxx
 

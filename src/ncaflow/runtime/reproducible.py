@@ -56,6 +56,9 @@ ENVIRONMENT: dict[str, str] = {
     "MKL_CBWR": "COMPATIBLE",
     "ATEN_CPU_CAPABILITY": "avx2",
     "DNNL_MAX_CPU_ISA": "AVX2",
+    # the fast path's perception stays eager: compiled, it would be C++ that the local
+    # compiler builds for the local CPU, which no variable above pins
+    "NCAFLOW_COMPILE": "0",
 }
 MARKER = "NCAFLOW_REPRODUCIBLE_EXEC"  # set on re-execution: never re-execute twice
 _MKL_BRANCHES = {1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 8: "SSE4_2", 9: "AVX", 10: "AVX2"}
