@@ -1,10 +1,11 @@
 """Time the update MLP alone: ncaflow.backends.fused's Triton kernels against PyTorch's GEMMs.
 
     python benchmarks/fused_mlp.py [--out DIR]      # CUDA only
-    python benchmarks/fused_mlp.py --backward-only --shape 75 96 24 --on-chip 16384
+    python benchmarks/fused_mlp.py --backward-only --shape 75 96 24 --cells 200704
 
 The growing config's MLP (48 -> 128 -> 16; or each --shape K_IN HIDDEN K_OUT) on the rows of
-one step at batch 8 and 256 (72 x 72 cells each), forward alone and forward + backward, for
+one step at batch 8 and 256 (72 x 72 cells each; or --cells, e.g. 256 x 28 x 28 = 200,704 for
+the MNIST-sized tasks at batch 256), forward alone and forward + backward, for
 PyTorch
 (F.linear, TF32 allowed, as cuBLAS runs it) and for each launch configuration of
 the fused kernels (rows per tile, warps, persistent programs per SM). Times are the
@@ -87,6 +88,9 @@ def main() -> None:
         "--shape", nargs=3, type=int, action="append", metavar=("K_IN", "HIDDEN", "K_OUT")
     )
     ap.add_argument("--on-chip", type=int, help="fused.ON_CHIP for this run")
+    ap.add_argument(
+        "--cells", nargs="+", type=int, default=[8 * 72 * 72, 256 * 72 * 72], help="rows a step"
+    )
     args = ap.parse_args()
     shapes = [tuple(s) for s in args.shape] if args.shape else [SHAPE]
     if args.on_chip:
@@ -95,8 +99,9 @@ def main() -> None:
         raise SystemExit("benchmarks/fused_mlp.py times CUDA kernels: no CUDA device here")
     torch.backends.cuda.matmul.allow_tf32 = True
     default = fused.Launch()  # first: the defaults, then one change of them at a time
-    fwd = [(64, 4), (128, 4), (256, 8)]
+    fwd = [(64, 4), (128, 4), (256, 8), (64, 8), (32, 4)]
     bwd = [(64, 4, 1), (64, 8, 1), (64, 8, 2), (128, 8, 1), (32, 4, 2), (128, 4, 1)]
+    bwd += [(32, 8, 1), (16, 4, 1), (16, 4, 2), (32, 8, 2)]  # for on-chip 128 x 128
     fwd_launches = [default] + [replace(default, block_fwd=b, warps_fwd=w) for b, w in fwd]
     bwd_launches = [
         replace(default, block_bwd=b, warps_bwd=w, programs_per_sm=k) for b, w, k in bwd
@@ -119,7 +124,7 @@ def main() -> None:
         )
 
     for shape in shapes:
-        for cells in (8 * 72 * 72, 256 * 72 * 72):
+        for cells in args.cells:
             for backward in (True,) if args.backward_only else (False, True):
                 record("torch", shape, cells, backward, case(torch_mlp, cells, *shape, backward))
                 # the backward's settings change nothing in a forward pass

@@ -12,7 +12,8 @@
 #   mlp       benchmarks/fused_mlp.py: the MLP kernels' launch configurations
 #   mlp-bwd   the same, forward + backward only
 #   mlp-tasks the same for the BreastMNIST and self-classifying MNIST run configs' MLPs
-#             (75 -> 96 -> 24, 90 -> 128 -> 29, 128 x 128 padded): the kernels against cuBLAS
+#             (75 -> 96 -> 24, 90 -> 128 -> 29, 128 x 128 padded) at their rows a step
+#             (28 x 28 at batch 16 and 256): the kernels against cuBLAS
 #   profile   benchmarks/profile_step.py: graph-fused's kernels at batch 8 and 256
 #   bench8    benchmarks/run.py --device cuda at batch 8, training and inference (9 cases)
 #   bench256  the same at batch 256
@@ -64,8 +65,8 @@ case $stage in
         tests/backends/test_fused.py tests/tasks/test_transfer.py tests/training/test_readback.py ;;
     mlp) $py benchmarks/fused_mlp.py --out "$out" ;;
     mlp-bwd) $py benchmarks/fused_mlp.py --backward-only --out "$out" ;;
-    mlp-tasks) $py benchmarks/fused_mlp.py --backward-only --shape 75 96 24 --shape 90 128 29 \
-        --out "$out" ;;
+    mlp-tasks) $py benchmarks/fused_mlp.py --shape 75 96 24 --shape 90 128 29 \
+        --cells $((16 * 28 * 28)) $((256 * 28 * 28)) --out "$out" ;;
     profile) for b in 8 256; do $py benchmarks/profile_step.py --batch "$b" --out "$out"; done ;;
     bench8) bench 8 ;;
     bench256) bench 256 ;;
