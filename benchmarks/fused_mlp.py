@@ -101,10 +101,11 @@ def main() -> None:
     default = fused.Launch()  # first: the defaults, then one change of them at a time
     fwd = [(64, 4), (128, 4), (256, 8), (64, 8), (32, 4)]
     bwd = [(64, 4, 1), (64, 8, 1), (64, 8, 2), (128, 8, 1), (32, 4, 2), (128, 4, 1)]
-    bwd += [(32, 8, 1), (16, 4, 1), (16, 4, 2), (32, 8, 2)]  # for on-chip 128 x 128
+    bwd += [(32, 8, 1), (32, 16, 1), (16, 4, 1), (16, 8, 1), (32, 8, 2)]
     fwd_launches = [default] + [replace(default, block_fwd=b, warps_fwd=w) for b, w in fwd]
-    bwd_launches = [
-        replace(default, block_bwd=b, warps_bwd=w, programs_per_sm=k) for b, w, k in bwd
+    bwd_launches = [  # every MLP size takes the warps tried (warps_bwd_large too)
+        replace(default, block_bwd=b, warps_bwd=w, warps_bwd_large=w, programs_per_sm=k)
+        for b, w, k in bwd
     ]
     rows: list[dict[str, object]] = []
 

@@ -72,7 +72,9 @@ class Launch:
 
     block_*: rows per tile; warps_*: warps per program; programs_per_sm: the backward's
     persistent grid (each program writes one partial sum of the weight gradients, so more
-    programs mean more parallelism and more partial sums to add up).
+    programs mean more parallelism and more partial sums to add up). The backward holds its
+    weight-gradient accumulators (padded K_in x hidden + hidden x K_out floats) in the
+    registers of its warps, so MLPs above :data:`SMALL_ON_CHIP` take ``warps_bwd_large``.
     """
 
     block_fwd: int = 128
@@ -80,6 +82,14 @@ class Launch:
     block_bwd: int = 32
     warps_bwd: int = 4
     programs_per_sm: int = 1  # the fastest measured on an H200 (benchmarks/fused_mlp.py)
+    # 128 x 128 padded (the selfclass and BreastMNIST MLPs) on an H200: forward + backward
+    # 301-308 us against 874-885 us with 4 warps at 256 x 28 x 28 rows
+    # (benchmarks/reference/fused-mlp-tasks-20261207-h200.json)
+    warps_bwd_large: int = 8
+
+    def backward_warps(self, kp: int, hp: int) -> int:
+        """Warps per backward program for padded K_in x hidden = kp x hp."""
+        return self.warps_bwd if kp * hp <= SMALL_ON_CHIP else self.warps_bwd_large
 
 
 LAUNCH = Launch()
@@ -235,7 +245,7 @@ def _mlp_backward_op(
     kernels.mlp_bwd[(programs,)](
         p, w1, b1, w2, g, gp, part, N=n, K_IN=k_in, HID=hid, K_OUT=k_out, TILES=tiles,
         **sizes, **_rows(p, order, pos), BLOCK=LAUNCH.block_bwd, PREC=_precision(),
-        num_warps=LAUNCH.warps_bwd,
+        num_warps=LAUNCH.backward_warps(kp, hp),
     )  # fmt: skip
     gw1, gb1, gw2 = torch.empty_like(w1), torch.empty_like(b1), torch.empty_like(w2)
     kernels.sum_partials[(_cdiv(part.shape[1], _SUM_BLOCK),)](
