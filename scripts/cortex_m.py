@@ -1,5 +1,5 @@
 """Measure pretrained models on an emulated Cortex-M4 (QEMU mps2-an386) and write the JSON
-behind the README's Cortex-M table; `--table JSON` prints that table.
+behind the Cortex-M table of docs/microcontrollers.md; `--table JSON` prints that table.
 
     snakemake --cores all cortex_m             # the workflow target: the default config's best
                                                # Kvasir and BreastMNIST models -> results/tables/
@@ -114,7 +114,7 @@ def _version(cmd: list[str]) -> str:
 
 
 def table(doc: dict) -> str:
-    """The README's Markdown table."""
+    """The Markdown table of docs/microcontrollers.md."""
     out = [
         "| task | state | flash | RAM | instructions / step | agreement with PyTorch |",
         "| --- | --- | ---: | ---: | ---: | --- |",
@@ -134,7 +134,7 @@ def table(doc: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", help="JSON to write (measure)")
-    ap.add_argument("--table", help="print the README table of this JSON")
+    ap.add_argument("--table", help="print the docs/microcontrollers.md table of this JSON")
     ap.add_argument("--segmenter", help="a Kvasir-SEG model folder (measure)")
     ap.add_argument("--classifier", help="a BreastMNIST model folder (measure)")
     args = ap.parse_args()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -327,7 +328,13 @@ def test_readme_counts_the_recipe_search() -> None:
             variants |= json.loads(path.read_text())["variants"]
     seeds = {len(v["seeds"]) for v in variants.values()}
     flat = " ".join(README.split())
-    assert f"a search of {len(variants)} recipe variants ({seeds.pop()} seeds each" in flat
+    assert f"search of {len(variants)} recipe variants ({seeds.pop()} seeds each" in flat
     assert not seeds
     assert variants["base_5400"]["best_mean"] >= 0.85 > variants["base_3600"]["best_mean"]
     assert "0.85 for this cell only from 5,400 iterations" in flat
+    # the main job trained so (its tables kept in the record): test AUC over its two seeds
+    tried = RECORDS / "main-job-breast5400-selfclass1200-20261207"
+    assert "5400" in json.loads((tried / "run.json").read_text())["what"].split(";")[0]
+    aucs = [float(r["test_auc"]) for r in csv.DictReader((tried / "breastmnist_folds.csv").open())]
+    mean, std = statistics.mean(aucs), statistics.stdev(aucs)
+    assert len(aucs) == 2 and f"gave test AUC {mean:.3f} ± {std:.3f}:" in flat

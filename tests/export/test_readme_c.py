@@ -49,17 +49,24 @@ def test_readme_c_example_compiles_and_runs(tmp_path: Path) -> None:
     assert 0.0 <= float(alpha.group(1)) <= 1.0
 
 
-def test_readme_cortex_m_table_is_the_scripts() -> None:
-    """The README's Cortex-M table is scripts/cortex_m.py's rendering of the JSON that the
-    workflow target `cortex_m` wrote and that is committed."""
+def test_cortex_m_table_is_the_scripts() -> None:
+    """docs/microcontrollers.md's Cortex-M table is scripts/cortex_m.py's rendering of the JSON
+    that the workflow target `cortex_m` wrote and that is committed, and the README's Kvasir
+    figures (int8 RAM, agreement) are that table's."""
     root = README.parent
     spec = importlib.util.spec_from_file_location("cortex_m", root / "scripts" / "cortex_m.py")
     assert spec is not None and spec.loader is not None
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     doc = json.loads(committed_text("results/tables/cortex-m4.json"))
-    assert script.table(doc) in README.read_text()
-    assert script.table(doc) + "\n" == committed_text("results/tables/cortex-m4.md")
+    table = script.table(doc)
+    assert table in (root / "docs" / "microcontrollers.md").read_text()
+    assert table + "\n" == committed_text("results/tables/cortex-m4.md")
+    row = next(line for line in table.splitlines() if "Kvasir" in line and "| int8 |" in line)
+    ram, agreement = (row.strip("|").split("|")[i].strip() for i in (3, 5))
+    flat = " ".join(README.read_text().split())
+    assert f"runs in {ram} of RAM" in flat
+    assert f"{agreement.split(' of ')[0]} of its pixels agreeing" in flat
     kvasir = next(r for r in doc["rows"] if r["grid"] == "64x64" and r["state"] == "int8")
     digits = next(r for r in doc["rows"] if r["grid"] == "28x28" and r["state"] == "int8")
     assert kvasir["ram_total_bytes"] <= 64 * 1024 and digits["ram_total_bytes"] <= 64 * 1024
