@@ -83,7 +83,7 @@ class Launch:
     warps_bwd: int = 4
     programs_per_sm: int = 1  # the fastest measured on an H200 (benchmarks/fused_mlp.py)
     # 128 x 128 padded (the selfclass and BreastMNIST MLPs) on an H200: forward + backward
-    # 301-308 us against 874-885 us with 4 warps at 256 x 28 x 28 rows
+    # 301-308 us against 876-885 us with 4 warps at 256 x 28 x 28 rows
     # (benchmarks/reference/fused-mlp-tasks-20261207-h200.json)
     warps_bwd_large: int = 8
 
