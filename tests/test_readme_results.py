@@ -317,6 +317,17 @@ def test_readme_counts_the_bad_input_corpus() -> None:
         assert cells[1] == str(count), f"table row {name!r}: {cells[1]} cases, pytest has {count}"
 
 
+def test_readme_main_job_time_is_the_recorded_run() -> None:
+    """The main job's wall time is Snakemake's elapsed time of the recorded --forceall run, and
+    its training jobs are the config's eight (two folds of four tasks)."""
+    import json
+
+    run = json.loads((RECORDS / "main-job-20261207" / "run.json").read_text())
+    minutes, seconds = divmod(int(run["snakemake_elapsed_s"]), 60)
+    assert f"From scratch it took {minutes} min {seconds} s on this" in " ".join(README.split())
+    assert len(run["train_job_seconds"]) == 8
+
+
 def test_readme_counts_the_recipe_search() -> None:
     """The main job's paragraph counts the BreastMNIST recipe variants of the search records
     (benchmarks/recipes.py summaries) and names the length at which validation AUC first
