@@ -330,6 +330,21 @@ def test_readme_main_job_time_is_the_recorded_run() -> None:
     assert len(run["train_job_seconds"]) == 8
 
 
+def test_readme_names_the_breastmnist_cell_of_the_config() -> None:
+    """The main job's paragraph describes config/config.yaml's BreastMNIST cell as it is."""
+    import yaml
+
+    task = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["tasks"]["medmnist"]
+    cell, (width,) = task["set"], task["grid"]["width"]["values"]
+    assert task["grid"]["width"]["key"] == "model.hidden_width"
+    said = (
+        f"{cell['model.hidden_channels']} hidden channels, width {width}, fire rate "
+        f"{cell['model.fire_rate']}, {cell['train.iterations']:,} iterations"
+    )
+    assert said in " ".join(README.split())
+    assert f"learning rate {cell['train.lr']:.0e}".replace("e-0", "e-") in " ".join(README.split())
+
+
 def test_readme_counts_the_recipe_search() -> None:
     """The main job's paragraph counts the BreastMNIST recipe variants of the search records
     (benchmarks/recipes.py summaries) and names the length at which validation AUC first
