@@ -237,6 +237,33 @@ def test_dry_run_schedules_every_cell_and_fold(tmp_path: Path, name: str) -> Non
     assert counts["aggregate"] == len(trainings) == counts["animate"] == counts["export"]
 
 
+def test_longest_training_jobs_start_first(tmp_path: Path) -> None:
+    """Snakemake starts ready jobs by priority: every training job's is its task's runtime
+    (config/config.yaml: BreastMNIST 30 minutes before Kvasir's 10), and the data jobs'
+    is above all of them, so that no task waits for its download at the end."""
+    root = copy_workflow(tmp_path)
+    config = yaml.safe_load((root / "config/config.yaml").read_text())
+    plan = snakemake(root, "-n", "--forceall", timeout=180).stdout
+    jobs = re.findall(
+        r"^(?:local)?rule (\w+):\n(?:    .*\n)*?"
+        r"    wildcards: task=(\w+).*\n(?:    priority: (\d+))?",
+        plan,
+        flags=re.M,
+    )
+    default = config["resources"]["train"]["runtime"]
+    runtime = {
+        name: spec.get("resources", {}).get("runtime", default)
+        for name, spec in config["tasks"].items()
+    }
+    runtime["breastmnist"] = runtime.pop("medmnist")
+    trains = {(task, int(p or 0)) for rule, task, p in jobs if rule == "train"}
+    assert trains == {(task, minutes) for task, minutes in runtime.items()}
+    assert len(set(runtime.values())) > 1  # the default config does order its tasks
+    data = [int(p or 0) for rule, _, p in jobs if rule in ("download", "prepare")]
+    assert len(data) == len(runtime) + 1  # Kvasir's folds are prepared
+    assert min(data) > max(runtime.values()) * 2
+
+
 def _tiny_with(tmp_path: Path, edit: Any) -> Path:
     root = copy_workflow(tmp_path)
     config = yaml.safe_load((root / ".test/config/config.yaml").read_text())

@@ -15,6 +15,7 @@ rule download:
         "results/logs/download/{task}.log",
     benchmark:
         "results/benchmarks/download/{task}.tsv"
+    priority: data_priority()
     conda:
         "../envs/ncaflow.yaml"
     params:
@@ -37,6 +38,7 @@ rule prepare:
         "results/logs/prepare/{task}.log",
     benchmark:
         "results/benchmarks/prepare/{task}.tsv"
+    priority: data_priority()
     conda:
         "../envs/ncaflow.yaml"
     threads: other_resource("threads")

@@ -36,6 +36,7 @@ if config["fold_jobs"] == "separate":
             "results/logs/train/{task}/{cell}/fold{fold}.log",
         benchmark:
             "results/benchmarks/train/{task}/{cell}/fold{fold}.tsv"
+        priority: train_priority()
         conda:
             "../envs/ncaflow.yaml"
         threads: train_resource("threads")
@@ -79,6 +80,7 @@ else:
             wildcard_constraints:
                 task=re.escape(_task),
                 cell="|".join(re.escape(c) for c in _cells),
+            priority: train_priority(_folds)
             conda:
                 "../envs/ncaflow.yaml"
             threads: together_resource("threads", _folds)
