@@ -416,3 +416,63 @@ def test_task_profile_lists_kernels_by_device_time() -> None:
     assert table["top_kernels"][0] == {"name": "mlp_bwd", "launches": 20.0, "device_us": 1500.0}
     assert table["kernels_seen_us"] == 2000.0 and table["kernel_launches"] == 41.0
     assert table["top_ops"][0]["name"] == "aten::mm"  # operators by host time, phases apart
+
+
+MAIN_JOB_LOG = """\
+[Mon Dec  7 14:27:54 2026]
+localrule download:
+    output: data/raw/manifests/breastmnist.json
+    jobid: 23
+    reason: Forced execution
+    wildcards: task=breastmnist
+[Mon Dec  7 14:27:57 2026]
+Finished jobid: 23 (Rule: download)
+[Mon Dec  7 14:27:57 2026]
+localrule train:
+    jobid: 25
+    wildcards: task=breastmnist, cell=width~48, fold=1
+[Mon Dec  7 14:27:57 2026]
+localrule train:
+    jobid: 24
+    wildcards: task=breastmnist, cell=width~48, fold=0
+[Mon Dec  7 14:36:09 2026]
+Finished jobid: 25 (Rule: train)
+[Mon Dec  7 14:36:19 2026]
+Finished jobid: 24 (Rule: train)
+[Mon Dec  7 14:36:19 2026]
+localrule all:
+    jobid: 0
+[Mon Dec  7 14:36:19 2026]
+Finished jobid: 0 (Rule: all)
+Elapsed time: 0:08:25.5
+"""
+
+
+def test_main_job_record_reads_the_log_and_benchmark_files(tmp_path: Path) -> None:
+    """benchmarks/main_job.py: Snakemake's elapsed time, each job's span (wildcards follow
+    the jobid line), the cores' idle time, and the seconds of every benchmark file."""
+    import main_job
+
+    log = tmp_path / "run.snakemake.log"
+    log.write_text(MAIN_JOB_LOG)
+    bench = tmp_path / "results" / "benchmarks"
+    files = {"train/breastmnist/width~48/fold0": 502.1, "download/breastmnist": 3.0}
+    files["cortex_m"] = 47.7  # a target of another run: left out
+    for name, seconds in files.items():
+        (bench / name).parent.mkdir(parents=True, exist_ok=True)
+        (bench / f"{name}.tsv").write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:08:22\t900\n")
+    out = tmp_path / "record"
+    main_job.main(["--log", str(log), "--results", str(tmp_path / "results"), "--what", "t",
+                   "--out", str(out)])  # fmt: skip
+    record = json.loads((out / "run.json").read_text())
+    assert record["snakemake_elapsed_s"] == 505.5
+    spans = {j["job"]: (j["start_s"], j["end_s"]) for j in record["timeline"]}
+    assert spans == {
+        "download/breastmnist": (0.0, 3.0),
+        "train/breastmnist/width~48/fold1": (3.0, 495.0),
+        "train/breastmnist/width~48/fold0": (3.0, 505.0),
+    }
+    # 2 cores x 505 s, less 3 + 492 + 502 busy
+    assert record["idle_core_s"] == 2 * 505 - (3 + 492 + 502)
+    assert record["train_job_seconds"] == {"breastmnist/width~48/fold0": 502.1}
+    assert record["other_job_seconds"] == {"download/breastmnist": 3.0}

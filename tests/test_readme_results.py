@@ -324,7 +324,7 @@ def test_readme_main_job_time_is_the_recorded_run() -> None:
     its training jobs are the config's eight (two folds of four tasks)."""
     import json
 
-    run = json.loads((RECORDS / "main-job-20261207" / "run.json").read_text())
+    run = json.loads((RECORDS / "main-job-longest-first-20261207" / "run.json").read_text())
     minutes, seconds = divmod(int(run["snakemake_elapsed_s"]), 60)
     assert f"From scratch it took {minutes} min {seconds} s on this" in " ".join(README.split())
     assert len(run["train_job_seconds"]) == 8
