@@ -58,7 +58,10 @@ def test_fused_mlp_equals_torch(  # type: ignore[no-untyped-def]
         ref = ref * keep[:, None]
         assert 0 < keep.sum() < n if kept == 0.5 else keep.sum() == n * kept
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)
-    g = torch.randn(n, k_out, generator=gen).to(device)
+    # the output's gradient as a slice of a wider one (rows k_out + 3 apart), as a step with
+    # input channels hands it over: the backward reads it through its row stride
+    g = torch.randn(n, k_out + 3, generator=gen).to(device)[:, 1 : k_out + 1]
+    assert not g.is_contiguous()
     for a, b in zip(
         torch.autograd.grad(got, [p, w1, b1, w2], g),
         torch.autograd.grad(ref, [p, w1, b1, w2], g),
@@ -236,6 +239,7 @@ def test_operators_pass_torch_opcheck(fused) -> None:  # type: ignore[no-untyped
     )
     keep = (torch.rand(40, generator=gen) < 0.5).float().to(device)
     torch.library.opcheck(module._order_op, (keep,))
+    torch.library.opcheck(module._order_op, (keep.to(torch.int32),))  # a compiled step's
     order, pos = module._order_op(keep)
     torch.library.opcheck(module._mlp_op, (p, w1, b1, w2, order, pos))
     torch.library.opcheck(module._mlp_op, (p, w1, b1, w2, None, None))

@@ -42,7 +42,7 @@ def row_order(KEEP, POS, ORDER, N, BLOCK: tl.constexpr):
     running count of kept rows (a cumulative sum of KEEP), so POS[N - 1] of them are kept."""
     r = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = r < N
-    kept = tl.load(KEEP + r, mask=inside, other=0.0) != 0.0
+    kept = tl.load(KEEP + r, mask=inside, other=0) != 0
     pos = tl.load(POS + r, mask=inside, other=0)
     count = tl.load(POS + N - 1)
     tl.store(ORDER + tl.where(kept, pos - 1, count + r - pos), r, mask=inside)
@@ -94,11 +94,12 @@ def mlp_fwd(
 
 @triton.jit
 def mlp_bwd(
-    P, W1, B1, W2, G, GP, PART, ORDER, POS, N, K_IN, HID, K_OUT, TILES,
+    P, W1, B1, W2, G, G_STRIDE, GP, PART, ORDER, POS, N, K_IN, HID, K_OUT, TILES,
     KP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
     BLOCK: tl.constexpr, PREC: tl.constexpr, GATHER: tl.constexpr,
 ):  # fmt: skip
     """GP = dL/dP, and this program's partial sums of the weight gradients in PART[pid].
+    Row r of G starts at G + r * G_STRIDE (a view of a wider gradient needs no copy).
 
     A persistent grid: program pid owns row tiles pid, pid + programs, ... of the first
     COUNT rows and recomputes their hidden layer (never stored), then writes zeros to GP in
@@ -122,7 +123,7 @@ def mlp_bwd(
         p = tl.load(P + rows[:, None] * K_IN + kin[None, :], mask=in_mask, other=0.0)
         live = at[:, None] < count  # g = 0 beyond: their gp and weight gradients are 0
         g = tl.load(
-            G + rows[:, None] * K_OUT + out[None, :],
+            G + rows[:, None] * G_STRIDE + out[None, :],
             mask=live & (out[None, :] < K_OUT),
             other=0.0,
         )

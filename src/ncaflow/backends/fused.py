@@ -176,8 +176,10 @@ def _check(p: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, keep: Tensor | None) -
 def _order_op(keep: Tensor) -> tuple[Tensor, Tensor]:
     """The kept rows of a (N,) 0/1 mask first: (order (N,), pos (N,)), int32, where pos is
     the running count of kept rows, so pos[-1] rows are kept (read by the kernels on the
-    device: nothing waits for it, and CUDA graphs capture it)."""
-    keep = keep.reshape(-1).to(torch.float32)
+    device: nothing waits for it, and CUDA graphs capture it). An int32 mask is scanned as
+    it is; any other dtype is cast first, one more kernel (a compiled step makes the mask
+    int32 in the kernel that computes it: :func:`ncaflow.backends.gemm.gemm_step`)."""
+    keep = keep.reshape(-1).to(torch.int32)
     n = keep.shape[0]
     pos = torch.cumsum(keep, 0, dtype=torch.int32)
     order = torch.empty(n, device=keep.device, dtype=torch.int32)
@@ -232,7 +234,11 @@ def _mlp_backward_op(
     pos: Tensor | None,
     g: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    p, w1, b1, w2, g = (t.contiguous() for t in (p, w1, b1, w2, g))
+    p, w1, b1, w2 = (t.contiguous() for t in (p, w1, b1, w2))
+    # g is read through its row stride: with input channels (BreastMNIST, selfclass) it is a
+    # slice of the state's gradient, whose copy cost a kernel a step (17 µs of ~405 at batch
+    # 256 on an H100)
+    g = g if g.stride(1) == 1 else g.contiguous()
     n, k_in = p.shape
     hid, k_out = w1.shape[0], w2.shape[0]
     sizes = _sizes(p, w1, w2)
@@ -243,7 +249,7 @@ def _mlp_backward_op(
     part = torch.empty(programs, kp * hp + hp * op + hp, device=p.device, dtype=torch.float32)
     kernels = _kernels()
     kernels.mlp_bwd[(programs,)](
-        p, w1, b1, w2, g, gp, part, N=n, K_IN=k_in, HID=hid, K_OUT=k_out, TILES=tiles,
+        p, w1, b1, w2, g, g.stride(0), gp, part, N=n, K_IN=k_in, HID=hid, K_OUT=k_out, TILES=tiles,
         **sizes, **_rows(p, order, pos), BLOCK=LAUNCH.block_bwd, PREC=_precision(),
         num_warps=LAUNCH.backward_warps(kp, hp),
     )  # fmt: skip

@@ -58,7 +58,11 @@ def gemm_step(
         p = _Stencil.apply(pad_edges(s, padding, dims=(1, 2)), taps)  # (B, H, W, C, K)
     rows = p.reshape(b * h * w, -1)
     if triton_mlp and skip_rows:
-        out = fused.fused_mlp(rows, w1, b1, w2, rows_that_matter(s, fire, alive))
+        # int32, the dtype the row ordering scans: the cast joins the kernel that computes the
+        # mask, where a float mask cost a copy kernel a step before the scan (2.5 µs of
+        # ~60 at batch 8 on an H200)
+        keep = rows_that_matter(s, fire, alive)
+        out = fused.fused_mlp(rows, w1, b1, w2, None if keep is None else keep.to(torch.int32))
         fire = None  # applied: the kernels give zero to every cell that does not fire
     elif triton_mlp:
         out = fused.fused_mlp(rows, w1, b1, w2)
