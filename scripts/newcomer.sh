@@ -4,7 +4,7 @@
 # + the main job), line 2 (install + the tests), then line 1 again.
 #
 #   bash scripts/newcomer.sh                                      # line 1 with the test config (.test/config/)
-#   NEWCOMER_CONFIG=config/config.yaml bash scripts/newcomer.sh   # the real main job (~25 min)
+#   NEWCOMER_CONFIG=config/config.yaml bash scripts/newcomer.sh   # the real main job (~18 min on 2 cores)
 #
 # Line 1 runs verbatim; only a Snakemake profile named by SNAKEMAKE_PROFILE chooses its config
 # file (the tiny one by default, so that CI can afford it). Line 2 then runs after line 1 has
