@@ -50,6 +50,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import snakemake_log
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -287,25 +289,19 @@ def record(args: argparse.Namespace) -> dict[str, Any]:
 
 TASK_RECORD = {"classification": "breastmnist", "segmentation": "kvasir"}  # else the task name
 # the training rules: `train`, or with fold_jobs: together `train_<task>_<N>folds`
-_TRAIN_RULE = re.compile(r"^(local)?rule train(_\w+_\d+folds)?:$")
-_TRAIN_DONE = re.compile(r"\(Rule: train(_\w+_\d+folds)?\)")
-_STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]{8} \d{4})\]$")
+_TRAIN_RULE = re.compile(r"^train(_\w+_\d+folds)?$")
 
 
 def workflow_run(args: argparse.Namespace) -> dict[str, Any]:
-    """A packed Snakemake run's training jobs, from its log and their output folders: the
-    span from the first `rule train` start to the last train job's end, and each job's
-    iterations (the last row of its history.csv; early stopping ends some sooner)."""
-    stamp, first, last = None, None, None
-    for line in args.log.read_text().splitlines():
-        if m := _STAMP.match(line.strip()):
-            stamp = datetime.strptime(" ".join(m.group(1).split()), "%a %b %d %H:%M:%S %Y")
-        elif _TRAIN_RULE.match(line.strip()) and first is None:
-            first = stamp
-        elif _TRAIN_DONE.search(line) and line.startswith("Finished job"):
-            last = stamp
-    if first is None or last is None:
+    """A packed Snakemake run's training jobs, from its log (benchmarks/snakemake_log.py) and
+    their output folders: the span from the first train job's start to the last one's end,
+    and each job's iterations (the last row of its history.csv; early stopping ends some
+    sooner)."""
+    _, ran = snakemake_log.read(args.log.read_text())
+    trains = [j for j in ran if _TRAIN_RULE.match(j.rule)]
+    if not trains:
         sys.exit(f"grid.py workflow-run: {args.log} has no finished train job")
+    first, last = trains[0].start, max(j.end for j in trains)
     jobs = []
     for history in sorted(args.models.glob("*/fold*/history.csv")):
         rows = history.read_text().splitlines()

@@ -191,10 +191,13 @@ def test_workflow_run_reads_the_span_and_iterations(tmp_path: Path) -> None:
     job's end in a Snakemake log, and each job's iterations from its history.csv."""
     log = tmp_path / "run.log"
     log.write_text(
-        "[Mon Dec  7 03:51:40 2026]\nlocalrule download:\n"
-        "[Mon Dec  7 03:51:44 2026]\nlocalrule train:\n"
+        "[Mon Dec  7 03:51:40 2026]\nlocalrule download:\n    jobid: 3\n"
+        "[Mon Dec  7 03:51:44 2026]\nFinished jobid: 3 (Rule: download)\n"
+        "[Mon Dec  7 03:51:44 2026]\nlocalrule train:\n    jobid: 4\n"
+        "[Mon Dec  7 03:51:44 2026]\nlocalrule train_b_2folds:\n    jobid: 5\n"
         "[Mon Dec  7 03:52:10 2026]\nFinished jobid: 4 (Rule: train)\n"
-        "[Mon Dec  7 03:55:50 2026]\nFinished jobid: 5 (Rule: train)\n"
+        "[Mon Dec  7 03:52:10 2026]\nlocalrule evaluate:\n    jobid: 6\n"
+        "[Mon Dec  7 03:55:50 2026]\nFinished jobid: 5 (Rule: train_b_2folds)\n"
         "[Mon Dec  7 03:56:30 2026]\nFinished jobid: 6 (Rule: evaluate)\n"
     )
     for name, last in (("base/fold0", 3000), ("focal/fold1", 2100)):
@@ -463,7 +466,7 @@ def test_main_job_record_reads_the_log_and_benchmark_files(tmp_path: Path) -> No
         (bench / f"{name}.tsv").write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:08:22\t900\n")
     out = tmp_path / "record"
     main_job.main(["--log", str(log), "--results", str(tmp_path / "results"), "--what", "t",
-                   "--out", str(out)])  # fmt: skip
+                   "--out", str(out / "run.json")])  # fmt: skip
     record = json.loads((out / "run.json").read_text())
     assert record["snakemake_elapsed_s"] == 505.5
     spans = {j["job"]: (j["start_s"], j["end_s"]) for j in record["timeline"]}
@@ -476,3 +479,22 @@ def test_main_job_record_reads_the_log_and_benchmark_files(tmp_path: Path) -> No
     assert record["idle_core_s"] == 2 * 505 - (3 + 492 + 502)
     assert record["train_job_seconds"] == {"breastmnist/width~48/fold0": 502.1}
     assert record["other_job_seconds"] == {"download/breastmnist": 3.0}
+
+
+@pytest.mark.parametrize(
+    ("record", "idle"), [("main-job-20261207", 163.0), ("main-job-longest-first-20261207", 1.0)]
+)
+def test_main_job_records_idle_time_comes_from_their_logs(record: str, idle: float) -> None:
+    """benchmarks/README's idle core-seconds of the main job before and after the longest jobs
+    started first (163 and 1) and the elapsed times are what the committed Snakemake logs give."""
+    import main_job
+    import snakemake_log
+
+    folder = REPO / "benchmarks" / "reference" / record
+    elapsed, jobs = snakemake_log.read((folder / "snakemake.log").read_text())
+    run = json.loads((folder / "run.json").read_text())
+    assert elapsed is not None and round(elapsed, 1) == run["snakemake_elapsed_s"]
+    assert main_job.idle_core_seconds(jobs, 2) == idle
+    assert {j.name.removeprefix("train/") for j in jobs} >= set(run["train_job_seconds"])
+    text = (REPO / "benchmarks" / "README.md").read_text()
+    assert f"{idle:.0f} idle core-second" in " ".join(text.split())
