@@ -377,17 +377,10 @@ def together_resource(name: str, folds: int):
     return get
 
 
-def train_priority(folds: int = 1):
-    """A training job's Snakemake priority: its runtime resource (minutes, times the folds
-    of a together job). The longest jobs start first and the short ones fill the cores at
-    the end (on the default config's 2 cores, Snakemake's own order left one core idle for
-    the last two minutes)."""
-    return together_resource("runtime", folds)
-
-
 def data_priority() -> int:
-    """The download and prepare jobs' priority: above every training job's, so that each
-    task's data is there (seconds) before the cores are given to the long jobs."""
+    """The download and prepare jobs' priority: above every training job's (its runtime,
+    train.smk), so that each task's data is there (seconds) before the cores are given to
+    the long jobs."""
     return 1 + max(
         t.resources["runtime"] * max(t.folds_of(c) for c in t.cells)
         for t in TASKS.values()

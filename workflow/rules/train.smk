@@ -8,6 +8,10 @@
 # resumes from it -- unless the job's config changed since (`--restart-changed`).
 # A together job that is killed resumes its unfinished fold the same way; Snakemake
 # removes the folds it had finished, and they are trained again (same bytes on a CPU).
+#
+# A training job's priority is its runtime resource: the longest jobs start first and the
+# short ones fill the cores at the end (on the default config's 2 cores, Snakemake's own
+# order left one core idle for the last two minutes).
 
 import re
 
@@ -36,7 +40,7 @@ if config["fold_jobs"] == "separate":
             "results/logs/train/{task}/{cell}/fold{fold}.log",
         benchmark:
             "results/benchmarks/train/{task}/{cell}/fold{fold}.tsv"
-        priority: train_priority()
+        priority: train_resource("runtime")
         conda:
             "../envs/ncaflow.yaml"
         threads: train_resource("threads")
@@ -80,7 +84,7 @@ else:
             wildcard_constraints:
                 task=re.escape(_task),
                 cell="|".join(re.escape(c) for c in _cells),
-            priority: train_priority(_folds)
+            priority: together_resource("runtime", _folds)
             conda:
                 "../envs/ncaflow.yaml"
             threads: together_resource("threads", _folds)
