@@ -44,7 +44,8 @@ def test_channels_last_alive_mask_is_max_pool() -> None:
 
 def test_rows_that_matter_are_the_cells_that_fire_near_life() -> None:
     """_rows_that_matter's separable maximum (1 x 5, then 5 x 1) is the 5 x 5 neighbourhood
-    of cells above the threshold, the grid's edges included, times the fire mask."""
+    of cells above the threshold, the grid's edges included, times the fire mask; int32, the
+    dtype the fused row ordering scans without a cast."""
     torch.manual_seed(3)
     alpha = torch.where(torch.rand(3, 1, 17, 13) < 0.04, 0.5, 0.05)
     alpha[0, 0, 0, 12] = alpha[1, 0, 16, 0] = 0.5  # live corners
@@ -53,8 +54,11 @@ def test_rows_that_matter_are_the_cells_that_fire_near_life() -> None:
     near = (F.max_pool2d(alpha, 5, stride=1, padding=2) > 0.1).float()
     for f, expected in ((fire, fire * near), (None, near)):
         keep = gemm.rows_that_matter(x.permute(0, 2, 3, 1), f, (3, 0.1))
-        assert keep is not None
-        assert torch.equal(keep, expected[:, 0])
+        assert keep is not None and keep.dtype == torch.int32
+        assert torch.equal(keep, expected[:, 0].to(torch.int32))
+    only_fire = gemm.rows_that_matter(x.permute(0, 2, 3, 1), fire, None)
+    assert only_fire is not None and only_fire.dtype == torch.int32
+    assert torch.equal(only_fire, fire[:, 0].to(torch.int32))
     assert 0 < int(near.sum()) < near.numel()
 
 

@@ -178,10 +178,10 @@ def _order_op(keep: Tensor) -> tuple[Tensor, Tensor]:
     the running count of kept rows, so pos[-1] rows are kept (read by the kernels on the
     device: nothing waits for it, and CUDA graphs capture it). An int32 mask is scanned as
     it is; any other dtype is cast first, one more kernel (a compiled step makes the mask
-    int32 in the kernel that computes it: :func:`ncaflow.backends.gemm.gemm_step`)."""
+    int32 in the kernel that computes it: :func:`ncaflow.backends.gemm.rows_that_matter`)."""
     keep = keep.reshape(-1).to(torch.int32)
     n = keep.shape[0]
-    pos = torch.cumsum(keep, 0, dtype=torch.int32)
+    pos = torch.cumsum(keep, 0, dtype=torch.int32)  # an int32 sum (cumsum widens to int64)
     order = torch.empty(n, device=keep.device, dtype=torch.int32)
     _kernels().row_order[(_cdiv(n, _ORDER_BLOCK),)](keep, pos, order, n, BLOCK=_ORDER_BLOCK)
     return order, pos

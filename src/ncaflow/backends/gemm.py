@@ -58,11 +58,7 @@ def gemm_step(
         p = _Stencil.apply(pad_edges(s, padding, dims=(1, 2)), taps)  # (B, H, W, C, K)
     rows = p.reshape(b * h * w, -1)
     if triton_mlp and skip_rows:
-        # int32, the dtype the row ordering scans: the cast joins the kernel that computes the
-        # mask, where a float mask cost a copy kernel a step before the scan (2.5 µs of
-        # ~60 at batch 8 on an H200)
-        keep = rows_that_matter(s, fire, alive)
-        out = fused.fused_mlp(rows, w1, b1, w2, None if keep is None else keep.to(torch.int32))
+        out = fused.fused_mlp(rows, w1, b1, w2, rows_that_matter(s, fire, alive))
         fire = None  # applied: the kernels give zero to every cell that does not fire
     elif triton_mlp:
         out = fused.fused_mlp(rows, w1, b1, w2)
@@ -81,20 +77,24 @@ def gemm_step(
 def rows_that_matter(
     s: Tensor, fire: Tensor | None, alive: tuple[int, float] | None
 ) -> Tensor | None:
-    """(B, H, W) 0/1 mask of the cells whose update can change the step's result, for the
+    """(B, H, W) int32 0/1 mask of the cells whose update can change the step's result, for the
     fused MLP to skip the others (None: every cell): cells that fire and, with alive
     masking, lie within two cells of an alive one. Farther cells and their neighbours are
     dead before the step, so the alive mask zeroes them whatever their update (the rule of
-    the CPU fast path, :func:`ncaflow.backends.fast.step_cl`). s is the (B, H, W, C) state."""
-    keep = None if fire is None else fire.view(fire.shape[0], *fire.shape[2:])
-    if alive is None:
-        return keep
-    channel, threshold = alive
-    # the 5 x 5 maximum (3 x 3 twice) as 1 x 5 then 5 x 1: Inductor makes a 5 x 5 window a
-    # reduction kernel, 72 µs a step at batch 256 on an H200 against 5 µs for the two
-    across = F.max_pool2d(s[..., channel], (1, 5), stride=1, padding=(0, 2))
-    near = F.max_pool2d(across, (5, 1), stride=1, padding=(2, 0)) > threshold
-    return near.to(s.dtype) if keep is None else keep * near
+    the CPU fast path, :func:`ncaflow.backends.fast.step_cl`). s is the (B, H, W, C) state.
+
+    int32 is the dtype the row ordering scans (:func:`ncaflow.backends.fused.fused_mlp`), so
+    in a compiled step the mask's kernel writes it so: a float mask cost a cast-copy kernel
+    a step before the scan (2.5 µs of ~60 at batch 8 on an H200)."""
+    keep = None if fire is None else fire.view(fire.shape[0], *fire.shape[2:]) != 0
+    if alive is not None:
+        channel, threshold = alive
+        # the 5 x 5 maximum (3 x 3 twice) as 1 x 5 then 5 x 1: Inductor makes a 5 x 5 window a
+        # reduction kernel, 72 µs a step at batch 256 on an H200 against 5 µs for the two
+        across = F.max_pool2d(s[..., channel], (1, 5), stride=1, padding=(0, 2))
+        near = F.max_pool2d(across, (5, 1), stride=1, padding=(2, 0)) > threshold
+        keep = near if keep is None else keep & near
+    return None if keep is None else keep.to(torch.int32)
 
 
 class _Stencil(torch.autograd.Function):
