@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 import torch
 
 from ncaflow.config import ModelConfig
+from ncaflow.model import nca
 from ncaflow.model.nca import NCA
 
 
@@ -120,6 +122,35 @@ def test_rollout_is_deterministic_for_a_seed() -> None:
     b = model(x, 8, generator=torch.Generator().manual_seed(7))
     c = model(x, 8, generator=torch.Generator().manual_seed(8))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("block_steps", [1, 3, 7, 100])
+def test_masks_drawn_ahead_are_one_draw_a_step(
+    block_steps: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU, drawing several steps' masks at once gives each step the mask it would have
+    drawn alone, with blocks of any size (7 steps: 3 + 3 + 1 at block 3), and leaves the
+    generator where one draw a step leaves it: the weights trained before stay the same.
+    Each block is one draw (two kernels on a GPU, where launches bound small batches)."""
+    model = randomised(ModelConfig(hidden_channels=4))
+    x = torch.rand(2, 8, 5, 6)
+    monkeypatch.setattr(nca, "MASK_BLOCK_CELLS", block_steps * 2 * 5 * 6)
+    alone, together = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    singly = [m for m in model.masks(x, 7, alone, ahead=False) if m is not None]
+    draws: list[tuple[int, ...]] = []
+    rand = torch.rand
+
+    def counted(*size: int, **kw: Any) -> torch.Tensor:
+        draws.append(size)
+        return rand(*size, **kw)
+
+    monkeypatch.setattr(torch, "rand", counted)
+    drawn = [m for m in model.masks(x, 7, together) if m is not None]
+    assert len(draws) == -(-7 // block_steps)  # one draw a block: 7, 3, 1, 1
+    assert len(singly) == len(drawn) == 7 and all(m.shape == (2, 1, 5, 6) for m in drawn)
+    assert all(torch.equal(a, b) for a, b in zip(singly, drawn, strict=True))
+    assert torch.equal(alone.get_state(), together.get_state())
+    assert 0.3 < torch.stack(drawn).mean().item() < 0.7
 
 
 def test_fire_masks_given_explicitly() -> None:

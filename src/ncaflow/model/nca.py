@@ -43,7 +43,10 @@ from ncaflow.config import ModelConfig
 from ncaflow.model.adaptive import Stopper
 from ncaflow.model.perception import check_perception, filter_bank, n_filters, taps
 
-__all__ = ["NCA", "mlp_sizes"]
+__all__ = ["MASK_BLOCK_CELLS", "NCA", "mlp_sizes"]
+
+# the most cells whose fire masks a rollout draws in one call (:meth:`NCA.masks`): 32 MB
+MASK_BLOCK_CELLS = 1 << 23
 
 
 def mlp_sizes(config: ModelConfig) -> tuple[int, int, int]:
@@ -204,11 +207,13 @@ class NCA(nn.Module):
         Masks are drawn outside checkpointed chunks, so recomputation is exact.
         callback(t, state) is called after every step (animations).
         """
-        masks = self.masks(x, steps, generator, fire_masks)
         adaptive = self.config.adaptive_steps
         stopper = None
         if adaptive is not None and not torch.is_grad_enabled():  # inference only
             stopper = Stopper(rule=adaptive, batch=x.shape[0], device=x.device)
+        # a rollout that may stop early draws a step's masks at a time, so that the
+        # generator is left where the steps it took leave it
+        masks = self.masks(x, steps, generator, fire_masks, ahead=stopper is None)
         self.steps_taken = None
         if self.config.step_channel or stopper is not None:
             return self._stepwise_rollout(x, masks, callback, stopper)
@@ -253,8 +258,24 @@ class NCA(nn.Module):
         steps: int,
         generator: torch.Generator | None = None,
         fire_masks: Tensor | None = None,
+        *,
+        ahead: bool = True,
     ) -> Iterator[Tensor | None]:
         """The fire masks of a rollout from x, one per step, in the order every backend uses:
-        fire_masks[t] when given, else drawn from generator at step t."""
-        for t in range(steps):
-            yield fire_masks[t] if fire_masks is not None else self.fire_mask(x, generator)
+        fire_masks[t] when given, else drawn from generator, step after step.
+
+        ahead: draw the masks of several steps at once (up to :data:`MASK_BLOCK_CELLS`
+        cells), two kernels a block instead of two a step (growing batch-8 training on an
+        H100: 209 -> 222 it/s). On a CPU the values are those of one draw a step (its
+        generator fills a tensor in order: tested); a CUDA generator's differ.
+        """
+        if fire_masks is not None or self.config.fire_rate >= 1.0 or not ahead:
+            for t in range(steps):
+                yield fire_masks[t] if fire_masks is not None else self.fire_mask(x, generator)
+            return
+        b, _, h, w = x.shape
+        block = max(1, MASK_BLOCK_CELLS // (b * h * w))
+        for t in range(0, steps, block):
+            n = min(block, steps - t)
+            u = torch.rand(n, b, 1, h, w, generator=generator, device=x.device, dtype=x.dtype)
+            yield from u.lt_(self.config.fire_rate).unbind(0)  # as fire_mask: 1.0 where u < rate
