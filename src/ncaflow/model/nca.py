@@ -181,12 +181,14 @@ class NCA(nn.Module):
 
     def fire_mask(self, x: Tensor, generator: torch.Generator | None) -> Tensor | None:
         """(B, 1, H, W) float Bernoulli(fire_rate) mask, or None when every cell fires."""
-        rate = self.config.fire_rate
-        if rate >= 1.0:
-            return None
+        return None if self.config.fire_rate >= 1.0 else self._draw_fire(x, 1, generator)[0]
+
+    def _draw_fire(self, x: Tensor, steps: int, generator: torch.Generator | None) -> Tensor:
+        """(steps, B, 1, H, W) fire masks in one draw. On a CPU they are those of ``steps``
+        draws of one step each (its generator fills a tensor in order: tested)."""
         b, _, h, w = x.shape
-        u = torch.rand(b, 1, h, w, generator=generator, device=x.device, dtype=x.dtype)
-        return u.lt_(rate)  # 1.0 where u < rate, else 0.0: one kernel, no bool-to-float copy
+        u = torch.rand(steps, b, 1, h, w, generator=generator, device=x.device, dtype=x.dtype)
+        return u.lt_(self.config.fire_rate)  # 1.0 where u < rate: one kernel, no bool copy
 
     def forward(
         self,
@@ -266,16 +268,14 @@ class NCA(nn.Module):
 
         ahead: draw the masks of several steps at once (up to :data:`MASK_BLOCK_CELLS`
         cells), two kernels a block instead of two a step (growing batch-8 training on an
-        H100: 209 -> 222 it/s). On a CPU the values are those of one draw a step (its
-        generator fills a tensor in order: tested); a CUDA generator's differ.
+        H100: 209 -> 222 it/s); else one step's at a time. On a CPU both give the same
+        values; a CUDA generator's differ.
         """
-        if fire_masks is not None or self.config.fire_rate >= 1.0 or not ahead:
+        if fire_masks is not None or self.config.fire_rate >= 1.0:
             for t in range(steps):
-                yield fire_masks[t] if fire_masks is not None else self.fire_mask(x, generator)
+                yield None if fire_masks is None else fire_masks[t]
             return
         b, _, h, w = x.shape
-        block = max(1, MASK_BLOCK_CELLS // (b * h * w))
+        block = max(1, MASK_BLOCK_CELLS // (b * h * w)) if ahead else 1
         for t in range(0, steps, block):
-            n = min(block, steps - t)
-            u = torch.rand(n, b, 1, h, w, generator=generator, device=x.device, dtype=x.dtype)
-            yield from u.lt_(self.config.fire_rate).unbind(0)  # as fire_mask: 1.0 where u < rate
+            yield from self._draw_fire(x, min(block, steps - t), generator).unbind(0)
