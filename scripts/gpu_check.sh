@@ -61,7 +61,7 @@ bench() {
         --batch "$1" --impls baseline graph graph-compiled-tf32 graph-fused graph-fused-ckpt
 }
 case $stage in
-    tests) $py -m pytest -q -rf --tb=short -p no:cacheprovider tests/backends/test_graphs.py \
+    tests) $py -m pytest -n 4 -q -rf --tb=short -p no:cacheprovider tests/backends/test_graphs.py \
         tests/backends/test_fused.py tests/tasks/test_transfer.py tests/training/test_readback.py ;;
     mlp) $py benchmarks/fused_mlp.py --out "$out" ;;
     mlp-bwd) $py benchmarks/fused_mlp.py --backward-only --out "$out" ;;
