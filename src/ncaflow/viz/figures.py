@@ -162,10 +162,15 @@ def folds_figure(frame: pd.DataFrame, metric: str, *, seed: int = 0) -> Figure:
     )
     for ax, m in zip(axes[0], metrics, strict=True):
         rng = np.random.default_rng(seed)  # the same jitter in both panels
-        if len(folds) >= 5:
-            sns.boxplot(
-                data=frame, x="cell", y=m, order=cells, color="0.88", ax=ax, showfliers=False
-            )
+        if len(folds) >= 5:  # matplotlib's box plot: seaborn 0.13's passes `vert`, which
+            # Matplotlib deprecates from 3.11 and drops in 3.13
+            ax.boxplot(
+                [frame.loc[frame["cell"].astype(str) == c, m].dropna() for c in cells],
+                positions=range(len(cells)), widths=0.6, showfliers=False, patch_artist=True,
+                manage_ticks=False, boxprops={"facecolor": "0.88", "edgecolor": "0.55"},
+                whiskerprops={"color": "0.55"}, capprops={"color": "0.55"},
+                medianprops={"color": "0.55"},
+            )  # fmt: skip
         means = frame.groupby("cell", sort=False)[m].mean()
         for cell, mean in means.items():
             i = where[str(cell)]
