@@ -71,15 +71,21 @@ def require_mirror() -> Path:
 _APT_MODULES = ("tests/slurm/", "tests/export/test_cortex_m.py")
 
 
+def worker_group(module: str) -> str:
+    """The pytest-xdist group of a test module (its path from the repository root).
+
+    Under pytest-xdist (addopts: ``-n auto --dist loadgroup``) a group runs whole in one worker.
+    A module is its own group, so its module fixtures (a tiny workflow run, DVC clones) are
+    built once. The modules that may apt-get install what they need (the SLURM cluster, which
+    its two modules share, and the Cortex-M toolchain) share one: dpkg takes one install at a
+    time, and one cluster runs per machine."""
+    return "apt" if module.startswith(_APT_MODULES) else module
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (addopts: ``-n auto --dist loadgroup``) a test module runs whole in
-    one worker, so its module fixtures (a tiny workflow run, DVC clones) are built once. The
-    modules that may apt-get install what they need (the SLURM cluster, which its two modules
-    share, and the Cortex-M toolchain) share one worker: dpkg takes one install at a time."""
     for item in items:
-        module = item.path.relative_to(REPO).as_posix()
-        group = "apt" if module.startswith(_APT_MODULES) else module
+        group = worker_group(item.path.relative_to(REPO).as_posix())
         item.add_marker(pytest.mark.xdist_group(group))
 
 
