@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from workers import worker_group
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR_ENV = "NCAFLOW_DATA_MIRROR"
@@ -66,20 +67,6 @@ def require_mirror() -> Path:
             pytest.fail(f"CI needs the data mirror: {message}", pytrace=False)
         pytest.skip(message)
     return path
-
-
-_APT_MODULES = ("tests/slurm/", "tests/export/test_cortex_m.py")
-
-
-def worker_group(module: str) -> str:
-    """The pytest-xdist group of a test module (its path from the repository root).
-
-    Under pytest-xdist (addopts: ``-n auto --dist loadgroup``) a group runs whole in one worker.
-    A module is its own group, so its module fixtures (a tiny workflow run, DVC clones) are
-    built once. The modules that may apt-get install what they need (the SLURM cluster, which
-    its two modules share, and the Cortex-M toolchain) share one: dpkg takes one install at a
-    time, and one cluster runs per machine."""
-    return "apt" if module.startswith(_APT_MODULES) else module
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups

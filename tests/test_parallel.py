@@ -6,9 +6,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
-from conftest import REPO, worker_group
+from workers import worker_group
 
+REPO = Path(__file__).resolve().parents[1]
 FAST = ["tests/config/test_parse.py", "tests/backends/test_stencil.py"]
 
 
