@@ -320,6 +320,34 @@ def test_bad_config_stops_before_any_job(tmp_path: Path, edit: Any, expected: li
     assert not (root / "results").exists() and not (root / "data").exists()
 
 
+def test_the_docs_model_paths_are_cells_of_the_default_config() -> None:
+    """Every results/models/<task>/<cell>/fold<k> that README.md or config/README.md names is
+    a cell and fold of config/config.yaml (a dry run of its metrics builds); a cell the grid
+    lacks is refused with the cells it has."""
+    pattern = r"results/models/[a-z0-9_]+/[^/\s`]+/fold\d+"
+    named = {
+        m
+        for doc in ("README.md", "config/README.md")
+        for m in re.findall(pattern, (REPO / doc).read_text())
+    }
+    assert len(named) >= 2
+    for model in sorted(named):
+        snakemake(REPO, "-n", "--quiet", "rules", "--cores", "1", f"{model}/metrics.json")
+    proc = snakemake(
+        REPO,
+        "-n",
+        "--cores",
+        "1",
+        "results/models/kvasir/hidden~99/fold0/metrics.json",
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert (
+        "task 'kvasir' has no grid cell 'hidden~99'; its cells: hidden~8"
+        in proc.stdout + proc.stderr
+    )
+
+
 def test_lint_and_format() -> None:
     lint = subprocess.run(
         ["snakemake", "--lint", "--configfile", ".test/config/config.yaml"],

@@ -308,7 +308,10 @@ def cell_overrides(wildcards) -> list[str]:
     """What every fold of a grid cell is trained with."""
     task = TASKS[wildcards.task]
     if wildcards.cell not in task.cells:
-        raise WorkflowError(f"task {task.name!r} has no grid cell {wildcards.cell!r}")
+        raise WorkflowError(
+            f"task {task.name!r} has no grid cell {wildcards.cell!r}; its cells: "
+            f"{', '.join(task.cells)} (the grid under tasks.{task.name} of the config)"
+        )
     return ["train.progress=false", *task.fixed, *task.cells[wildcards.cell]]
 
 
