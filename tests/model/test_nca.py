@@ -75,20 +75,18 @@ def test_zero_init_first_step_leaves_state_unchanged() -> None:
 def test_fire_rate_statistics() -> None:
     cfg = ModelConfig(output_channels=1, hidden_channels=0, fire_rate=0.3)
     model = NCA(config=cfg)
-    masks = torch.stack(
-        [
-            model.fire_mask(torch.zeros(4, 1, 32, 32), torch.Generator().manual_seed(i))
-            for i in range(10)
-        ]
-    )
+    masks = torch.stack(list(model.masks(torch.zeros(4, 1, 32, 32), 10, torch.Generator())))
+    assert masks.shape == (10, 4, 1, 32, 32)
     assert abs(masks.mean().item() - 0.3) < 0.01
     model = randomised(cfg)
     x = torch.rand(4, 1, 32, 32)
     dx = model.update(x)
-    fired = (model.step(x, model.fire_mask(x, torch.Generator().manual_seed(1))) != x).float()
+    fire = next(model.masks(x, 1, torch.Generator().manual_seed(1)))
+    fired = (model.step(x, fire) != x).float()
     assert abs(fired[dx != 0].mean().item() - 0.3) < 0.03
-    assert model.fire_mask(x, None) is not None
-    assert NCA(config=dataclasses.replace(cfg, fire_rate=1.0)).fire_mask(x, None) is None
+    assert next(model.masks(x, 1)) is not None  # the default generator
+    every = NCA(config=dataclasses.replace(cfg, fire_rate=1.0))
+    assert list(every.masks(x, 3)) == [None, None, None]  # every cell fires: no mask at all
 
 
 def test_alive_masking() -> None:

@@ -179,13 +179,10 @@ class NCA(nn.Module):
 
     # -- rollout ----------------------------------------------------------------
 
-    def fire_mask(self, x: Tensor, generator: torch.Generator | None) -> Tensor | None:
-        """(B, 1, H, W) float Bernoulli(fire_rate) mask, or None when every cell fires."""
-        return None if self.config.fire_rate >= 1.0 else self._draw_fire(x, 1, generator)[0]
-
     def _draw_fire(self, x: Tensor, steps: int, generator: torch.Generator | None) -> Tensor:
-        """(steps, B, 1, H, W) fire masks in one draw. On a CPU they are those of ``steps``
-        draws of one step each (its generator fills a tensor in order: tested)."""
+        """(steps, B, 1, H, W) float Bernoulli(fire_rate) masks in one draw. On a CPU they are
+        those of ``steps`` draws of one step each (its generator fills a tensor in order:
+        tested)."""
         b, _, h, w = x.shape
         u = torch.rand(steps, b, 1, h, w, generator=generator, device=x.device, dtype=x.dtype)
         return u.lt_(self.config.fire_rate)  # 1.0 where u < rate: one kernel, no bool copy
